@@ -1,0 +1,1 @@
+"""The IntentusNet wire protocol: models, codec, errors and version negotiation."""

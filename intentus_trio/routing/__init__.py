@@ -1,0 +1,1 @@
+"""Routing intents to agents: the Router, its registry, events and remote agents."""

@@ -1,0 +1,213 @@
+"""Frames on both ends of a network transport.
+
+Clients wrap envelopes with ``request_frame`` and read replies with ``reply_item``. Servers
+hand every received frame to a ``FrameDispatcher``, which decodes it, negotiates the
+protocol version, routes it, and always produces a reply frame: malformed input becomes an
+error response with its own code, so a bad peer gets a clear answer and the server keeps
+serving. Transports differ only in how bytes move.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import aclosing
+
+from ..protocol import headers as h
+from ..protocol.codec import FrameCodec, loads
+from ..protocol.enums import MessageType, ResponseStatus, TransportProtocol
+from ..protocol.errors import IntentusError, MalformedMessage, PayloadTooLarge, ProtocolError
+from ..protocol.models import (
+    PROTOCOL_VERSION,
+    AgentResponse,
+    Event,
+    IntentEnvelope,
+    ProtocolNegotiation,
+    StreamChunk,
+    TransportEnvelope,
+)
+from ..protocol.versions import SUPPORTED_VERSIONS, negotiate
+from ..routing.router import Router
+from .base import StreamItem
+
+_NEGOTIATION = SUPPORTED_VERSIONS
+
+
+def request_frame(
+    env: IntentEnvelope,
+    protocol: TransportProtocol,
+    *,
+    request_id: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> TransportEnvelope:
+    """An intent frame advertising our version range and carrying the trace id."""
+    out = {h.CONTENT_TYPE: h.JSON_CONTENT_TYPE, h.TRACE_ID: env.metadata.trace_id}
+    if request_id is not None:
+        out[h.REQUEST_ID] = request_id
+    if headers:
+        out.update(headers)
+    return TransportEnvelope(protocol, MessageType.INTENT, env, out, _NEGOTIATION)
+
+
+def event_frame(event: Event, protocol: TransportProtocol) -> TransportEnvelope:
+    out = {h.CONTENT_TYPE: h.JSON_CONTENT_TYPE}
+    if event.trace_id is not None:
+        out[h.TRACE_ID] = event.trace_id
+    return TransportEnvelope(protocol, MessageType.EVENT, event, out, _NEGOTIATION)
+
+
+def response_frame(
+    item: StreamItem,
+    protocol: TransportProtocol,
+    *,
+    request_id: str | None = None,
+    version: str = PROTOCOL_VERSION,
+) -> TransportEnvelope:
+    """A reply frame; a StreamChunk travels as a response marked ``stream: chunk``."""
+    out = {h.CONTENT_TYPE: h.JSON_CONTENT_TYPE, h.PROTOCOL_VERSION: version}
+    if request_id is not None:
+        out[h.REQUEST_ID] = request_id
+    if isinstance(item, StreamChunk):
+        out[h.STREAM] = h.STREAM_CHUNK
+        out[h.SEQUENCE] = str(item.seq)
+        body = AgentResponse(PROTOCOL_VERSION, ResponseStatus.SUCCESS, item.payload, {})
+    else:
+        body = item
+        if item.trace_id is not None:
+            out[h.TRACE_ID] = item.trace_id
+    return TransportEnvelope(protocol, MessageType.RESPONSE, body, out, _NEGOTIATION)
+
+
+def reply_item(frame: TransportEnvelope) -> StreamItem:
+    """Interpret a received reply frame as a chunk or a final response."""
+    if frame.message_type is not MessageType.RESPONSE or not isinstance(
+        frame.body, AgentResponse
+    ):
+        raise ProtocolError(
+            f"expected a response frame, got messageType {frame.message_type.value!r}"
+        )
+    if frame.headers.get(h.STREAM) == h.STREAM_CHUNK:
+        seq = frame.headers.get(h.SEQUENCE, "")
+        if not seq.isdigit() or len(seq) > 12:
+            raise MalformedMessage("stream chunk without a valid seq header")
+        return StreamChunk(int(seq), frame.body.payload or {})
+    return frame.body
+
+
+def _salvage(data: bytes | bytearray | memoryview | str) -> tuple[str | None, str | None]:
+    """Best-effort (traceId, requestId) of a frame that failed to decode, for the error reply."""
+    try:
+        obj = loads(data)
+    except IntentusError:
+        return None, None
+    if type(obj) is not dict:
+        return None, None
+    headers = obj.get("headers")
+    trace_id = request_id = None
+    if type(headers) is dict:
+        trace_id = headers.get(h.TRACE_ID)
+        request_id = headers.get(h.REQUEST_ID)
+    body = obj.get("body")
+    if trace_id is None and type(body) is dict and type(body.get("metadata")) is dict:
+        trace_id = body["metadata"].get("traceId")
+    return (
+        trace_id if type(trace_id) is str and len(trace_id) <= 256 else None,
+        request_id if type(request_id) is str and len(request_id) <= 256 else None,
+    )
+
+
+class FrameDispatcher:
+    """Server side of every network transport: frame in, reply frame(s) out."""
+
+    def __init__(
+        self,
+        router: Router,
+        protocol: TransportProtocol,
+        *,
+        codec: FrameCodec | None = None,
+        supported: ProtocolNegotiation = SUPPORTED_VERSIONS,
+    ) -> None:
+        self.router = router
+        self.protocol = protocol
+        self.codec = codec or FrameCodec()
+        self.supported = supported
+
+    # -------------------------------------------------------------- decoding
+
+    def decode(self, data: bytes | bytearray | memoryview | str) -> TransportEnvelope:
+        """Decode request bytes; raises IntentusError (use ``error_frame`` to answer it)."""
+        return self.codec.decode(data)
+
+    def error_frame(
+        self,
+        exc: IntentusError,
+        *,
+        data: bytes | bytearray | memoryview | str | None = None,
+        request: TransportEnvelope | None = None,
+    ) -> TransportEnvelope:
+        """The reply to a request that failed before reaching an agent."""
+        trace_id = request_id = None
+        protocol = self.protocol
+        if request is not None:
+            protocol = request.protocol
+            request_id = request.headers.get(h.REQUEST_ID)
+            body = request.body
+            trace_id = body.metadata.trace_id if isinstance(body, IntentEnvelope) else None
+            trace_id = trace_id or request.headers.get(h.TRACE_ID)
+        elif data is not None and not isinstance(exc, PayloadTooLarge):
+            # Oversize input is never parsed, not even to find its trace id.
+            trace_id, request_id = _salvage(data)
+        return response_frame(exc.to_response(trace_id=trace_id), protocol, request_id=request_id)
+
+    # -------------------------------------------------------------- request/response
+
+    async def handle_bytes(self, data: bytes | bytearray | memoryview | str) -> bytes:
+        """One request in, one encoded reply out; never raises for bad input."""
+        try:
+            frame = self.codec.decode(data)
+        except IntentusError as exc:
+            return self.codec.encode(self.error_frame(exc, data=data))
+        return self.codec.encode(await self.handle_frame(frame))
+
+    async def handle_frame(self, frame: TransportEnvelope) -> TransportEnvelope:
+        """Route a decoded frame and return the reply frame."""
+        request_id = frame.headers.get(h.REQUEST_ID)
+        try:
+            version = negotiate(frame.protocol_negotiation, self.supported)
+        except IntentusError as exc:
+            return self.error_frame(exc, request=frame)
+        body = frame.body
+        if frame.message_type is MessageType.INTENT and isinstance(body, IntentEnvelope):
+            response = await self.router.route_intent(body)
+        elif frame.message_type is MessageType.EVENT and isinstance(body, Event):
+            delivered = self.router.events.publish(body)
+            response = AgentResponse.success(
+                {"delivered": delivered}, agent=self.router.name, trace_id=body.trace_id
+            )
+        else:
+            return self.error_frame(
+                ProtocolError(
+                    f"cannot handle a {frame.message_type.value!r} frame here",
+                    details={"messageType": frame.message_type.value},
+                ),
+                request=frame,
+            )
+        return response_frame(response, frame.protocol, request_id=request_id, version=version)
+
+    # -------------------------------------------------------------- streams
+
+    async def handle_stream(
+        self, frame: TransportEnvelope
+    ) -> AsyncGenerator[TransportEnvelope, None]:
+        """Reply frames for a streamed intent: chunk frames, then one final response."""
+        request_id = frame.headers.get(h.REQUEST_ID)
+        try:
+            version = negotiate(frame.protocol_negotiation, self.supported)
+            body = frame.body
+            if not isinstance(body, IntentEnvelope):
+                raise ProtocolError("a stream must be requested with an intent frame")
+        except IntentusError as exc:
+            yield self.error_frame(exc, request=frame)
+            return
+        async with aclosing(self.router.route_stream(body)) as items:
+            async for item in items:
+                yield response_frame(item, frame.protocol, request_id=request_id, version=version)
