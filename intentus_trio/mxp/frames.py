@@ -1,0 +1,187 @@
+"""Frames carried inside protected MXP packets, each with an explicit type code.
+
+Layouts are QUIC-like (varints everywhere) so the ACK frame can later serve reliable streams
+unchanged. Codes 0x08-0x0f are reserved for STREAM frames; an unknown code is a protocol error
+because a frame's length cannot be known without understanding its type.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+
+import attrs
+
+from intentus_trio.mxp.varint import DecodeError, decode_varint, encode_varint, varint_size
+
+
+class FrameType(enum.IntEnum):
+    PADDING = 0x00
+    PING = 0x01
+    ACK = 0x02
+    CLOSE = 0x03
+    DATAGRAM = 0x04
+    # 0x08-0x0f: STREAM (reserved)
+
+
+class FrameError(DecodeError):
+    """A frame was malformed or of an unknown type."""
+
+
+@attrs.frozen
+class Padding:
+    length: int = 1
+
+
+@attrs.frozen
+class Ping:
+    pass
+
+
+@attrs.frozen
+class Ack:
+    """Acknowledged packet numbers as inclusive (first, last) ranges, highest range first.
+
+    ``delay`` is how long (in microseconds) the sender held the largest one before acking.
+    """
+
+    ranges: tuple[tuple[int, int], ...]
+    delay: int = 0
+
+    @property
+    def largest(self) -> int:
+        return self.ranges[0][1]
+
+    def __contains__(self, pn: object) -> bool:
+        return any(lo <= pn <= hi for lo, hi in self.ranges)  # type: ignore[operator]
+
+
+@attrs.frozen
+class Close:
+    error_code: int
+    reason: str = ""
+
+
+@attrs.frozen
+class Datagram:
+    data: bytes
+
+
+Frame = Padding | Ping | Ack | Close | Datagram
+
+ACK_ELICITING = (Ping, Datagram)
+
+
+def _check_ranges(ranges: Sequence[tuple[int, int]]) -> None:
+    if not ranges:
+        raise ValueError("an ACK needs at least one range")
+    prev_lo: int | None = None
+    for lo, hi in ranges:
+        if lo > hi or lo < 0:
+            raise ValueError("bad ACK range")
+        if prev_lo is not None and hi + 1 >= prev_lo:
+            raise ValueError("ACK ranges must be descending and disjoint")
+        prev_lo = lo
+
+
+def encode_frame(frame: Frame) -> bytes:
+    if isinstance(frame, Datagram):
+        return b"\x04" + encode_varint(len(frame.data)) + frame.data
+    if isinstance(frame, Ack):
+        _check_ranges(frame.ranges)
+        hi0 = frame.ranges[0][1]
+        lo0 = frame.ranges[0][0]
+        out = bytearray(b"\x02")
+        out += encode_varint(hi0)
+        out += encode_varint(frame.delay)
+        out += encode_varint(len(frame.ranges) - 1)
+        out += encode_varint(hi0 - lo0)
+        prev_lo = lo0
+        for lo, hi in frame.ranges[1:]:
+            out += encode_varint(prev_lo - hi - 2)
+            out += encode_varint(hi - lo)
+            prev_lo = lo
+        return bytes(out)
+    if isinstance(frame, Ping):
+        return b"\x01"
+    if isinstance(frame, Padding):
+        return bytes(frame.length)
+    if isinstance(frame, Close):
+        reason = frame.reason.encode("utf-8")
+        return b"\x03" + encode_varint(frame.error_code) + encode_varint(len(reason)) + reason
+    raise TypeError(f"not a frame: {frame!r}")
+
+
+def encode_frames(frames: Iterable[Frame]) -> bytes:
+    return b"".join(encode_frame(f) for f in frames)
+
+
+def frame_size(frame: Frame) -> int:
+    if isinstance(frame, Datagram):
+        return 1 + varint_size(len(frame.data)) + len(frame.data)
+    return len(encode_frame(frame))
+
+
+def datagram_overhead(length: int) -> int:
+    return 1 + varint_size(length)
+
+
+def decode_frames(data: bytes | memoryview) -> list[Frame]:
+    """Parse a packet payload; raise FrameError on anything malformed."""
+    frames: list[Frame] = []
+    pos = 0
+    end = len(data)
+    try:
+        while pos < end:
+            ftype = data[pos]
+            pos += 1
+            if ftype == FrameType.DATAGRAM:
+                length, pos = decode_varint(data, pos)
+                if pos + length > end:
+                    raise FrameError("truncated DATAGRAM frame")
+                frames.append(Datagram(bytes(data[pos : pos + length])))
+                pos += length
+            elif ftype == FrameType.PADDING:
+                start = pos - 1
+                while pos < end and data[pos] == 0:
+                    pos += 1
+                frames.append(Padding(pos - start))
+            elif ftype == FrameType.ACK:
+                largest, pos = decode_varint(data, pos)
+                delay, pos = decode_varint(data, pos)
+                count, pos = decode_varint(data, pos)
+                first, pos = decode_varint(data, pos)
+                if first > largest or count > end:
+                    raise FrameError("bad ACK frame")
+                hi = largest
+                lo = largest - first
+                ranges = [(lo, hi)]
+                for _ in range(count):
+                    gap, pos = decode_varint(data, pos)
+                    length, pos = decode_varint(data, pos)
+                    hi = lo - gap - 2
+                    lo = hi - length
+                    if lo < 0:
+                        raise FrameError("ACK range below zero")
+                    ranges.append((lo, hi))
+                frames.append(Ack(tuple(ranges), delay))
+            elif ftype == FrameType.PING:
+                frames.append(Ping())
+            elif ftype == FrameType.CLOSE:
+                code, pos = decode_varint(data, pos)
+                length, pos = decode_varint(data, pos)
+                if pos + length > end:
+                    raise FrameError("truncated CLOSE frame")
+                try:
+                    reason = bytes(data[pos : pos + length]).decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise FrameError("CLOSE reason is not UTF-8") from exc
+                pos += length
+                frames.append(Close(code, reason))
+            else:
+                raise FrameError(f"unknown frame type 0x{ftype:02x}")
+    except FrameError:
+        raise
+    except DecodeError as exc:
+        raise FrameError(str(exc)) from exc
+    return frames
