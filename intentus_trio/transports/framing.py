@@ -11,14 +11,22 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
+from typing import Protocol
 
 from ..protocol import headers as h
 from ..protocol.codec import FrameCodec, loads
 from ..protocol.enums import MessageType, ResponseStatus, TransportProtocol
-from ..protocol.errors import IntentusError, MalformedMessage, PayloadTooLarge, ProtocolError
+from ..protocol.errors import (
+    EMCLFailure,
+    IntentusError,
+    MalformedMessage,
+    PayloadTooLarge,
+    ProtocolError,
+)
 from ..protocol.models import (
     PROTOCOL_VERSION,
     AgentResponse,
+    EMCLEnvelope,
     Event,
     IntentEnvelope,
     ProtocolNegotiation,
@@ -30,6 +38,18 @@ from ..routing.router import Router
 from .base import StreamItem
 
 _NEGOTIATION = SUPPORTED_VERSIONS
+
+
+class FrameProtector(Protocol):
+    """Seals and opens frame bodies (EMCL). ``open`` raises ``EMCLFailure`` on any fault."""
+
+    def seal(self, frame: TransportEnvelope) -> TransportEnvelope: ...
+
+    def open(self, frame: TransportEnvelope) -> TransportEnvelope: ...
+
+
+def is_sealed(frame: TransportEnvelope) -> bool:
+    return isinstance(frame.body, EMCLEnvelope)
 
 
 def request_frame(
@@ -93,6 +113,59 @@ def reply_item(frame: TransportEnvelope) -> StreamItem:
     return frame.body
 
 
+class ClientFraming:
+    """The client half shared by network transports: request bytes out, reply items in."""
+
+    def __init__(
+        self,
+        protocol: TransportProtocol,
+        *,
+        codec: FrameCodec | None = None,
+        protector: FrameProtector | None = None,
+    ) -> None:
+        self.protocol = protocol
+        self.codec = codec or FrameCodec()
+        self.protector = protector
+
+    def encode_intent(
+        self,
+        env: IntentEnvelope,
+        *,
+        request_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> bytes:
+        frame = request_frame(env, self.protocol, request_id=request_id, headers=headers)
+        if self.protector is not None:
+            frame = self.protector.seal(frame)
+        return self.codec.encode(frame)
+
+    def encode_event(self, event: Event) -> bytes:
+        frame = event_frame(event, self.protocol)
+        if self.protector is not None:
+            frame = self.protector.seal(frame)
+        return self.codec.encode(frame)
+
+    def decode_frame(self, data: bytes | bytearray | memoryview | str) -> TransportEnvelope:
+        """Decode and, if sealed, open a received frame (raises IntentusError)."""
+        frame = self.codec.decode(data)
+        if is_sealed(frame):
+            if self.protector is None:
+                raise EMCLFailure("received an EMCL frame but EMCL is not configured",
+                                  details={"reason": "not_configured"})
+            frame = self.protector.open(frame)
+        elif self.protector is not None and not (
+            isinstance(frame.body, AgentResponse) and frame.body.error is not None
+        ):
+            # Error replies stay readable: a peer that could not open our request
+            # cannot seal its answer either.
+            raise EMCLFailure("received a plaintext frame on an EMCL transport",
+                                  details={"reason": "plaintext"})
+        return frame
+
+    def decode_reply(self, data: bytes | bytearray | memoryview | str) -> StreamItem:
+        return reply_item(self.decode_frame(data))
+
+
 def _salvage(data: bytes | bytearray | memoryview | str) -> tuple[str | None, str | None]:
     """Best-effort (traceId, requestId) of a frame that failed to decode, for the error reply."""
     try:
@@ -125,11 +198,16 @@ class FrameDispatcher:
         *,
         codec: FrameCodec | None = None,
         supported: ProtocolNegotiation = SUPPORTED_VERSIONS,
+        protector: FrameProtector | None = None,
+        require_emcl: bool = False,
     ) -> None:
         self.router = router
         self.protocol = protocol
         self.codec = codec or FrameCodec()
         self.supported = supported
+        self.protector = protector
+        #: Refuse plaintext requests (only meaningful with a protector).
+        self.require_emcl = require_emcl
 
     # -------------------------------------------------------------- decoding
 
@@ -168,8 +246,32 @@ class FrameDispatcher:
             return self.codec.encode(self.error_frame(exc, data=data))
         return self.codec.encode(await self.handle_frame(frame))
 
+    def open_request(self, frame: TransportEnvelope) -> tuple[TransportEnvelope, bool]:
+        """Open an EMCL request, enforcing ``require_emcl``; returns (frame, was_sealed)."""
+        if is_sealed(frame):
+            if self.protector is None:
+                raise EMCLFailure("EMCL is not configured on this endpoint",
+                                  details={"reason": "not_configured"})
+            return self.protector.open(frame), True
+        if self.require_emcl:
+            raise EMCLFailure("this endpoint accepts EMCL-sealed frames only",
+                              details={"reason": "plaintext"})
+        return frame, False
+
+    def _seal_reply(self, reply: TransportEnvelope, sealed: bool) -> TransportEnvelope:
+        if sealed and self.protector is not None:
+            return self.protector.seal(reply)
+        return reply
+
     async def handle_frame(self, frame: TransportEnvelope) -> TransportEnvelope:
-        """Route a decoded frame and return the reply frame."""
+        """Route a decoded frame and return the reply frame (sealed if the request was)."""
+        try:
+            frame, sealed = self.open_request(frame)
+        except IntentusError as exc:
+            return self.error_frame(exc, request=frame)
+        return self._seal_reply(await self._handle_plain(frame), sealed)
+
+    async def _handle_plain(self, frame: TransportEnvelope) -> TransportEnvelope:
         request_id = frame.headers.get(h.REQUEST_ID)
         try:
             version = negotiate(frame.protocol_negotiation, self.supported)
@@ -199,8 +301,8 @@ class FrameDispatcher:
         self, frame: TransportEnvelope
     ) -> AsyncGenerator[TransportEnvelope, None]:
         """Reply frames for a streamed intent: chunk frames, then one final response."""
-        request_id = frame.headers.get(h.REQUEST_ID)
         try:
+            frame, sealed = self.open_request(frame)
             version = negotiate(frame.protocol_negotiation, self.supported)
             body = frame.body
             if not isinstance(body, IntentEnvelope):
@@ -208,6 +310,8 @@ class FrameDispatcher:
         except IntentusError as exc:
             yield self.error_frame(exc, request=frame)
             return
+        request_id = frame.headers.get(h.REQUEST_ID)
         async with aclosing(self.router.route_stream(body)) as items:
             async for item in items:
-                yield response_frame(item, frame.protocol, request_id=request_id, version=version)
+                reply = response_frame(item, frame.protocol, request_id=request_id, version=version)
+                yield self._seal_reply(reply, sealed)
