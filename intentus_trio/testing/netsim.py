@@ -54,6 +54,7 @@ __all__ = [
     "Partition",
     "Transmission",
     "open_memory_network",
+    "unwrap_single_exception",
 ]
 
 MAX_DATAGRAM_SIZE = 65507
@@ -87,9 +88,9 @@ class LinkConditions:
     Per datagram, in order: drop if larger than `mtu`; drop with probability `loss`; send a
     second copy with probability `duplicate`; then per copy: flip one random bit with probability
     `corrupt`; wait for the wire if `bandwidth` (bytes/s) is set, dropping the copy when it would
-    raise the backlog (bytes not yet fully sent, including itself) above `queue_limit`; travel for `delay` ± uniform `jitter` seconds (so
-    jitter alone reorders, as on a real path), plus `reorder_delay` with probability `reorder`
-    (held back, so later datagrams overtake it).
+    raise the backlog (bytes not yet fully sent, including itself) above `queue_limit`; travel
+    for `delay` ± uniform `jitter` seconds (so jitter alone reorders, as on a real path), plus
+    `reorder_delay` with probability `reorder` (held back, so later datagrams overtake it).
     """
 
     loss: float = attrs.field(default=0.0, validator=_probability)
@@ -658,6 +659,26 @@ def _single_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | No
     return None if isinstance(exc, BaseExceptionGroup) else exc
 
 
+@contextmanager
+def unwrap_single_exception() -> Iterator[None]:
+    """Re-raise a lone exception from a nursery as itself, not as a one-member ExceptionGroup.
+
+    Used around the nurseries that `open_*` context managers own, so an error in the user's
+    block reaches the user unchanged.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaf = _single_leaf(group)
+        if leaf is None:
+            raise
+        context = leaf.__context__
+        try:
+            raise leaf
+        finally:
+            leaf.__context__ = context
+
+
 @asynccontextmanager
 async def open_memory_network(
     *,
@@ -673,7 +694,7 @@ async def open_memory_network(
     network = MemoryNetwork(
         seed=seed, conditions=conditions, receive_queue_size=receive_queue_size, trace=trace
     )
-    try:
+    with unwrap_single_exception():
         async with trio.open_nursery() as nursery:
             await nursery.start(network.run)
             try:
@@ -681,12 +702,3 @@ async def open_memory_network(
             finally:
                 network.close()
                 nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        leaf = _single_leaf(group)
-        if leaf is None:
-            raise
-        context = leaf.__context__
-        try:
-            raise leaf
-        finally:
-            leaf.__context__ = context
