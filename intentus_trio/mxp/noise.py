@@ -9,6 +9,7 @@ spec's HMAC construction over the stdlib hash.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import hmac
 import os
@@ -318,6 +319,10 @@ class HandshakeState:
             static=static,
             ephemeral=ephemeral,
         )
+
+    def fork(self) -> HandshakeState:
+        """An independent copy, so a message can be tried without risking this state."""
+        return copy.deepcopy(self)
 
     @property
     def is_complete(self) -> bool:

@@ -1,0 +1,55 @@
+"""Connection and server settings."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import attrs
+
+from intentus_trio.mxp.noise import KeyPair
+
+Address = tuple[str, int]
+ClientPolicy = Callable[[bytes, Address], bool]
+
+DEFAULT_PROLOGUE = b"intentus-mxp/1"
+
+
+@attrs.frozen
+class Configuration:
+    """Settings shared by both roles; all durations in seconds."""
+
+    static_key: KeyPair
+    idle_timeout: float = 30.0
+    keepalive_interval: float | None = None
+    max_datagram_frame_size: int = 1200
+    max_packet_size: int = 1200
+    max_ack_delay: float = 0.025
+    handshake_initial_rto: float = 0.25
+    handshake_max_rto: float = 2.0
+    handshake_timeout: float = 10.0
+    key_discard_delay: float = 3.0
+    key_update_after_packets: int | None = None
+    replay_window: int = 1024
+    max_pending_datagrams: int = 256
+    prologue: bytes = DEFAULT_PROLOGUE
+
+
+def allow_keys(keys: set[bytes] | frozenset[bytes] | list[bytes]) -> ClientPolicy:
+    """A client policy accepting exactly these static public keys."""
+    allowed = frozenset(keys)
+    return lambda key, addr: key in allowed
+
+
+@attrs.frozen
+class ServerConfiguration:
+    """Server-wide settings. ``client_policy(static_key, address)`` decides who may connect."""
+
+    connection: Configuration
+    client_policy: ClientPolicy
+    require_retry: bool = False
+    retry_when_half_open_above: int | None = 64
+    max_half_open: int = 256
+    token_lifetime: float = 10.0
+    token_secret: bytes = attrs.field(factory=lambda: os.urandom(32), repr=False)
+    replay_cache_size: int = 8192

@@ -1,0 +1,775 @@
+"""The sans-IO MXP connection: handshake, protected packets, datagrams, timers and close.
+
+A driver feeds it datagrams (``receive_datagram``), sends what ``datagrams_to_send`` returns,
+sleeps until ``get_timer()`` and then calls ``handle_timer``, and reads ``next_event()``. Time
+is always an argument. Clients are built with :meth:`Connection.connect`; server connections
+are created by :class:`intentus_trio.mxp.endpoint.ServerEndpoint` after a valid first message.
+
+Handshake (Noise IK, two messages): the client's INITIAL carries message 1 and is resent with
+backoff until the server's HANDSHAKE (message 2) arrives; the server resends message 2 until the
+client's first protected packet proves the client holds the session keys, which also validates
+the client's address and lifts the 3x anti-amplification limit.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import os
+from collections.abc import Callable
+
+import attrs
+
+from intentus_trio.mxp.config import Address, Configuration
+from intentus_trio.mxp.events import (
+    ConnectionClosed,
+    DatagramReceived,
+    ErrorCode,
+    Event,
+    HandshakeCompleted,
+    KeyUpdated,
+)
+from intentus_trio.mxp.frames import (
+    Ack,
+    Close,
+    Datagram,
+    Frame,
+    FrameError,
+    Ping,
+    datagram_overhead,
+    decode_frames,
+    encode_frame,
+)
+from intentus_trio.mxp.keyupdate import OneRttKeys
+from intentus_trio.mxp.noise import HandshakeState, NoiseError
+from intentus_trio.mxp.packet import (
+    CID_LEN,
+    LONG_HEADER_LEN,
+    MIN_INITIAL_DATAGRAM,
+    SHORT_PN_OFFSET,
+    VERSION,
+    PacketType,
+    encode_long_packet,
+    encode_packet_number,
+    is_long_header,
+    parse_long_packet,
+)
+from intentus_trio.mxp.params import (
+    ParamsError,
+    TransportParameters,
+    decode_handshake_payload,
+    encode_handshake_payload,
+)
+from intentus_trio.mxp.protection import TAG_LEN
+from intentus_trio.mxp.rangeset import RangeSet
+from intentus_trio.mxp.stats import Drop, Stats
+from intentus_trio.mxp.tokens import retry_integrity_tag
+from intentus_trio.mxp.varint import DecodeError
+
+AMPLIFICATION_FACTOR = 3
+_NOISE_MSG1_OVERHEAD = 32 + 48 + 16
+_MAX_CLOSE_REPEATS = 3
+_MAX_SENT_RECORDS = 4096
+
+
+class State(enum.Enum):
+    CLIENT_INITIAL = "client_initial"
+    SERVER_UNCONFIRMED = "server_unconfirmed"
+    ESTABLISHED = "established"
+    CLOSING = "closing"
+    DRAINING = "draining"
+    CLOSED = "closed"
+
+
+class DatagramTooLarge(ValueError):
+    """The datagram does not fit the size the peer (or our packet size) allows."""
+
+
+@attrs.define
+class _Sent:
+    time: float
+    ack_eliciting: bool
+    generation: int
+
+
+class Connection:
+    """One MXP connection in either role. Do not construct directly: use :meth:`connect`
+    (client) or let a :class:`ServerEndpoint` accept one."""
+
+    def __init__(
+        self,
+        configuration: Configuration,
+        *,
+        is_client: bool,
+        peer_address: Address,
+        scid: bytes,
+        dcid: bytes,
+        handshake: HandshakeState,
+        now: float,
+        stats: Stats | None = None,
+        random: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self.configuration = configuration
+        self.is_client = is_client
+        self.peer_address = peer_address
+        self.host_cid = scid
+        self.peer_cid = dcid
+        self.stats = stats if stats is not None else Stats()
+        self.state = State.CLIENT_INITIAL if is_client else State.SERVER_UNCONFIRMED
+        self.remote_static: bytes | None = None
+        self.peer_params: TransportParameters | None = None
+        self.address_validated = is_client
+        self.bytes_received_unvalidated = 0
+        self.bytes_sent_unvalidated = 0
+        self.close_reason: ConnectionClosed | None = None
+        self._random = random
+        self._hs = handshake
+        self._keys: OneRttKeys | None = None
+        self._events: collections.deque[Event] = collections.deque()
+        self._created = now
+        self._handshake_deadline = now + configuration.handshake_timeout
+        self._rto = configuration.handshake_initial_rto
+        self._retransmit_at: float | None = None
+        self._handshake_packet: bytes | None = None
+        self._send_handshake_packet = False
+        self._handshake_auth_failures = 0
+        # client-side handshake bookkeeping
+        self._original_dcid = dcid
+        self._retry_scid: bytes | None = None
+        self._token = b""
+        self._accepted_response: bytes | None = None
+        self._hs_message1 = b""
+        self._heard_protected = False
+        # 1-RTT state
+        self._next_pn = 0
+        self._largest_acked: int | None = None
+        self._sent: dict[int, _Sent] = {}
+        self._received = RangeSet()
+        self._ack_eliciting_unacked = 0
+        self._ack_at: float | None = None
+        self._largest_received_time = now
+        self._ping_pending = False
+        self._datagrams: collections.deque[bytes] = collections.deque()
+        self._send_gen_first_pn = 0
+        self._key_phase_confirmed = False
+        self._packets_in_generation = 0
+        self._last_received = now
+        self._last_activity = now
+        self._last_ping_sent = now
+        self._srtt: float | None = None
+        self._rttvar = 0.0
+        self._close_frame: Close | None = None
+        self._close_pending = False
+        self._close_repeats = 0
+        self._unacked_received = False
+        self._close_end: float | None = None
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def connect(
+        cls,
+        configuration: Configuration,
+        server_static: bytes,
+        address: Address,
+        now: float,
+        *,
+        random: Callable[[int], bytes] = os.urandom,
+    ) -> Connection:
+        """Start a client connection; the first ``datagrams_to_send`` holds the INITIAL."""
+        hs = HandshakeState.initiator_ik(
+            configuration.static_key, server_static, configuration.prologue
+        )
+        conn = cls(
+            configuration,
+            is_client=True,
+            peer_address=address,
+            scid=random(CID_LEN),
+            dcid=random(CID_LEN),
+            handshake=hs,
+            now=now,
+            random=random,
+        )
+        conn.remote_static = server_static
+        conn._start_client(now)
+        return conn
+
+    def _local_params(self, **extra: object) -> TransportParameters:
+        cfg = self.configuration
+        return TransportParameters(
+            initial_scid=self.host_cid,
+            idle_timeout=cfg.idle_timeout,
+            max_datagram_frame_size=cfg.max_datagram_frame_size,
+            max_packet_size=cfg.max_packet_size,
+            max_ack_delay=cfg.max_ack_delay,
+            **extra,  # type: ignore[arg-type]
+        )
+
+    def _start_client(self, now: float) -> None:
+        room = MIN_INITIAL_DATAGRAM - LONG_HEADER_LEN - 1 - _NOISE_MSG1_OVERHEAD
+        payload = encode_handshake_payload(self._local_params(), pad_to=room)
+        self._message1 = self._hs.write_message(payload)
+        self._build_initial()
+        self._retransmit_at = now + self._rto
+        self._send_handshake_packet = True
+
+    def _build_initial(self) -> None:
+        self._handshake_packet = encode_long_packet(
+            PacketType.INITIAL,
+            self.peer_cid,
+            self.host_cid,
+            self._message1,
+            token=self._token,
+        )
+
+    def _accept_as_server(
+        self,
+        message1: bytes,
+        client_params: TransportParameters,
+        original_dcid: bytes,
+        retry_scid: bytes | None,
+        reject: tuple[int, str] | None,
+        now: float,
+    ) -> None:
+        """Called by the endpoint after message 1 was read: answer with message 2."""
+        self._hs_message1 = message1
+        self.remote_static = self._hs.remote_static
+        self.peer_params = client_params
+        extra: dict[str, object] = {"original_dcid": original_dcid, "retry_scid": retry_scid}
+        if reject is not None:
+            extra["reject_code"], extra["reject_reason"] = reject
+        payload = encode_handshake_payload(self._local_params(**extra))
+        message2 = self._hs.write_message(payload)
+        self._handshake_packet = encode_long_packet(
+            PacketType.HANDSHAKE, self.peer_cid, self.host_cid, message2
+        )
+        self._send_handshake_packet = True
+        if reject is not None:
+            self._close_silently(now, reject[0], reject[1], by_peer=False)
+            # keep the rejection around briefly so a lost one can be resent on retransmission
+            self.state = State.CLOSING
+            self._close_end = now + self.configuration.handshake_initial_rto * 4
+            return
+        send, recv = self._hs.split()
+        assert send.k is not None and recv.k is not None
+        self._keys = OneRttKeys(
+            recv.k,
+            send.k,
+            discard_delay=self.configuration.key_discard_delay,
+            replay_window=self.configuration.replay_window,
+        )
+        self._retransmit_at = now + self._rto
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def is_established(self) -> bool:
+        return self.state is State.ESTABLISHED
+
+    @property
+    def is_closed(self) -> bool:
+        return self.state is State.CLOSED
+
+    @property
+    def is_half_open(self) -> bool:
+        return self.state is State.SERVER_UNCONFIRMED
+
+    @property
+    def key_generation(self) -> int:
+        return self._keys.send_generation if self._keys is not None else 0
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def max_datagram_size(self) -> int:
+        """The largest payload ``send_datagram`` accepts now: what fits in one packet and, once
+        known, what the peer accepts (its ``max_datagram_frame_size``)."""
+        room = self._packet_size() - SHORT_PN_OFFSET - 4 - TAG_LEN
+        fit = room - datagram_overhead(room)
+        if self.peer_params is None:
+            return fit
+        return max(0, min(fit, self.peer_params.max_datagram_frame_size))
+
+    def send_datagram(self, data: bytes) -> None:
+        """Queue an unreliable datagram; the oldest queued one is dropped if the queue is full."""
+        if self.state in (State.CLOSING, State.DRAINING, State.CLOSED):
+            raise RuntimeError("connection is closed")
+        limit = self.max_datagram_size()
+        if len(data) > limit:
+            raise DatagramTooLarge(f"{len(data)} > {limit} bytes")
+        if len(self._datagrams) >= self.configuration.max_pending_datagrams:
+            self._datagrams.popleft()
+            self.stats.drop(Drop.QUEUE_FULL)
+        self._datagrams.append(bytes(data))
+
+    def ping(self) -> None:
+        self._ping_pending = True
+
+    def request_key_update(self) -> bool:
+        """Start a key update if allowed (previous one confirmed); True if started."""
+        if (
+            self.state is not State.ESTABLISHED
+            or self._keys is None
+            or not self._key_phase_confirmed
+            or not self._keys.can_initiate_update()
+        ):
+            return False
+        self._keys.initiate_update()
+        self._on_send_generation_changed()
+        return True
+
+    def close(self, now: float, error_code: int = ErrorCode.NO_ERROR, reason: str = "") -> None:
+        """Close with a reason sent to the peer (if keys exist); emits ConnectionClosed."""
+        if self.state in (State.CLOSING, State.DRAINING, State.CLOSED):
+            return
+        if self._keys is None or self.state is State.CLIENT_INITIAL:
+            self._close_silently(now, error_code, reason, by_peer=False)
+            return
+        self._close_frame = Close(error_code, reason)
+        self._close_pending = True
+        self._record_close(error_code, reason, by_peer=False)
+        self.state = State.CLOSING
+        self._close_end = now + 3 * self._pto()
+
+    # ------------------------------------------------------------------ receive
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        self.stats.datagrams_received += 1
+        self.stats.bytes_received += len(data)
+        if not self.address_validated and addr == self.peer_address:
+            self.bytes_received_unvalidated += len(data)
+        if self.state in (State.CLOSED, State.DRAINING):
+            self.stats.drop(Drop.CLOSED)
+            return
+        if not data:
+            self.stats.drop(Drop.MALFORMED)
+            return
+        if is_long_header(data):
+            self._receive_long(data, now)
+        else:
+            self._receive_short(data, now)
+
+    def _receive_long(self, data: bytes, now: float) -> None:
+        try:
+            packet = parse_long_packet(data)
+        except DecodeError:
+            self.stats.drop(Drop.MALFORMED)
+            return
+        if packet.version != VERSION:
+            self.stats.drop(Drop.BAD_VERSION)
+            return
+        if packet.dcid != self.host_cid and not (
+            not self.is_client and packet.packet_type is PacketType.INITIAL
+        ):
+            self.stats.drop(Drop.UNKNOWN_CID)
+            return
+        if self.is_client:
+            if packet.packet_type is PacketType.HANDSHAKE:
+                self._client_on_handshake(data, packet.scid, packet.body, now)
+            elif packet.packet_type is PacketType.RETRY:
+                self._client_on_retry(data, packet.scid, packet.token, now)
+            else:
+                self.stats.drop(Drop.UNEXPECTED)
+            return
+        # server: a repeated INITIAL means our message 2 may have been lost
+        if (
+            packet.packet_type is PacketType.INITIAL
+            and self.state in (State.SERVER_UNCONFIRMED, State.CLOSING)
+            and self._handshake_packet is not None
+            and packet.body == self._hs_message1
+        ):
+            self.stats.drop(Drop.DUPLICATE_HANDSHAKE)
+            self._send_handshake_packet = True
+            return
+        self.stats.drop(Drop.UNEXPECTED)
+
+    def _client_on_retry(self, data: bytes, scid: bytes, token: bytes, now: float) -> None:
+        if self.state is not State.CLIENT_INITIAL or self._retry_scid is not None or not token:
+            self.stats.drop(Drop.UNEXPECTED)
+            return
+        assert self.remote_static is not None
+        tag = retry_integrity_tag(self.remote_static, self._original_dcid, data[:-16])
+        if tag != data[-16:]:
+            self.stats.drop(Drop.AUTH)
+            return
+        self._retry_scid = scid
+        self.peer_cid = scid
+        self._token = token
+        self._build_initial()
+        self._send_handshake_packet = True
+
+    def _client_on_handshake(self, data: bytes, scid: bytes, body: bytes, now: float) -> None:
+        if self.state is not State.CLIENT_INITIAL:
+            if data == self._accepted_response and self.state is State.ESTABLISHED:
+                # Until the server sends protected packets it may not know we have the keys
+                # (our first packet was lost): prove it again.
+                self.stats.drop(Drop.DUPLICATE_HANDSHAKE)
+                if not self._heard_protected:
+                    self._ping_pending = True
+            else:
+                self.stats.drop(Drop.UNEXPECTED)
+            return
+        trial = self._hs.fork()
+        try:
+            payload = trial.read_message(body)
+            params = decode_handshake_payload(payload)
+        except (NoiseError, ParamsError):
+            # a forgery, corruption or a server without the expected key; keep waiting
+            self._handshake_auth_failures += 1
+            self.stats.drop(Drop.AUTH)
+            return
+        self._hs = trial
+        if params.reject_code is not None:
+            self._close_silently(
+                now,
+                params.reject_code,
+                f"server rejected the connection: {params.reject_reason}",
+                by_peer=True,
+            )
+            return
+        if (
+            params.initial_scid != scid
+            or params.original_dcid != self._original_dcid
+            or params.retry_scid != self._retry_scid
+        ):
+            self._close_silently(
+                now,
+                ErrorCode.TRANSPORT_PARAMETER_ERROR,
+                "handshake connection ids do not match the packet headers",
+                by_peer=False,
+            )
+            return
+        self._accepted_response = data
+        self.peer_params = params
+        self.peer_cid = scid
+        send, recv = self._hs.split()
+        assert send.k is not None and recv.k is not None
+        self._keys = OneRttKeys(
+            send.k,
+            recv.k,
+            discard_delay=self.configuration.key_discard_delay,
+            replay_window=self.configuration.replay_window,
+        )
+        self._handshake_packet = None
+        self._send_handshake_packet = False
+        self._retransmit_at = None
+        self._rtt_sample(now - self._created)
+        self._established(now)
+        self._ping_pending = True
+
+    def _established(self, now: float) -> None:
+        self.state = State.ESTABLISHED
+        self._last_received = now
+        self._last_activity = now
+        self.stats.handshakes_completed += 1
+        assert self.remote_static is not None
+        self._events.append(HandshakeCompleted(self.host_cid, self.remote_static))
+
+    def _receive_short(self, data: bytes, now: float) -> None:
+        keys = self._keys
+        if keys is None:
+            self.stats.drop(Drop.NO_KEYS)
+            return
+        if data[1 : 1 + CID_LEN] != self.host_cid:
+            self.stats.drop(Drop.UNKNOWN_CID)
+            return
+        generation = keys.send_generation
+        opened = keys.unprotect(data, now)
+        if isinstance(opened, str):
+            self.stats.drop(opened)
+            return
+        if keys.send_generation != generation:
+            self._on_send_generation_changed()
+            self._events.append(KeyUpdated(self.host_cid, keys.send_generation))
+        self._last_received = now
+        self._last_activity = now
+        self._heard_protected = True
+        if self.state is State.SERVER_UNCONFIRMED:
+            self.address_validated = True
+            self._handshake_packet = None
+            self._send_handshake_packet = False
+            self._retransmit_at = None
+            self._rtt_sample(now - self._created)
+            self._established(now)
+        try:
+            frames = decode_frames(opened.payload)
+        except FrameError as exc:
+            self.close(now, ErrorCode.FRAME_ENCODING_ERROR, str(exc))
+            return
+        self._received.add(opened.pn)
+        self._unacked_received = True
+        ack_eliciting = False
+        for frame in frames:
+            if isinstance(frame, Datagram):
+                ack_eliciting = True
+                if len(frame.data) > self.configuration.max_datagram_frame_size:
+                    self.close(now, ErrorCode.PROTOCOL_VIOLATION, "datagram frame too large")
+                    return
+                if self.state is State.ESTABLISHED:
+                    self._events.append(DatagramReceived(self.host_cid, frame.data))
+            elif isinstance(frame, Ping):
+                ack_eliciting = True
+            elif isinstance(frame, Ack):
+                self._on_ack(frame, now)
+            elif isinstance(frame, Close):
+                self._on_peer_close(frame, now)
+                return
+        if self.state is State.CLOSING:
+            if self._close_repeats < _MAX_CLOSE_REPEATS:
+                self._close_repeats += 1
+                self._close_pending = True
+            return
+        if ack_eliciting:
+            self._ack_eliciting_unacked += 1
+            if self._ack_at is None:
+                self._ack_at = now + self.configuration.max_ack_delay
+                self._largest_received_time = now
+            if self._ack_eliciting_unacked >= 2:
+                self._ack_at = now
+
+    def _on_peer_close(self, frame: Close, now: float) -> None:
+        self._record_close(frame.error_code, frame.reason, by_peer=True)
+        self.state = State.DRAINING
+        self._close_end = now + 3 * self._pto()
+
+    def _on_ack(self, frame: Ack, now: float) -> None:
+        largest = frame.largest
+        if largest >= self._next_pn:
+            self.close(now, ErrorCode.PROTOCOL_VIOLATION, "ACK for a packet never sent")
+            return
+        if self._largest_acked is None or largest > self._largest_acked:
+            self._largest_acked = largest
+            record = self._sent.get(largest)
+            if record is not None and record.ack_eliciting:
+                self._rtt_sample(now - record.time - frame.delay / 1e6)
+        sent = self._sent
+        for lo, hi in frame.ranges:
+            if hi - lo < len(sent):
+                acked = [pn for pn in range(lo, hi + 1) if pn in sent]
+            else:
+                acked = [pn for pn in sent if lo <= pn <= hi]
+            for pn in acked:
+                del sent[pn]
+                if pn >= self._send_gen_first_pn:
+                    self._key_phase_confirmed = True
+
+    def _on_send_generation_changed(self) -> None:
+        self._send_gen_first_pn = self._next_pn
+        self._key_phase_confirmed = False
+        self._packets_in_generation = 0
+        # an ack-eliciting packet in the new phase lets the peer's ACK confirm it
+        self._ping_pending = True
+
+    # ------------------------------------------------------------------ send
+
+    def _packet_size(self) -> int:
+        limit = self.configuration.max_packet_size
+        if self.peer_params is not None:
+            limit = min(limit, self.peer_params.max_packet_size)
+        return limit
+
+    def _may_send(self, size: int) -> bool:
+        if self.address_validated:
+            return True
+        budget = AMPLIFICATION_FACTOR * self.bytes_received_unvalidated
+        return self.bytes_sent_unvalidated + size <= budget
+
+    def _count_sent(self, size: int) -> None:
+        self.stats.datagrams_sent += 1
+        self.stats.bytes_sent += size
+        if not self.address_validated:
+            self.bytes_sent_unvalidated += size
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        out: list[tuple[bytes, Address]] = []
+        if self.state in (State.CLOSED, State.DRAINING):
+            return out
+        if self._send_handshake_packet and self._handshake_packet is not None:
+            self._send_handshake_packet = False
+            hs_packet = self._handshake_packet
+            if self._may_send(len(hs_packet)):
+                self._count_sent(len(hs_packet))
+                out.append((hs_packet, self.peer_address))
+            else:
+                self.stats.drop(Drop.AMPLIFICATION_LIMIT)
+        if self._keys is None or self.state is State.SERVER_UNCONFIRMED:
+            return out
+        if self.state is State.CLOSING:
+            if self._close_pending and self._close_frame is not None:
+                packet = self._build_packet([self._close_frame], now)
+                self._close_pending = False
+                if packet is not None:
+                    out.append((packet, self.peer_address))
+            return out
+        self._maybe_auto_key_update()
+        while True:
+            packet = self._next_packet(now)
+            if packet is None:
+                break
+            out.append((packet, self.peer_address))
+        return out
+
+    def _maybe_auto_key_update(self) -> None:
+        limit = self.configuration.key_update_after_packets
+        if limit is not None and self._packets_in_generation >= limit:
+            self.request_key_update()
+
+    def _next_packet(self, now: float) -> bytes | None:
+        frames: list[Frame] = []
+        room = self._packet_size() - SHORT_PN_OFFSET - 4 - TAG_LEN
+        ack_due = self._ack_at is not None and (now >= self._ack_at)
+        piggyback = self._unacked_received and bool(self._datagrams or self._ping_pending)
+        if self._received and (ack_due or piggyback):
+            ack = Ack(self._received.descending()[:16], self._ack_delay_us(now))
+            encoded_len = len(encode_frame(ack))
+            if encoded_len <= room:
+                frames.append(ack)
+                room -= encoded_len
+                self._ack_eliciting_unacked = 0
+                self._ack_at = None
+                self._unacked_received = False
+        limit = self.max_datagram_size()
+        while self._datagrams:
+            size = len(self._datagrams[0])
+            need = datagram_overhead(size) + size
+            if size > limit or need > room:
+                if size > limit or not frames:
+                    # queued before the peer's (smaller) limit was known: drop it
+                    self._datagrams.popleft()
+                    self.stats.drop(Drop.QUEUE_FULL)
+                    continue
+                break
+            frames.append(Datagram(self._datagrams.popleft()))
+            room -= need
+        if self._ping_pending and room >= 1:
+            frames.append(Ping())
+            self._ping_pending = False
+        if not frames:
+            return None
+        return self._build_packet(frames, now)
+
+    def _ack_delay_us(self, now: float) -> int:
+        return max(0, round((now - self._largest_received_time) * 1e6))
+
+    def _build_packet(self, frames: list[Frame], now: float) -> bytes | None:
+        assert self._keys is not None
+        payload = b"".join(encode_frame(f) for f in frames)
+        pn = self._next_pn
+        truncated, pn_len = encode_packet_number(pn, self._largest_acked)
+        packet = self._keys.protect(self.peer_cid, pn, truncated, pn_len, payload)
+        if not self._may_send(len(packet)):
+            self.stats.drop(Drop.AMPLIFICATION_LIMIT)
+            return None
+        self._next_pn += 1
+        self._packets_in_generation += 1
+        ack_eliciting = any(isinstance(f, (Ping, Datagram)) for f in frames)
+        if ack_eliciting:
+            self._last_activity = now
+            if len(self._sent) >= _MAX_SENT_RECORDS:
+                del self._sent[next(iter(self._sent))]
+            self._sent[pn] = _Sent(now, True, self._keys.send_generation)
+        self._count_sent(len(packet))
+        return packet
+
+    # ------------------------------------------------------------------ timers
+
+    def _idle_timeout(self) -> float:
+        local = self.configuration.idle_timeout
+        if self.peer_params is not None and self.peer_params.idle_timeout > 0:
+            return min(local, self.peer_params.idle_timeout) if local > 0 else local
+        return local
+
+    def _pto(self) -> float:
+        if self._srtt is None:
+            return self.configuration.handshake_initial_rto
+        return self._srtt + max(4 * self._rttvar, 0.001) + self.configuration.max_ack_delay
+
+    def _rtt_sample(self, rtt: float) -> None:
+        rtt = max(rtt, 0.0)
+        if self._srtt is None:
+            self._srtt = rtt
+            self._rttvar = rtt / 2
+        else:
+            self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - rtt)
+            self._srtt = 0.875 * self._srtt + 0.125 * rtt
+
+    def get_timer(self) -> float | None:
+        if self.state is State.CLOSED:
+            return None
+        if self.state in (State.CLOSING, State.DRAINING):
+            return self._close_end
+        candidates: list[float] = []
+        if self.state in (State.CLIENT_INITIAL, State.SERVER_UNCONFIRMED):
+            candidates.append(self._handshake_deadline)
+            if self._retransmit_at is not None:
+                candidates.append(self._retransmit_at)
+        else:
+            idle = self._idle_timeout()
+            if idle > 0:
+                candidates.append(self._last_activity + idle)
+            if self._ack_at is not None:
+                candidates.append(self._ack_at)
+            interval = self.configuration.keepalive_interval
+            if interval is not None:
+                candidates.append(max(self._last_received, self._last_ping_sent) + interval)
+            if self._keys is not None and self._keys.previous_keys_discard_at is not None:
+                candidates.append(self._keys.previous_keys_discard_at)
+        return min(candidates) if candidates else None
+
+    def handle_timer(self, now: float) -> None:
+        if self.state is State.CLOSED:
+            return
+        if self.state in (State.CLOSING, State.DRAINING):
+            if self._close_end is not None and now >= self._close_end:
+                self.state = State.CLOSED
+            return
+        if self.state in (State.CLIENT_INITIAL, State.SERVER_UNCONFIRMED):
+            if now >= self._handshake_deadline:
+                self._handshake_timed_out(now)
+                return
+            if self._retransmit_at is not None and now >= self._retransmit_at:
+                self._send_handshake_packet = True
+                self._retransmit_at = now + self._rto
+                self._rto = min(self._rto * 2, self.configuration.handshake_max_rto)
+            return
+        idle = self._idle_timeout()
+        if idle > 0 and now >= self._last_activity + idle:
+            self._close_silently(now, ErrorCode.IDLE_TIMEOUT, "idle timeout", by_peer=False)
+            return
+        interval = self.configuration.keepalive_interval
+        if (
+            interval is not None
+            and now >= max(self._last_received, self._last_ping_sent) + interval
+        ):
+            self._ping_pending = True
+            self._last_ping_sent = now
+        if self._keys is not None:
+            self._keys.discard_expired(now)
+
+    def _handshake_timed_out(self, now: float) -> None:
+        if self.is_client and self._handshake_auth_failures:
+            code = ErrorCode.AUTHENTICATION_FAILED
+            reason = (
+                f"{self._handshake_auth_failures} handshake response(s) failed authentication:"
+                " the server did not prove the expected static key (wrong key or tampering)"
+            )
+        elif self.is_client:
+            code = ErrorCode.HANDSHAKE_TIMEOUT
+            reason = (
+                "no valid handshake response: server unreachable, or it does not hold the"
+                " expected static key"
+            )
+        else:
+            code = ErrorCode.HANDSHAKE_TIMEOUT
+            reason = "client never confirmed the handshake"
+        self._close_silently(now, code, reason, by_peer=False)
+
+    def _record_close(self, error_code: int, reason: str, *, by_peer: bool) -> None:
+        if self.close_reason is None:
+            self.close_reason = ConnectionClosed(self.host_cid, error_code, reason, by_peer)
+            self._events.append(self.close_reason)
+
+    def _close_silently(self, now: float, error_code: int, reason: str, *, by_peer: bool) -> None:
+        self._record_close(error_code, reason, by_peer=by_peer)
+        self.state = State.CLOSED
+        self._datagrams.clear()

@@ -1,0 +1,51 @@
+"""Events a connection reports to its driver (via ``next_event()``)."""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+
+class ErrorCode(enum.IntEnum):
+    """Close reasons. Codes from ``APPLICATION_ERROR`` up belong to the application."""
+
+    NO_ERROR = 0x00
+    INTERNAL_ERROR = 0x01
+    PROTOCOL_VIOLATION = 0x02
+    FRAME_ENCODING_ERROR = 0x03
+    TRANSPORT_PARAMETER_ERROR = 0x04
+    IDLE_TIMEOUT = 0x05
+    HANDSHAKE_TIMEOUT = 0x06
+    AUTHENTICATION_FAILED = 0x07
+    ACCESS_DENIED = 0x08
+    APPLICATION_ERROR = 0x100
+
+
+@attrs.frozen
+class HandshakeCompleted:
+    connection_id: bytes
+    remote_static: bytes
+
+
+@attrs.frozen
+class DatagramReceived:
+    connection_id: bytes
+    data: bytes
+
+
+@attrs.frozen
+class KeyUpdated:
+    connection_id: bytes
+    generation: int
+
+
+@attrs.frozen
+class ConnectionClosed:
+    connection_id: bytes
+    error_code: int
+    reason: str
+    by_peer: bool
+
+
+Event = HandshakeCompleted | DatagramReceived | KeyUpdated | ConnectionClosed
