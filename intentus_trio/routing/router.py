@@ -20,6 +20,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import AsyncGenerator, Callable, Iterable
+from contextlib import aclosing
 from typing import Any, TypeVar
 
 import attrs
@@ -315,12 +316,13 @@ class Router:
                 yield await self.call_agent(reg, env)
                 return
             seq = 0
-            async for item in self._stream_agent(reg, env):
-                if isinstance(item, StreamChunk):
-                    seq += 1
-                yield item
-                if isinstance(item, AgentResponse):
-                    return
+            async with aclosing(self._stream_agent(reg, env)) as items:
+                async for item in items:
+                    if isinstance(item, StreamChunk):
+                        seq += 1
+                    yield item
+                    if isinstance(item, AgentResponse):
+                        return
             yield AgentResponse(
                 "1.0", ResponseStatus.SUCCESS, {"chunks": seq},
                 {"agent": reg.agent, "traceId": env.metadata.trace_id},
@@ -368,10 +370,11 @@ class Router:
     async def _drain_stream(self, reg: Registration, env: IntentEnvelope) -> AgentResponse:
         """A streaming agent called for one response: chunks are collected into the reply."""
         chunks: list[JsonObject] = []
-        async for item in self._stream_agent(reg, env):
-            if isinstance(item, AgentResponse):
-                return item
-            chunks.append(item.payload)
+        async with aclosing(self._stream_agent(reg, env)) as items:
+            async for item in items:
+                if isinstance(item, AgentResponse):
+                    return item
+                chunks.append(item.payload)
         return AgentResponse(
             "1.0", ResponseStatus.SUCCESS, {"chunks": chunks},
             {"agent": reg.agent, "traceId": env.metadata.trace_id},

@@ -243,8 +243,15 @@ class FrameDispatcher:
         try:
             frame = self.codec.decode(data)
         except IntentusError as exc:
-            return self.codec.encode(self.error_frame(exc, data=data))
-        return self.codec.encode(await self.handle_frame(frame))
+            return self.codec.encode(self.error_frame(exc, data=data), limit=False)
+        return self.encode_reply(await self.handle_frame(frame), frame)
+
+    def encode_reply(self, reply: TransportEnvelope, request: TransportEnvelope) -> bytes:
+        """Encode a reply; one over the size limit is replaced by a PAYLOAD_TOO_LARGE error."""
+        try:
+            return self.codec.encode(reply)
+        except PayloadTooLarge as exc:
+            return self.codec.encode(self.error_frame(exc, request=request), limit=False)
 
     def open_request(self, frame: TransportEnvelope) -> tuple[TransportEnvelope, bool]:
         """Open an EMCL request, enforcing ``require_emcl``; returns (frame, was_sealed)."""

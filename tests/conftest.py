@@ -1,0 +1,1 @@
+pytest_plugins = ["intentus_trio.testing.pytest_plugin"]
