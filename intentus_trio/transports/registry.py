@@ -61,7 +61,9 @@ def _load(url: str, attribute: str) -> Callable[..., Any]:
             f"the {scheme!r} transport needs the {entry.extra!r} extra: "
             f"pip install 'intentus-trio[{entry.extra}]' (missing module {exc.name!r})"
         ) from None
-    function: Callable[..., Any] = getattr(module, attribute)
+    function: Callable[..., Any] | None = getattr(module, attribute, None)
+    if function is None:
+        raise UnknownScheme(f"the {scheme!r} transport has no {attribute!r} entry point")
     return function
 
 

@@ -1,0 +1,140 @@
+"""Node configuration: attrs classes loaded from TOML through cattrs.
+
+A node file names its agents by import path, the listeners it serves, and agents that live
+behind other nodes::
+
+    [node]
+    name = "node-a"
+    agent_timeout = 30.0          # seconds; omit for no router-level deadline
+
+    [[agents]]
+    name = "echo"
+    intents = ["echo"]
+    handler = "intentus_trio.samples:echo"
+
+    [[listeners]]
+    url = "http://127.0.0.1:8080"
+
+    [[remotes]]
+    name = "far-upper"
+    intents = ["upper"]
+    url = "http://127.0.0.1:9090"
+
+Unknown keys are errors, so a typo cannot silently drop a setting.
+"""
+
+from __future__ import annotations
+
+import importlib
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import cattrs
+from attrs import field, frozen
+
+from .routing.router import Router
+
+
+class ConfigError(ValueError):
+    """The configuration file is unreadable or does not describe a node."""
+
+
+@frozen
+class NodeSettings:
+    name: str = "node"
+    agent_timeout: float | None = 30.0
+    max_frame_bytes: int = 4 * 1024 * 1024
+
+
+@frozen
+class AgentConfig:
+    name: str
+    intents: list[str]
+    handler: str
+    version: str = "*"
+    timeout: float | None = None
+    description: str = ""
+
+
+@frozen
+class ListenerConfig:
+    url: str
+    options: dict[str, Any] = field(factory=dict)
+
+
+@frozen
+class RemoteConfig:
+    name: str
+    intents: list[str]
+    url: str
+    streaming: bool = False
+    timeout: float | None = None
+    options: dict[str, Any] = field(factory=dict)
+
+
+@frozen
+class NodeConfig:
+    node: NodeSettings = NodeSettings()
+    agents: list[AgentConfig] = field(factory=list)
+    listeners: list[ListenerConfig] = field(factory=list)
+    remotes: list[RemoteConfig] = field(factory=list)
+    #: Register the sample agents (echo, upper, count, sleep, fail) too.
+    samples: bool = False
+
+
+_converter = cattrs.Converter(forbid_extra_keys=True)
+
+
+def parse_config(data: dict[str, Any]) -> NodeConfig:
+    try:
+        return _converter.structure(data, NodeConfig)
+    except cattrs.BaseValidationError as exc:
+        messages = "; ".join(cattrs.transform_error(exc, path="config"))
+        raise ConfigError(messages) from None
+
+
+def load_config(path: str | Path) -> NodeConfig:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    return parse_config(data)
+
+
+def import_object(path: str) -> Any:
+    """Import ``"package.module:attribute"``."""
+    module_name, sep, attribute = path.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ConfigError(f"handler {path!r} must look like 'package.module:function'")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import {module_name!r}: {exc}") from None
+    for part in attribute.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ConfigError(f"{module_name!r} has no attribute {attribute!r}") from None
+    return obj
+
+
+def build_router(config: NodeConfig) -> Router:
+    """A Router with the configured local agents registered (remotes need transports)."""
+    from .samples import register_samples
+
+    router = Router(name=config.node.name, default_timeout=config.node.agent_timeout)
+    if config.samples:
+        register_samples(router)
+    for agent in config.agents:
+        options: dict[str, Any] = {"version": agent.version, "description": agent.description}
+        if agent.timeout is not None:
+            options["timeout"] = agent.timeout
+        try:
+            router.register(agent.name, agent.intents, import_object(agent.handler), **options)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"agent {agent.name!r}: {exc}") from None
+    return router
