@@ -18,6 +18,7 @@ from typing import Any, Final
 
 import orjson
 
+from ._fastnew import fast_constructor
 from .enums import (
     ErrorCode,
     MessageType,
@@ -55,6 +56,13 @@ MAX_LIST_ITEMS: Final = 256
 #: Limit on the number of headers in a frame.
 MAX_HEADERS: Final = 64
 
+_new_ref = fast_constructor(IntentRef)
+_new_context = fast_constructor(IntentContext)
+_new_metadata = fast_constructor(IntentMetadata)
+_new_intent = fast_constructor(IntentEnvelope)
+_new_response = fast_constructor(AgentResponse)
+_new_frame = fast_constructor(TransportEnvelope)
+
 _PRIORITY = {m.value: m for m in Priority}
 _STRATEGY = {m.value: m for m in RoutingStrategy}
 _STATUS = {m.value: m for m in ResponseStatus}
@@ -63,6 +71,8 @@ _MESSAGE_TYPE = {m.value: m for m in MessageType}
 _PROTOCOL = {m.value: m for m in TransportProtocol}
 
 _MISSING: Any = object()
+_DEFAULT_ROUTING = RoutingOptions()
+_DEFAULT_ROUTING_METADATA = RoutingMetadata()
 
 
 # --------------------------------------------------------------------------- checks
@@ -153,60 +163,107 @@ def intent_to_json(env: IntentEnvelope) -> JsonObject:
     }
 
 
+def _bad_str(obj: JsonObject, key: str, path: str) -> ValidationError:
+    """The precise error for a field that failed an inline required-string check."""
+    value = obj.get(key, _MISSING)
+    if value is _MISSING:
+        return _fail(path, key, "required field is missing")
+    try:
+        _str(value, path, key)
+    except ValidationError as exc:
+        return exc
+    raise AssertionError("inline check and _str disagree")  # pragma: no cover
+
+
+def _not_object(value: Any, path: str, key: str) -> ValidationError:
+    return _fail(path, key, "required field is missing" if value is _MISSING
+                 else "expected an object")
+
+
+def _names(value: Any, path: str, key: str) -> tuple[str, ...]:
+    return () if type(value) is list and not value else _str_tuple(value, path, key)
+
+
 def intent_from_json(obj: Any, path: str = "body") -> IntentEnvelope:
-    obj = _object(obj, path)
-    intent = _object(_get(obj, "intent", path), path, "intent")
-    ipath = path + ".intent"
-    ref = IntentRef(
-        _str(_get(intent, "name", ipath), ipath, "name"),
-        _str(intent.get("version", "1.0"), ipath, "version"),
-    )
-    ctx = _object(_get(obj, "context", path), path, "context")
-    cpath = path + ".context"
-    context = IntentContext(
-        _str(_get(ctx, "sourceAgent", cpath), cpath, "sourceAgent"),
-        _str(_get(ctx, "timestamp", cpath), cpath, "timestamp"),
-        _enum(_PRIORITY, ctx.get("priority", "normal"), cpath, "priority"),
-        _str_tuple(ctx.get("tags", []), cpath, "tags"),
-    )
-    meta = _object(_get(obj, "metadata", path), path, "metadata")
-    mpath = path + ".metadata"
-    metadata = IntentMetadata(
-        _str(_get(meta, "requestId", mpath), mpath, "requestId"),
-        _str(_get(meta, "source", mpath), mpath, "source"),
-        _str(_get(meta, "createdAt", mpath), mpath, "createdAt"),
-        _str(_get(meta, "traceId", mpath), mpath, "traceId"),
-        _str_tuple(meta.get("identityChain", []), mpath, "identityChain"),
-    )
+    # Written for speed: the common case runs inline checks; any failure is re-checked by
+    # the helpers above, which raise the precise error.
+    if type(obj) is not dict:
+        raise _fail(path, "", "expected an object")
+    limit = MAX_NAME_CHARS
+    intent = obj.get("intent", _MISSING)
+    if type(intent) is not dict:
+        raise _not_object(intent, path, "intent")
+    name = intent.get("name")
+    iversion = intent.get("version", "1.0")
+    if type(name) is not str or len(name) > limit:
+        raise _bad_str(intent, "name", path + ".intent")
+    if type(iversion) is not str or len(iversion) > limit:
+        raise _bad_str(intent, "version", path + ".intent")
+
+    ctx = obj.get("context", _MISSING)
+    if type(ctx) is not dict:
+        raise _not_object(ctx, path, "context")
+    source_agent = ctx.get("sourceAgent")
+    timestamp = ctx.get("timestamp")
+    if type(source_agent) is not str or len(source_agent) > limit:
+        raise _bad_str(ctx, "sourceAgent", path + ".context")
+    if type(timestamp) is not str or len(timestamp) > limit:
+        raise _bad_str(ctx, "timestamp", path + ".context")
+    priority = ctx.get("priority", "normal")
+    priority = _PRIORITY.get(priority) if type(priority) is str else None
+    if priority is None:
+        _enum(_PRIORITY, ctx.get("priority"), path + ".context", "priority")
+    tags = _names(ctx.get("tags", ()), path + ".context", "tags") if "tags" in ctx else ()
+
+    meta = obj.get("metadata", _MISSING)
+    if type(meta) is not dict:
+        raise _not_object(meta, path, "metadata")
+    request_id = meta.get("requestId")
+    source = meta.get("source")
+    created_at = meta.get("createdAt")
+    trace_id = meta.get("traceId")
+    for key, value in (("requestId", request_id), ("source", source),
+                       ("createdAt", created_at), ("traceId", trace_id)):
+        if type(value) is not str or len(value) > limit:
+            raise _bad_str(meta, key, path + ".metadata")
+    chain = _names(meta["identityChain"], path + ".metadata", "identityChain") \
+        if "identityChain" in meta else ()
+
     routing_obj = obj.get("routing")
     if routing_obj is None:
-        routing = RoutingOptions()
+        routing = _DEFAULT_ROUTING
     else:
         rpath = path + ".routing"
         routing_obj = _object(routing_obj, path, "routing")
         routing = RoutingOptions(
             _enum(_STRATEGY, routing_obj.get("strategy", "direct"), rpath, "strategy"),
             _opt_str(routing_obj.get("targetAgent"), rpath, "targetAgent"),
-            _str_tuple(routing_obj.get("fallbackAgents", []), rpath, "fallbackAgents"),
+            _names(routing_obj.get("fallbackAgents", []), rpath, "fallbackAgents"),
         )
     rmeta_obj = obj.get("routingMetadata")
     if rmeta_obj is None:
-        rmeta = RoutingMetadata()
+        rmeta = _DEFAULT_ROUTING_METADATA
     else:
         rmpath = path + ".routingMetadata"
         rmeta_obj = _object(rmeta_obj, path, "routingMetadata")
         retries = rmeta_obj.get("retries", 0)
         if type(retries) is not int or not 0 <= retries <= 1_000_000:
             raise _fail(rmpath, "retries", "expected a non-negative integer")
-        rmeta = RoutingMetadata(
-            _str_tuple(rmeta_obj.get("decisionPath", []), rmpath, "decisionPath"), retries
-        )
-    return IntentEnvelope(
-        _str(_get(obj, "version", path), path, "version"),
-        ref,
-        _object(_get(obj, "payload", path), path, "payload"),
-        context,
-        metadata,
+        decision_path = _names(rmeta_obj.get("decisionPath", []), rmpath, "decisionPath")
+        rmeta = (_DEFAULT_ROUTING_METADATA if not decision_path and not retries
+                 else RoutingMetadata(decision_path, retries))
+    version = obj.get("version")
+    if type(version) is not str or len(version) > limit:
+        raise _bad_str(obj, "version", path)
+    payload = obj.get("payload", _MISSING)
+    if type(payload) is not dict:
+        raise _not_object(payload, path, "payload")
+    return _new_intent(
+        version,
+        _new_ref(name, iversion),
+        payload,
+        _new_context(source_agent, timestamp, priority, tags),
+        _new_metadata(request_id, source, created_at, trace_id, chain),
         routing,
         rmeta,
     )
@@ -250,7 +307,7 @@ def response_to_json(resp: AgentResponse) -> JsonObject:
 def response_from_json(obj: Any, path: str = "body") -> AgentResponse:
     obj = _object(obj, path)
     error = obj.get("error")
-    return AgentResponse(
+    return _new_response(
         _str(_get(obj, "version", path), path, "version"),
         _enum(_STATUS, _get(obj, "status", path), path, "status"),
         _opt_object(obj.get("payload"), path, "payload"),
@@ -424,7 +481,7 @@ def frame_from_json(obj: Any) -> TransportEnvelope:
         body: Body = emcl_from_json(raw_body)
     else:
         body = _BODY_DECODERS[mtype](raw_body, "body")
-    return TransportEnvelope(protocol, mtype, body, headers, negotiation)
+    return _new_frame(protocol, mtype, body, headers, negotiation)
 
 
 # --------------------------------------------------------------------------- bytes

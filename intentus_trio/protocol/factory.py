@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextvars
 import os
+import random
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -23,6 +25,8 @@ from .models import (
     RoutingOptions,
 )
 
+_DEFAULT_ROUTING = RoutingOptions()
+
 #: The trace id of the intent being handled by the current task (set by the Router).
 trace_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "intentus_trio_trace_id", default=None
@@ -33,18 +37,57 @@ def current_trace_id() -> str | None:
     return trace_id_var.get()
 
 
+class _Ids:
+    """Random UUIDv4 strings from a generator seeded by the OS (reseeded after fork).
+
+    Ids only need to be unique, not secret, and ``uuid.uuid4()`` costs a system call each.
+    """
+
+    def __init__(self) -> None:
+        self.reseed()
+        os.register_at_fork(after_in_child=self.reseed)
+
+    def reseed(self) -> None:
+        self.bits = random.Random(os.urandom(32)).getrandbits
+
+    def new(self) -> str:
+        n = (self.bits(128) & _UUID_CLEAR) | _UUID_V4
+        h = f"{n:032x}"
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_UUID_CLEAR = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
+_UUID_V4 = (0x4000 << 64) | (0x8000 << 48)
+_ids = _Ids()
+
+
 def new_id() -> str:
-    """A random (version 4) UUID string, without the cost of ``uuid.uuid4()``."""
-    b = bytearray(os.urandom(16))
-    b[6] = (b[6] & 0x0F) | 0x40
-    b[8] = (b[8] & 0x3F) | 0x80
-    h = b.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    """A random version-4 UUID string."""
+    return _ids.new()
+
+
+class _Clock:
+    """ISO-8601 UTC timestamps; the formatted second is reused within that second."""
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.prefix = ""
+
+    def now(self) -> str:
+        ns = time.time_ns()
+        second, rest = divmod(ns, 1_000_000_000)
+        if second != self.second:
+            self.prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+            self.second = second
+        return f"{self.prefix}{rest // 1_000_000:03d}Z"
+
+
+_clock = _Clock()
 
 
 def utc_now() -> str:
-    """The current UTC time as ISO-8601 with a ``Z`` suffix (millisecond precision)."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """The current UTC time as ISO-8601 with milliseconds and a ``Z`` suffix."""
+    return _clock.now()
 
 
 def new_intent(
@@ -68,7 +111,9 @@ def new_intent(
         {} if payload is None else payload,
         IntentContext(source, now, priority, tuple(tags)),
         IntentMetadata(new_id(), source, now, trace_id or trace_id_var.get() or new_id()),
-        RoutingOptions(strategy, target_agent, tuple(fallback_agents)),
+        _DEFAULT_ROUTING
+        if strategy is RoutingStrategy.DIRECT and target_agent is None and not fallback_agents
+        else RoutingOptions(strategy, target_agent, tuple(fallback_agents)),
     )
 
 

@@ -325,3 +325,15 @@ def test_mutated_frames_only_raise_intentus_errors(frame: TransportEnvelope, dat
 def test_structured_garbage_only_raises_intentus_errors(obj: Any) -> None:
     with contextlib.suppress(IntentusError):
         codec.frame_from_json(obj)
+
+
+@given(intents)
+def test_fast_constructors_match_attrs(env: IntentEnvelope) -> None:
+    from intentus_trio.protocol._fastnew import fast_constructor
+
+    for obj in (env, env.intent, env.context, env.metadata):
+        values = [getattr(obj, a.name) for a in type(obj).__attrs_attrs__]
+        built = fast_constructor(type(obj))(*values)
+        assert built == obj and type(built) is type(obj)
+        if obj is not env:  # the envelope holds a dict payload, so it is unhashable
+            assert hash(built) == hash(obj)
