@@ -10,7 +10,7 @@ the next keys (and success moves the receiver, and then the sender, forward).
 
 from __future__ import annotations
 
-import attrs
+from typing import NamedTuple
 
 from intentus_trio.mxp.packet import SHORT_PN_OFFSET, SHORT_RESERVED, decode_packet_number
 from intentus_trio.mxp.protection import (
@@ -19,7 +19,6 @@ from intentus_trio.mxp.protection import (
     kdf,
     protect_short,
     remove_header_protection,
-    short_header,
 )
 from intentus_trio.mxp.replay import ReplayWindow
 
@@ -28,8 +27,7 @@ def next_secret(secret: bytes) -> bytes:
     return kdf(secret, b"mxp ku", 32)
 
 
-@attrs.frozen
-class Opened:
+class Opened(NamedTuple):
     """A packet that passed authentication and the replay check."""
 
     pn: int
@@ -110,14 +108,16 @@ class OneRttKeys:
         unmasked = remove_header_protection(self._recv_hp, data)
         if unmasked is None:
             return "malformed"
-        first, truncated, pn_len = unmasked
-        pn = decode_packet_number(self.replay.largest, truncated, pn_len * 8)
-        if not self.replay.would_accept(pn):
+        header, truncated, pn_len = unmasked
+        replay = self.replay
+        pn = decode_packet_number(replay.largest, truncated, pn_len * 8)
+        if pn <= replay.largest and not replay.would_accept(pn):
             return "replay"
-        header = short_header(first, data, truncated, pn_len)
         body = data[SHORT_PN_OFFSET + pn_len :]
+        first = header[0]
         phase = (first >> 2) & 1
-        self.discard_expired(now)
+        if self._prev_discard_at is not None and now >= self._prev_discard_at:
+            self.discard_expired(now)
         rotate = False
         if phase == self.recv_generation & 1:
             cipher: PacketCipher | None = self._recv
@@ -135,7 +135,7 @@ class OneRttKeys:
             return "auth"
         if first & SHORT_RESERVED:
             return "malformed"
-        self.replay.mark(pn)
+        replay.mark(pn)
         if rotate:
             self._rotate_recv(pn, now)
         elif cipher is self._recv and pn < self._recv_first_pn:

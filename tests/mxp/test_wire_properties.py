@@ -185,9 +185,10 @@ def test_packet_protection_round_trip(pn: int, pn_len: int, payload: bytes) -> N
     hp = HeaderProtector(b"a" * 32)
     unmasked = remove_header_protection(hp, raw)
     assert unmasked is not None
-    first, truncated, length = unmasked
+    header, truncated, length = unmasked
     assert (length, truncated) == (pn_len, pn & ((1 << (8 * pn_len)) - 1))
-    assert first & 0x03 == pn_len - 1
+    assert header[0] & 0x03 == pn_len - 1
+    assert header[1 : 1 + CID_LEN] == DCID
     opened = receiver.unprotect(raw, 0.0)
     assert isinstance(opened, Opened)
     assert opened.pn == pn
