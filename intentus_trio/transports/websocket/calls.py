@@ -1,0 +1,142 @@
+"""Client-side places where replies land: one per in-flight call, one per subscription.
+
+The connection's reader task must never wait on a consumer (one slow consumer would stall
+every call on the connection), so each place accepts items without blocking: a unary call
+holds one reply; a stream holds at most its window of chunks (the server sends no more than
+the credit the client granted); a subscription keeps a bounded buffer that drops its oldest
+event when full, and counts what it dropped.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from ...protocol.errors import ConnectionFailure, IntentusError, ProtocolError
+from ...protocol.models import AgentResponse, Event, StreamChunk
+from ...routing.events import Subscription
+from ..base import StreamItem
+
+
+class ReplySlot:
+    """Where the single reply of a unary call (or a control request) lands."""
+
+    __slots__ = ("_done", "result", "trace_id")
+
+    def __init__(self, trace_id: str | None) -> None:
+        self._done = trio.Event()
+        self.result: AgentResponse | None = None
+        self.trace_id = trace_id
+
+    def deliver(self, item: StreamItem) -> bool:
+        """Settle the call with a received item; True (a unary call is then over)."""
+        if isinstance(item, StreamChunk):
+            self.fail(ProtocolError("received a stream chunk for a unary call"))
+        elif self.result is None:
+            self.result = item
+            self._done.set()
+        return True
+
+    def fail(self, exc: IntentusError) -> None:
+        if self.result is None:
+            self.result = exc.to_response(trace_id=self.trace_id)
+            self._done.set()
+
+    async def wait(self) -> AgentResponse:
+        await self._done.wait()
+        assert self.result is not None
+        return self.result
+
+
+class StreamSlot:
+    """The chunks of one streamed reply, at most ``window`` (+ the final response) queued."""
+
+    __slots__ = ("_receive", "_send", "failure", "trace_id")
+
+    def __init__(self, window: int, trace_id: str | None) -> None:
+        self._send, self._receive = trio.open_memory_channel[StreamItem](window + 1)
+        self.failure: AgentResponse | None = None
+        self.trace_id = trace_id
+
+    def deliver(self, item: StreamItem) -> bool:
+        """Queue ``item``; True once the stream is over (final response or failure)."""
+        try:
+            self._send.send_nowait(item)
+        except trio.WouldBlock:
+            self.fail(ProtocolError("the server sent more stream chunks than the granted window"))
+            return True
+        except trio.ClosedResourceError:
+            return True
+        if isinstance(item, StreamChunk):
+            return False
+        self._send.close()
+        return True
+
+    def fail(self, exc: IntentusError) -> None:
+        """End the stream: queued chunks are still read, then the error response."""
+        if self.failure is None:
+            self.failure = exc.to_response(trace_id=self.trace_id)
+        self._send.close()
+
+    async def receive(self) -> StreamItem:
+        try:
+            return await self._receive.receive()
+        except trio.EndOfChannel:
+            if self.failure is None:
+                self.fail(ConnectionFailure("the stream ended without a final response"))
+            assert self.failure is not None
+            return self.failure
+
+
+class WebSocketSubscription:
+    """An async iterator of the events of one subscription, across reconnections.
+
+    ``dropped`` counts events lost to full buffers on either side (the server reports its
+    own drops in a header); events published while the connection is down are not counted.
+    """
+
+    def __init__(self, subscription_id: str, event_type: str, buffer: int) -> None:
+        self.id = subscription_id
+        self.event_type = event_type
+        self._local = Subscription(event_type, buffer)
+        self._server_dropped_before = 0
+        self._server_dropped = 0
+        self._active = trio.Event()
+        #: How many times the server acknowledged this subscription (1 + re-subscriptions).
+        self.established = 0
+
+    @property
+    def dropped(self) -> int:
+        return self._local.dropped + self._server_dropped_before + self._server_dropped
+
+    @property
+    def active(self) -> bool:
+        """True while the server holds this subscription on the current connection."""
+        return self._active.is_set()
+
+    async def wait_active(self) -> None:
+        await self._active.wait()
+
+    def push(self, event: Event, server_dropped: int | None) -> None:
+        if server_dropped is not None and server_dropped > self._server_dropped:
+            self._server_dropped = server_dropped
+        self._local.offer(event)
+
+    def activate(self) -> None:
+        self.established += 1
+        self._active.set()
+
+    def deactivate(self) -> None:
+        if self._active.is_set():
+            self._active = trio.Event()
+        self._server_dropped_before += self._server_dropped
+        self._server_dropped = 0
+
+    def close(self) -> None:
+        self.deactivate()
+        self._local.close()
+
+    def __aiter__(self) -> WebSocketSubscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        return await self._local.__anext__()

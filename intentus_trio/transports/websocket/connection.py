@@ -1,0 +1,407 @@
+"""One accepted WebSocket connection on the server: its reader, its calls, its subscriptions.
+
+The reader task decodes each message and starts a task per request, so one slow agent
+never delays another call on the same connection. Admission is bounded: past
+``max_concurrent`` calls the reader stops reading, and TCP carries the backpressure to the
+client. Replies go out through the Link (whole frames, ``send_timeout`` per frame); a client
+that stops reading is disconnected. Each subscription is a task draining a bounded
+EventBus subscription that drops its oldest event when the client falls behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from contextlib import aclosing, suppress
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection
+
+from ...protocol import headers as h
+from ...protocol.enums import TransportProtocol
+from ...protocol.errors import (
+    ConnectionFailure,
+    IntentusError,
+    MalformedMessage,
+    PayloadTooLarge,
+    ProtocolError,
+    TransportTimeout,
+    ValidationError,
+)
+from ...protocol.models import AgentResponse, JsonObject, TransportEnvelope
+from ...routing.events import Subscription
+from ..framing import event_frame, response_frame
+from . import wire
+from .link import Link, describe_close
+
+if TYPE_CHECKING:
+    from .server import WebSocketServer
+
+log = logging.getLogger("intentus_trio.transports.websocket")
+
+
+class _Call:
+    """A call in progress: its cancel scope (deadline) and, for streams, its credit."""
+
+    __slots__ = ("_more", "credit", "peer_cancelled", "scope")
+
+    def __init__(self, deadline: float, window: int | None) -> None:
+        self.scope = trio.CancelScope(deadline=deadline)
+        self.peer_cancelled = False
+        #: Chunks the client can still take; None when it does no flow control.
+        self.credit = window
+        self._more = trio.Event()
+
+    def grant(self, n: int) -> None:
+        if self.credit is not None:
+            self.credit += n
+            self._more.set()
+
+    async def take(self) -> None:
+        if self.credit is None:
+            return
+        while self.credit <= 0:
+            self._more = trio.Event()
+            await self._more.wait()
+        self.credit -= 1
+
+
+class ServerConnection:
+    def __init__(self, server: WebSocketServer, ws: WebSocketConnection, peer_max: int) -> None:
+        self.server = server
+        self.ws = ws
+        self.dispatcher = server.dispatcher
+        self.codec = server.dispatcher.codec
+        #: The largest reply frame this client accepts.
+        self.reply_limit = min(server.max_frame_bytes, peer_max)
+        self.link = Link(ws, send_timeout=server.send_timeout,
+                         close_timeout=server.close_timeout, on_broken=self._broken)
+        self.calls: dict[str, _Call] = {}
+        #: Requests being processed, with or without a requestId.
+        self.active = 0
+        self.subs: dict[str, tuple[trio.CancelScope, Subscription]] = {}
+        self.capacity = trio.Semaphore(server.max_concurrent)
+        self.scope = trio.CancelScope()
+        self.read_scope = trio.CancelScope()
+        self.last_activity = trio.current_time()
+        self.stalled = False
+        self.stalls = 0
+        self.draining = False
+        self.close_code = 1000
+        self.close_reason: str | None = None
+        self._quiet = trio.Event()
+        #: Replies to requests without a requestId leave in arrival order.
+        self._uncorrelated_tail: trio.Event | None = None
+        self._nursery: trio.Nursery | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> None:
+        try:
+            with self.scope:
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    nursery.start_soon(self._keepalive)
+                    with self.read_scope:
+                        await self._read()
+                    if self.draining:
+                        await self._drain()
+                    nursery.cancel_scope.cancel()
+        except Exception:
+            # A bug here must cost one connection, never the server.
+            log.exception("WebSocket connection handler failed")
+            self.close_code, self.close_reason = 1011, "internal error"
+        finally:
+            await self.link.close(self.close_code, self.close_reason)
+
+    def end(self, code: int, reason: str) -> None:
+        """Stop reading and close the connection with ``code``."""
+        if self.close_reason is None:
+            self.close_code, self.close_reason = code, reason
+        self.read_scope.cancel()
+
+    def abort(self, code: int, reason: str) -> None:
+        """Stop everything on this connection at once."""
+        if self.close_reason is None:
+            self.close_code, self.close_reason = code, reason
+        self.server.stats.aborted += 1
+        log.info("WebSocket connection aborted: %s", reason)
+        self.scope.cancel()
+
+    def _broken(self, reason: str) -> None:
+        self.abort(1008, reason)
+
+    def begin_drain(self) -> None:
+        """Graceful shutdown: take no new requests, let the running ones finish."""
+        self.draining = True
+        for scope, _ in self.subs.values():
+            scope.cancel()
+        self.end(1001, "server shutting down")
+
+    async def _drain(self) -> None:
+        while self.active:
+            self._quiet = trio.Event()
+            await self._quiet.wait()
+
+    async def _keepalive(self) -> None:
+        """The connection's one timer: heartbeats and the idle timeout."""
+        interval = self.server.heartbeat_interval
+        idle = self.server.idle_timeout
+        next_ping = math.inf if interval is None else trio.current_time() + interval
+        while True:
+            idle_at = math.inf if idle is None else self.last_activity + idle
+            await trio.sleep_until(min(next_ping, idle_at))
+            now = trio.current_time()
+            if idle is not None and now >= self.last_activity + idle:
+                if self.active == 0 and not self.subs:
+                    self.end(1001, "idle timeout")
+                    return
+                self.last_activity = now
+            if interval is not None and now >= next_ping:
+                next_ping = now + interval
+                stalls = self.stalls
+                if self.stalled:
+                    continue  # our own reader is not reading: the pong may be queued
+                if not await self.link.ping(self.server.heartbeat_timeout) and (
+                    stalls == self.stalls and not self.stalled
+                ):
+                    self.abort(1001, f"no pong within {self.server.heartbeat_timeout} s")
+                    return
+
+    # ------------------------------------------------------------------ reading
+
+    async def _read(self) -> None:
+        get_message = self.ws.get_message
+        decode = self.dispatcher.decode
+        stats = self.server.stats
+        while True:
+            try:
+                message = await get_message()
+            except ConnectionClosed as exc:
+                self.end(1000, describe_close(exc.reason))
+                return
+            self.last_activity = trio.current_time()
+            stats.frames_in += 1
+            if isinstance(message, bytes):
+                stats.malformed += 1
+                await self._reply_error(MalformedMessage(
+                    "binary WebSocket messages are not accepted: "
+                    "send each frame as one UTF-8 JSON text message"), data=message)
+                continue
+            try:
+                frame = decode(message)
+            except IntentusError as exc:
+                stats.malformed += 1
+                await self._reply_error(exc, data=message)
+                continue
+            if wire.CONTROL in frame.headers:
+                await self._control(frame)
+                continue
+            rid = frame.headers.get(h.REQUEST_ID)
+            if rid is not None and rid in self.calls:
+                await self._reply_error(ProtocolError(
+                    "this requestId is already in flight on this connection",
+                    details={"requestId": rid}), request=frame)
+                continue
+            await self._admit()
+            self._start(frame, rid)
+
+    async def _admit(self) -> None:
+        try:
+            self.capacity.acquire_nowait()
+        except trio.WouldBlock:
+            self.stalled = True
+            self.stalls += 1
+            self.server.stats.stalls += 1
+            try:
+                await self.capacity.acquire()
+            finally:
+                self.stalled = False
+
+    def _start(self, frame: TransportEnvelope, rid: str | None) -> None:
+        timeout = wire.timeout_seconds(frame.headers, self.server.max_call_timeout)
+        deadline = math.inf if timeout is None else trio.current_time() + timeout
+        stream = frame.headers.get(h.STREAM) == wire.STREAM_OPEN
+        call = _Call(deadline, wire.window(frame.headers) if stream else None)
+        before: trio.Event | None = None
+        done: trio.Event | None = None
+        if rid is None:
+            before, done = self._uncorrelated_tail, trio.Event()
+            self._uncorrelated_tail = done
+        else:
+            self.calls[rid] = call
+        self.active += 1
+        stats = self.server.stats
+        stats.peak_active = max(stats.peak_active, self.active)
+        assert self._nursery is not None
+        self._nursery.start_soon(self._serve, frame, rid, call, stream, before, done)
+
+    # ------------------------------------------------------------------ calls
+
+    async def _serve(
+        self,
+        frame: TransportEnvelope,
+        rid: str | None,
+        call: _Call,
+        stream: bool,
+        before: trio.Event | None,
+        done: trio.Event | None,
+    ) -> None:
+        try:
+            reply: TransportEnvelope | None = None
+            with call.scope:
+                if stream:
+                    await self._stream(frame, call, before)
+                else:
+                    reply = await self.dispatcher.handle_frame(frame)
+            if call.scope.cancelled_caught:
+                reply = None if call.peer_cancelled else self.dispatcher.error_frame(
+                    TransportTimeout("the call did not finish within its deadline",
+                                     details={"requestId": rid}), request=frame)
+                if reply is None:
+                    self.server.stats.cancelled += 1
+                else:
+                    self.server.stats.timeouts += 1
+            if before is not None:
+                await before.wait()
+            if reply is not None:
+                await self._send(reply, frame)
+        finally:
+            if done is not None:
+                done.set()
+            if rid is not None:
+                self.calls.pop(rid, None)
+            self.capacity.release()
+            self.active -= 1
+            if not self.active:
+                self.last_activity = trio.current_time()
+                self._quiet.set()
+
+    async def _stream(
+        self, frame: TransportEnvelope, call: _Call, before: trio.Event | None
+    ) -> None:
+        if before is not None:
+            await before.wait()
+        async with aclosing(self.dispatcher.handle_stream(frame)) as replies:
+            async for reply in replies:
+                if reply.headers.get(h.STREAM) == h.STREAM_CHUNK:
+                    await call.take()
+                if not await self._send(reply, frame):
+                    return
+
+    async def _send(self, reply: TransportEnvelope, request: TransportEnvelope) -> bool:
+        """Send a reply frame (an oversize one becomes PAYLOAD_TOO_LARGE); False if it
+        could not be sent as it was."""
+        ok = True
+        try:
+            data = self.codec.encode(reply)
+            if len(data) > self.reply_limit:
+                raise PayloadTooLarge(len(data), self.reply_limit)
+        except PayloadTooLarge as exc:
+            ok = False
+            data = self.codec.encode(self.dispatcher.error_frame(exc, request=request))
+        try:
+            await self.link.send(data.decode())
+        except ConnectionFailure:
+            return False
+        return ok
+
+    async def _reply_error(
+        self,
+        exc: IntentusError,
+        *,
+        data: str | bytes | None = None,
+        request: TransportEnvelope | None = None,
+    ) -> None:
+        frame = self.dispatcher.error_frame(exc, data=data, request=request)
+        with suppress(ConnectionFailure):
+            await self.link.send(self.codec.encode(frame).decode())
+
+    # ------------------------------------------------------------------ control
+
+    async def _control(self, frame: TransportEnvelope) -> None:
+        rid = frame.headers.get(h.REQUEST_ID)
+        try:
+            opened, sealed = self.dispatcher.open_request(frame)
+            op, payload = wire.parse_control(opened)
+            if op is wire.Control.CANCEL or op is wire.Control.CREDIT:
+                call = self.calls.get(rid) if rid is not None else None
+                amount = wire.credit(payload) if op is wire.Control.CREDIT else 0
+                if call is not None:
+                    if amount:
+                        call.grant(amount)
+                    else:
+                        call.peer_cancelled = True
+                        call.scope.cancel()
+                return
+            if op is wire.Control.SUBSCRIBE:
+                result = await self._subscribe(payload, sealed)
+            else:
+                result = self._unsubscribe(payload)
+        except IntentusError as exc:
+            await self._reply_error(exc, request=frame)
+            return
+        trace_id = getattr(getattr(opened.body, "metadata", None), "trace_id", None)
+        reply = response_frame(
+            AgentResponse.success(result, agent=self.dispatcher.router.name, trace_id=trace_id),
+            frame.protocol, request_id=rid,
+        )
+        if sealed and self.dispatcher.protector is not None:
+            reply = self.dispatcher.protector.seal(reply)
+        await self._send(reply, frame)
+
+    async def _subscribe(self, payload: JsonObject, sealed: bool) -> JsonObject:
+        sid = wire.subscription_id(payload)
+        pattern = wire.event_pattern(payload)
+        if sid in self.subs:
+            raise ValidationError("body.payload.subscription", "already subscribed under this id")
+        limit = self.server.max_subscriptions
+        if len(self.subs) >= limit:
+            raise wire.TooManySubscriptions(
+                f"at most {limit} subscriptions per connection", details={"limit": limit})
+        assert self._nursery is not None
+        scope, sub = await self._nursery.start(self._forward, sid, pattern, sealed)
+        self.subs[sid] = (scope, sub)
+        return {wire.SUBSCRIPTION: sid, "eventType": pattern}
+
+    def _unsubscribe(self, payload: JsonObject) -> JsonObject:
+        sid = wire.subscription_id(payload)
+        entry = self.subs.pop(sid, None)
+        if entry is None:
+            return {wire.SUBSCRIPTION: sid, "removed": False}
+        scope, sub = entry
+        scope.cancel()
+        return {wire.SUBSCRIPTION: sid, "removed": True, "dropped": sub.dropped}
+
+    async def _forward(
+        self, sid: str, pattern: str, sealed: bool, *, task_status: Any
+    ) -> None:
+        """Push the events of one subscription to the client, in order, until cancelled."""
+        protector = self.dispatcher.protector
+        stats = self.server.stats
+        with trio.CancelScope() as scope:
+            events = self.dispatcher.router.events
+            async with events.subscribe(pattern, buffer=self.server.subscription_buffer) as sub:
+                task_status.started((scope, sub))
+                async for event in sub:
+                    frame = event_frame(event, TransportProtocol.WEBSOCKET)
+                    extra = {wire.SUBSCRIPTION: sid}
+                    if sub.dropped:
+                        extra[wire.DROPPED] = str(sub.dropped)
+                    frame = attrs.evolve(frame, headers={**frame.headers, **extra})
+                    if sealed and protector is not None:
+                        frame = protector.seal(frame)
+                    try:
+                        data = self.codec.encode(frame)
+                        if len(data) > self.reply_limit:
+                            raise PayloadTooLarge(len(data), self.reply_limit)
+                    except PayloadTooLarge:
+                        stats.events_oversize += 1
+                        continue
+                    try:
+                        await self.link.send(data.decode())
+                    except ConnectionFailure:
+                        return
+                    stats.events_out += 1

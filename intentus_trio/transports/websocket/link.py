@@ -1,0 +1,88 @@
+"""The outbound half of one WebSocket connection, shared by client and server.
+
+A WebSocket frame that is half written cannot be taken back: the peer would read the rest
+of the stream as garbage. So a frame whose write has begun is always finished, shielded
+from the caller's cancellation but bounded by ``send_timeout``; waiting for one's turn is
+cancellable. A peer that does not read for ``send_timeout`` is treated as gone: the link
+breaks, ``on_broken`` ends the connection, and every later send fails at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import trio
+from trio_websocket import CloseReason, ConnectionClosed, WebSocketConnection
+
+from ...protocol.errors import ConnectionFailure
+
+
+def describe_close(reason: CloseReason | None) -> str:
+    if reason is None:
+        return "connection closed"
+    text = f"closed with code {reason.code} ({reason.name})"
+    return f"{text}: {reason.reason}" if reason.reason else text
+
+
+class Link:
+    def __init__(
+        self,
+        ws: WebSocketConnection,
+        *,
+        send_timeout: float,
+        close_timeout: float,
+        on_broken: Callable[[str], None],
+    ) -> None:
+        self.ws = ws
+        self.send_timeout = send_timeout
+        self.close_timeout = close_timeout
+        self.on_broken = on_broken
+        #: Why the link can no longer send, once it cannot.
+        self.broken: str | None = None
+        self._lock = trio.Lock()
+        self.sent = 0
+
+    def _break(self, reason: str) -> ConnectionFailure:
+        if self.broken is None:
+            self.broken = reason
+            self.on_broken(reason)
+        return ConnectionFailure(f"WebSocket connection lost: {self.broken}",
+                                 details={"reason": self.broken})
+
+    async def send(self, text: str) -> None:
+        """Write one message; raises ``ConnectionFailure`` if the connection is unusable."""
+        if self.broken is not None:
+            raise self._break(self.broken)
+        try:
+            self._lock.acquire_nowait()
+        except trio.WouldBlock:
+            await self._lock.acquire()
+        try:
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(self.send_timeout) as scope:
+                    try:
+                        await self.ws.send_message(text)
+                    except ConnectionClosed as exc:
+                        raise self._break(describe_close(exc.reason)) from None
+            if scope.cancelled_caught:
+                raise self._break(f"peer did not read for {self.send_timeout} s")
+            self.sent += 1
+        finally:
+            self._lock.release()
+
+    async def ping(self, timeout: float) -> bool:
+        """Send a ping; True if its pong arrived within ``timeout`` seconds."""
+        if self.broken is not None:
+            return False
+        with trio.move_on_after(timeout):
+            try:
+                await self.ws.ping()
+            except ConnectionClosed:
+                return False
+            return True
+        return False
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        """Close politely, or give up after ``close_timeout`` (the socket is closed anyway)."""
+        with trio.CancelScope(shield=True), trio.move_on_after(self.close_timeout):
+            await self.ws.aclose(code, reason)
