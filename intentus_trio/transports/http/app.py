@@ -128,7 +128,7 @@ class HttpApp:
             router, TransportProtocol.HTTP, codec=self.codec, protector=protector,
             require_emcl=require_emcl,
         )
-        self.tasks = tasks or TaskStore()
+        self.tasks = tasks if tasks is not None else TaskStore()
         self.stats = ServerStats()
         #: Set when the server starts draining: streams end, health turns 503.
         self.closing = trio.Event()
@@ -193,12 +193,15 @@ class HttpApp:
 
     # ------------------------------------------------------------------ bodies and answers
 
-    async def _read_body(self, scope: Scope, receive: Receive, send: Send) -> bytes:
+    async def _read_body(
+        self, scope: Scope, receive: Receive, send: Send, *, rpc: bool = False
+    ) -> bytes:
         """The request body, refused past the size limit or the deadline (raises _Exit)."""
         limit = self.limits.max_body_bytes
         length = _header(scope, b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
-            await self._error(send, receive, 413, PayloadTooLarge(int(length), limit), drain=True)
+            await self._error(send, receive, 413, PayloadTooLarge(int(length), limit),
+                              drain=True, rpc=rpc)
             raise _Exit
         message = await receive()
         if message["type"] != "http.request":
@@ -206,7 +209,7 @@ class HttpApp:
         body: bytes = message.get("body", b"")
         if not message.get("more_body", False):
             if len(body) > limit:
-                await self._error(send, receive, 413, PayloadTooLarge(len(body), limit))
+                await self._error(send, receive, 413, PayloadTooLarge(len(body), limit), rpc=rpc)
                 raise _Exit
             return body
         chunks = [body]
@@ -215,7 +218,7 @@ class HttpApp:
             while True:
                 if size > limit:
                     await self._error(send, receive, 413, PayloadTooLarge(size, limit),
-                                      drain=True)
+                                      drain=True, rpc=rpc)
                     raise _Exit
                 message = await receive()
                 if message["type"] != "http.request":
@@ -228,21 +231,23 @@ class HttpApp:
         if scope_.cancelled_caught:
             await self._error(send, receive, 408, TransportTimeout(
                 f"request body not received within {self.limits.body_timeout} s",
-                details={"timeout": self.limits.body_timeout}), drain=True)
+                details={"timeout": self.limits.body_timeout}), drain=True, rpc=rpc)
             raise _Exit
         if size > limit:
-            await self._error(send, receive, 413, PayloadTooLarge(size, limit))
+            await self._error(send, receive, 413, PayloadTooLarge(size, limit), rpc=rpc)
             raise _Exit
         return b"".join(chunks)
 
-    async def _read_json_body(self, scope: Scope, receive: Receive, send: Send) -> bytes:
+    async def _read_json_body(
+        self, scope: Scope, receive: Receive, send: Send, *, rpc: bool = False
+    ) -> bytes:
         if not _is_json(_header(scope, b"content-type")):
             await self._error(send, receive, 415, ProtocolError(
                 "expected Content-Type: application/json",
                 details={"contentType": (_header(scope, b"content-type") or b"")
-                         .decode("latin-1")[:128]}), drain=True)
+                         .decode("latin-1")[:128]}), drain=True, rpc=rpc)
             raise _Exit
-        return await self._read_body(scope, receive, send)
+        return await self._read_body(scope, receive, send, rpc=rpc)
 
     @staticmethod
     async def _respond(
@@ -282,9 +287,13 @@ class HttpApp:
         *,
         drain: bool = False,
         headers: list[tuple[bytes, bytes]] = _JSON_HEADERS,
+        rpc: bool = False,
     ) -> None:
-        reply = response_frame(exc.to_response(), TransportProtocol.HTTP)
-        data = self.codec.encode(reply)
+        """Answer with ``exc``'s error response: in a reply frame, or a JSON-RPC error."""
+        if rpc:
+            data = dumps(jsonrpc.error(None, jsonrpc.INVALID_REQUEST, exc.to_response()))
+        else:
+            data = self.codec.encode(response_frame(exc.to_response(), TransportProtocol.HTTP))
         if drain:
             await self._respond_draining(send, receive, status, data, headers)
         else:
@@ -347,7 +356,7 @@ class HttpApp:
     # ------------------------------------------------------------------ JSON-RPC
 
     async def _jsonrpc_endpoint(self, scope: Scope, receive: Receive, send: Send) -> None:
-        data = await self._read_json_body(scope, receive, send)
+        data = await self._read_json_body(scope, receive, send, rpc=True)
         try:
             message = loads(data)
         except IntentusError as exc:
@@ -368,13 +377,13 @@ class HttpApp:
             return
         parsed = jsonrpc.parse_call(message)
         if not isinstance(parsed, jsonrpc.Call):
-            await self._respond(send, 400, dumps(parsed))
+            await self._respond(send, jsonrpc.status_of(parsed), dumps(parsed))
             return
         reply = await self._call(parsed)
         if parsed.notification:
             await self._respond(send, 204, b"", [])
         else:
-            await self._respond(send, 200, dumps(reply))
+            await self._respond(send, jsonrpc.status_of(reply), dumps(reply))
 
     async def _batch(self, calls: list[Any]) -> list[Any]:
         replies: list[Any] = [None] * len(calls)

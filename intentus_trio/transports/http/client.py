@@ -384,7 +384,8 @@ class HttpTransport:
                     return [_http_failure(answer.status, e.metadata.trace_id) for e in envs], False
                 return failed(exc), False
             if type(replies) is dict:  # the batch as a whole was refused
-                whole = self._jsonrpc_item(replies, None)
+                whole = (self._reply(answer, None) if "messageType" in replies
+                         else self._jsonrpc_item(replies, None))
                 return [whole] * len(envs), whole.error is not None and whole.error.retryable
             if type(replies) is not list:
                 return failed(MalformedMessage("a JSON-RPC batch reply must be an array")), False

@@ -11,6 +11,10 @@ Methods:
 Every error object's ``data`` is the complete AgentResponse error, so the RFC-0007 code,
 ``retryable`` and ``details`` survive the trip; an intent that fails answers with code
 ``-32000`` and its AgentResponse in ``data``.
+
+HTTP status: a batch is answered 200 (its calls may differ in outcome); a lone call is
+answered with the status its error maps to (as on the REST endpoints), 400 for a message
+that is not JSON or not a request, 204 for a notification.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from ...protocol.errors import (
     ValidationError,
 )
 from ...protocol.models import AgentResponse, JsonObject
+from .wire import status_for
 
 PARSE_ERROR: Final = -32700
 INVALID_REQUEST: Final = -32600
@@ -74,6 +79,16 @@ def error(
 
 def result(request_id: str | int | None, value: Any) -> JsonObject:
     return {"jsonrpc": "2.0", "result": value, "id": request_id}
+
+
+def status_of(reply: JsonObject) -> int:
+    """The HTTP status of a lone call's reply: 200, or the status of its error's data."""
+    err = reply.get("error")
+    if err is None:
+        return 200
+    if err["code"] in (PARSE_ERROR, INVALID_REQUEST):
+        return 400
+    return status_for(response_from_json(err["data"], "data"))
 
 
 def code_for(exc: IntentusError) -> int:
