@@ -21,9 +21,9 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _timing import emit, sample_sync, summary_us  # noqa: E402
+from _timing import emit, sample_sync, summary_us
 
-from intentus_trio import (  # noqa: E402
+from intentus_trio import (
     FrameCodec,
     IntentEnvelope,
     MessageType,
@@ -31,8 +31,8 @@ from intentus_trio import (  # noqa: E402
     TransportProtocol,
     new_intent,
 )
-from intentus_trio.protocol.codec import frame_to_json  # noqa: E402
-from intentus_trio.transports.framing import request_frame  # noqa: E402
+from intentus_trio.protocol.codec import frame_to_json
+from intentus_trio.transports.framing import request_frame
 
 
 def sample_frame() -> TransportEnvelope:

@@ -21,9 +21,9 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _timing import emit, sample_async, summary_us  # noqa: E402
+from _timing import emit, sample_async, summary_us
 
-from intentus_trio import (  # noqa: E402
+from intentus_trio import (
     AgentResponse,
     InProcessTransport,
     IntentEnvelope,
