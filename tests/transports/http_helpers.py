@@ -21,6 +21,7 @@ from intentus_trio.protocol.models import (
     JsonObject,
     TransportEnvelope,
 )
+from intentus_trio.routing.events import EventBus
 from intentus_trio.routing.router import Router
 from intentus_trio.transports.http import HttpServer, serve
 
@@ -45,8 +46,8 @@ async def fail(env: IntentEnvelope) -> JsonObject:
     raise AgentError("always fails", details={"why": "testing"}, retryable=False)
 
 
-def make_router() -> Router:
-    router = Router(name="http-test")
+def make_router(events: EventBus | None = None) -> Router:
+    router = Router(name="http-test", events=events)
     router.register("echo", "echo", echo)
     router.register("count", "count", count)
     router.register("sleep", "sleep", sleep)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from contextlib import aclosing
+from collections.abc import AsyncIterator
+from contextlib import aclosing, asynccontextmanager
 
 import httpx
 import pytest
@@ -13,6 +14,7 @@ from intentus_trio.protocol.enums import ErrorCode
 from intentus_trio.protocol.errors import RemoteError
 from intentus_trio.protocol.factory import new_event, new_intent
 from intentus_trio.protocol.models import AgentResponse, IntentEnvelope, JsonObject, StreamChunk
+from intentus_trio.routing.events import EventBus, Subscription
 from intentus_trio.transports.http import open_client
 
 from .http_helpers import make_router, running_server
@@ -93,8 +95,26 @@ async def test_stream_deadline_and_early_exit_cancel_the_agent() -> None:
         assert (await client.send_intent(new_intent("echo", {"after": 1}))).ok
 
 
+class WatchedBus(EventBus):
+    """An EventBus that says when its last subscription ends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emptied = trio.Event()
+
+    @asynccontextmanager
+    async def subscribe(
+        self, event_type: str, *, buffer: int | None = None
+    ) -> AsyncIterator[Subscription]:
+        async with super().subscribe(event_type, buffer=buffer) as subscription:
+            yield subscription
+        if not self.subscriber_count:
+            self.emptied.set()
+
+
 async def test_subscribe_and_publish() -> None:
-    router = make_router()
+    bus = WatchedBus()
+    router = make_router(events=bus)
 
     async def announce(env: IntentEnvelope) -> JsonObject:
         router.events.publish(new_event("agent.done", {"by": "announce"}))
@@ -118,8 +138,8 @@ async def test_subscribe_and_publish() -> None:
                 assert (await other.__anext__()).payload == {"n": 3}
         # The server drops its subscriptions once it sees the streams' connections close.
         with trio.fail_after(5):
-            while router.events.subscriber_count:
-                await trio.sleep(0.01)
+            await bus.emptied.wait()
+        assert bus.subscriber_count == 0
 
 
 async def test_event_stream_ends_when_server_stops() -> None:
