@@ -106,10 +106,12 @@ class WatchedBus(EventBus):
     async def subscribe(
         self, event_type: str, *, buffer: int | None = None
     ) -> AsyncIterator[Subscription]:
-        async with super().subscribe(event_type, buffer=buffer) as subscription:
-            yield subscription
-        if not self.subscriber_count:
-            self.emptied.set()
+        try:
+            async with super().subscribe(event_type, buffer=buffer) as subscription:
+                yield subscription
+        finally:
+            if not self.subscriber_count:
+                self.emptied.set()
 
 
 async def test_subscribe_and_publish() -> None:
