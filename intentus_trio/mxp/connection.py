@@ -85,6 +85,21 @@ class DatagramTooLarge(ValueError):
     """The datagram does not fit the size the peer (or our packet size) allows."""
 
 
+@attrs.frozen
+class AcceptedInitial:
+    """What a server learned from a client's INITIAL whose message 1 authenticated."""
+
+    address: Address
+    client_cid: bytes
+    message1: bytes
+    handshake: HandshakeState
+    params: TransportParameters
+    original_dcid: bytes
+    retry_scid: bytes | None
+    address_validated: bool
+    datagram_size: int
+
+
 @attrs.define
 class _Sent:
     time: float
@@ -207,7 +222,8 @@ class Connection:
 
     def _start_client(self, now: float) -> None:
         room = MIN_INITIAL_DATAGRAM - LONG_HEADER_LEN - 1 - _NOISE_MSG1_OVERHEAD
-        payload = encode_handshake_payload(self._local_params(), pad_to=room)
+        params = self._local_params(original_dcid=self._original_dcid)
+        payload = encode_handshake_payload(params, pad_to=room)
         self._message1 = self._hs.write_message(payload)
         self._build_initial()
         self._retransmit_at = now + self._rto
@@ -222,20 +238,47 @@ class Connection:
             token=self._token,
         )
 
-    def _accept_as_server(
-        self,
-        message1: bytes,
-        client_params: TransportParameters,
-        original_dcid: bytes,
-        retry_scid: bytes | None,
-        reject: tuple[int, str] | None,
+    @classmethod
+    def accept(
+        cls,
+        configuration: Configuration,
+        initial: AcceptedInitial,
+        scid: bytes,
         now: float,
+        *,
+        reject: tuple[int, str] | None = None,
+        stats: Stats | None = None,
+        random: Callable[[int], bytes] = os.urandom,
+    ) -> Connection:
+        """A server connection for an INITIAL whose Noise message 1 already authenticated
+        (see ``ServerEndpoint``); it answers with message 2, or with a rejection."""
+        conn = cls(
+            configuration,
+            is_client=False,
+            peer_address=initial.address,
+            scid=scid,
+            dcid=initial.client_cid,
+            handshake=initial.handshake,
+            now=now,
+            stats=stats,
+            random=random,
+        )
+        conn.address_validated = initial.address_validated
+        if not initial.address_validated:
+            conn.bytes_received_unvalidated = initial.datagram_size
+        conn._answer_initial(initial, reject, now)
+        return conn
+
+    def _answer_initial(
+        self, initial: AcceptedInitial, reject: tuple[int, str] | None, now: float
     ) -> None:
-        """Called by the endpoint after message 1 was read: answer with message 2."""
-        self._hs_message1 = message1
+        self._hs_message1 = initial.message1
         self.remote_static = self._hs.remote_static
-        self.peer_params = client_params
-        extra: dict[str, object] = {"original_dcid": original_dcid, "retry_scid": retry_scid}
+        self.peer_params = initial.params
+        extra: dict[str, object] = {
+            "original_dcid": initial.original_dcid,
+            "retry_scid": initial.retry_scid,
+        }
         if reject is not None:
             extra["reject_code"], extra["reject_reason"] = reject
         payload = encode_handshake_payload(self._local_params(**extra))
@@ -250,11 +293,11 @@ class Connection:
             self.state = State.CLOSING
             self._close_end = now + self.configuration.handshake_initial_rto * 4
             return
-        send, recv = self._hs.split()
-        assert send.k is not None and recv.k is not None
+        to_responder, to_initiator = self._hs.split()
+        assert to_responder.k is not None and to_initiator.k is not None
         self._keys = OneRttKeys(
-            recv.k,
-            send.k,
+            to_initiator.k,
+            to_responder.k,
             discard_delay=self.configuration.key_discard_delay,
             replay_window=self.configuration.replay_window,
         )
@@ -418,8 +461,8 @@ class Connection:
             self._handshake_auth_failures += 1
             self.stats.drop(Drop.AUTH)
             return
-        self._hs = trial
         if params.reject_code is not None:
+            self._hs = trial
             self._close_silently(
                 now,
                 params.reject_code,
@@ -432,21 +475,19 @@ class Connection:
             or params.original_dcid != self._original_dcid
             or params.retry_scid != self._retry_scid
         ):
-            self._close_silently(
-                now,
-                ErrorCode.TRANSPORT_PARAMETER_ERROR,
-                "handshake connection ids do not match the packet headers",
-                by_peer=False,
-            )
+            # authentic message, rewritten header: treat the packet as a forgery
+            self._handshake_auth_failures += 1
+            self.stats.drop(Drop.AUTH)
             return
+        self._hs = trial
         self._accepted_response = data
         self.peer_params = params
         self.peer_cid = scid
-        send, recv = self._hs.split()
-        assert send.k is not None and recv.k is not None
+        to_responder, to_initiator = self._hs.split()
+        assert to_responder.k is not None and to_initiator.k is not None
         self._keys = OneRttKeys(
-            send.k,
-            recv.k,
+            to_responder.k,
+            to_initiator.k,
             discard_delay=self.configuration.key_discard_delay,
             replay_window=self.configuration.replay_window,
         )

@@ -4,7 +4,8 @@ Admission runs cheapest check first and creates per-client state only after the 
 Noise message authenticates: size and version checks, the half-open cap, retry tokens
 (stateless; always, or once more than ``retry_when_half_open_above`` handshakes are pending),
 a cache of recently seen client ephemeral keys (replayed INITIALs), then the Noise read and the
-client-key policy. Everything refused is counted in :attr:`ServerEndpoint.stats`.
+client-key policy. Everything refused is counted in :attr:`ServerEndpoint.stats`, which the
+server connections share, so one object holds the whole server's counters.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 from collections.abc import Callable, Iterator
 
 from intentus_trio.mxp.config import Address, ServerConfiguration
-from intentus_trio.mxp.connection import Connection
+from intentus_trio.mxp.connection import AcceptedInitial, Connection
 from intentus_trio.mxp.events import ErrorCode, Event
 from intentus_trio.mxp.noise import DHLEN, HandshakeState, NoiseError
 from intentus_trio.mxp.packet import (
@@ -159,15 +160,15 @@ class ServerEndpoint:
         if ephemeral in self._seen_ephemerals:
             self.stats.drop(Drop.REPLAYED_INITIAL)
             return
-        conn_cfg = cfg.connection
-        hs = HandshakeState.responder_ik(conn_cfg.static_key, conn_cfg.prologue)
+        hs = HandshakeState.responder_ik(cfg.connection.static_key, cfg.connection.prologue)
         try:
             payload = hs.read_message(packet.body)
             params = decode_handshake_payload(payload)
         except (NoiseError, ParamsError):
             self.stats.drop(Drop.AUTH)
             return
-        if params.initial_scid != packet.scid:
+        # the header is not encrypted: it must match what the client authenticated
+        if params.initial_scid != packet.scid or params.original_dcid != original_dcid:
             self.stats.drop(Drop.AUTH)
             return
         self._seen_ephemerals[ephemeral] = None
@@ -178,21 +179,26 @@ class ServerEndpoint:
         reject: tuple[int, str] | None = None
         if not cfg.client_policy(remote_static, addr):
             reject = (ErrorCode.ACCESS_DENIED, "client static key not allowed")
-        conn = Connection(
-            conn_cfg,
-            is_client=False,
-            peer_address=addr,
-            scid=self._new_cid(),
-            dcid=packet.scid,
+        initial = AcceptedInitial(
+            address=addr,
+            client_cid=packet.scid,
+            message1=packet.body,
             handshake=hs,
-            now=now,
+            params=params,
+            original_dcid=original_dcid,
+            retry_scid=retry_scid,
+            address_validated=validated,
+            datagram_size=len(data),
+        )
+        conn = Connection.accept(
+            cfg.connection,
+            initial,
+            self._new_cid(),
+            now,
+            reject=reject,
             stats=self.stats,
             random=self._random,
         )
-        conn.address_validated = validated
-        if not validated:
-            conn.bytes_received_unvalidated = len(data)
-        conn._accept_as_server(packet.body, params, original_dcid, retry_scid, reject, now)
         self._connections[conn.host_cid] = conn
         self._by_initial_dcid[packet.dcid] = conn
         self._collect(conn)

@@ -368,3 +368,56 @@ def test_datagram_size_limit() -> None:
     assert _datagrams(lb.server_events) == [bytes(500)]
     assert _datagrams(lb.client_events) == [bytes(big)]
     assert all(len(d) <= 1200 for d in lb.to_client)
+
+
+def test_client_drops_bit_flipped_handshake_and_retry_packets() -> None:
+    lb = Loopback(server_options={"require_retry": True})
+    held: list[bytes] = []
+
+    def hold(data: bytes, dest: str) -> bytes | None:
+        if dest == "client" and is_long_header(data):
+            held.append(data)
+            return None
+        return data
+
+    lb.filter = hold
+    lb.run(lambda: bool(held), max_time=1.0)
+    (retry,) = held
+    for data in (retry,):
+        for bit in range(len(data) * 8):
+            mutated = bytearray(data)
+            mutated[bit // 8] ^= 1 << (bit % 8)
+            lb.client.receive_datagram(bytes(mutated), ("10.0.0.2", 4433), lb.now)
+    assert lb.client.state is State.CLIENT_INITIAL
+    lb.deliver(retry, "client")
+    lb.flush()
+    held.clear()
+    lb.run(lambda: bool(held), max_time=lb.now + 1.0)
+    handshake = held[0]
+    drops = lb.client.stats.dropped
+    for bit in range(len(handshake) * 8):
+        mutated = bytearray(handshake)
+        mutated[bit // 8] ^= 1 << (bit % 8)
+        lb.client.receive_datagram(bytes(mutated), ("10.0.0.2", 4433), lb.now)
+    assert lb.client.stats.dropped - drops == len(handshake) * 8
+    assert lb.client.state is State.CLIENT_INITIAL
+    assert not lb.client_events
+    lb.filter = None
+    lb.deliver(handshake, "client")
+    assert lb.client.is_established
+    assert lb.run(lambda: _established(lb))
+
+
+def test_rewritten_initial_header_does_not_block_the_real_one() -> None:
+    lb = Loopback()
+    lb.flush()
+    (initial,) = lb.to_server
+    lb._queue.clear()
+    for offset in (5, 13):  # DCID, SCID
+        rewritten = bytearray(initial)
+        rewritten[offset] ^= 0xFF
+        lb.deliver(bytes(rewritten), "server")
+    assert lb.server.stats.drops[Drop.AUTH] == 2
+    assert not list(lb.server)
+    lb.deliver(initial, "server")
+    assert lb.run(lambda: _established(lb))
