@@ -100,13 +100,6 @@ class AcceptedInitial:
     datagram_size: int
 
 
-@attrs.define
-class _Sent:
-    time: float
-    ack_eliciting: bool
-    generation: int
-
-
 class Connection:
     """One MXP connection in either role. Do not construct directly: use :meth:`connect`
     (client) or let a :class:`ServerEndpoint` accept one."""
@@ -122,7 +115,6 @@ class Connection:
         handshake: HandshakeState,
         now: float,
         stats: Stats | None = None,
-        random: Callable[[int], bytes] = os.urandom,
     ) -> None:
         self.configuration = configuration
         self.is_client = is_client
@@ -137,7 +129,6 @@ class Connection:
         self.bytes_received_unvalidated = 0
         self.bytes_sent_unvalidated = 0
         self.close_reason: ConnectionClosed | None = None
-        self._random = random
         self._hs = handshake
         self._keys: OneRttKeys | None = None
         self._events: collections.deque[Event] = collections.deque()
@@ -154,11 +145,13 @@ class Connection:
         self._token = b""
         self._accepted_response: bytes | None = None
         self._hs_message1 = b""
+        self._message1 = b""
         self._heard_protected = False
         # 1-RTT state
         self._next_pn = 0
         self._largest_acked: int | None = None
-        self._sent: dict[int, _Sent] = {}
+        # send times of ack-eliciting packets not yet acknowledged
+        self._sent: dict[int, float] = {}
         self._received = RangeSet()
         self._ack_eliciting_unacked = 0
         self._ack_at: float | None = None
@@ -203,7 +196,6 @@ class Connection:
             dcid=random(CID_LEN),
             handshake=hs,
             now=now,
-            random=random,
         )
         conn.remote_static = server_static
         conn._start_client(now)
@@ -248,7 +240,6 @@ class Connection:
         *,
         reject: tuple[int, str] | None = None,
         stats: Stats | None = None,
-        random: Callable[[int], bytes] = os.urandom,
     ) -> Connection:
         """A server connection for an INITIAL whose Noise message 1 already authenticated
         (see ``ServerEndpoint``); it answers with message 2, or with a rejection."""
@@ -261,7 +252,6 @@ class Connection:
             handshake=initial.handshake,
             now=now,
             stats=stats,
-            random=random,
         )
         conn.address_validated = initial.address_validated
         if not initial.address_validated:
@@ -580,9 +570,9 @@ class Connection:
             return
         if self._largest_acked is None or largest > self._largest_acked:
             self._largest_acked = largest
-            record = self._sent.get(largest)
-            if record is not None and record.ack_eliciting:
-                self._rtt_sample(now - record.time - frame.delay / 1e6)
+            sent_at = self._sent.get(largest)
+            if sent_at is not None:
+                self._rtt_sample(now - sent_at - frame.delay / 1e6)
         sent = self._sent
         for lo, hi in frame.ranges:
             if hi - lo < len(sent):
@@ -708,7 +698,7 @@ class Connection:
             self._last_activity = now
             if len(self._sent) >= _MAX_SENT_RECORDS:
                 del self._sent[next(iter(self._sent))]
-            self._sent[pn] = _Sent(now, True, self._keys.send_generation)
+            self._sent[pn] = now
         self._count_sent(len(packet))
         return packet
 

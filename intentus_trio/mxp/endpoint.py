@@ -197,7 +197,6 @@ class ServerEndpoint:
             now,
             reject=reject,
             stats=self.stats,
-            random=self._random,
         )
         self._connections[conn.host_cid] = conn
         self._by_initial_dcid[packet.dcid] = conn

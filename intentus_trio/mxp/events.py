@@ -36,6 +36,8 @@ class DatagramReceived:
 
 @attrs.frozen
 class KeyUpdated:
+    """The peer started a key update; both directions now use key ``generation``."""
+
     connection_id: bytes
     generation: int
 
