@@ -1,0 +1,85 @@
+"""Graceful shutdown: in-flight requests finish within the grace period, later ones are
+cancelled by its deadline, and nothing is left running."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import trio
+
+from intentus_trio.protocol.enums import TransportCode
+from intentus_trio.protocol.factory import new_intent
+from intentus_trio.protocol.models import IntentEnvelope, JsonObject
+from intentus_trio.transports.http import RetryPolicy, open_client, serve
+
+from .http_helpers import make_router
+
+
+async def test_in_flight_requests_finish_or_are_cancelled_by_the_deadline() -> None:
+    router = make_router()
+    started = trio.Semaphore(0)
+    finished: list[float] = []
+    cancelled: list[float] = []
+
+    async def work(env: IntentEnvelope) -> JsonObject:
+        seconds = env.payload["seconds"]
+        started.release()
+        try:
+            await trio.sleep(seconds)
+        except trio.Cancelled:
+            cancelled.append(seconds)
+            raise
+        finished.append(seconds)
+        return {"done": seconds}
+
+    router.register("work", "work", work)
+    results: dict[float, object] = {}
+    async with trio.open_nursery() as outer:
+        server_scope = trio.CancelScope()
+
+        async def run_server(task_status: trio.TaskStatus[str]) -> None:
+            with server_scope:
+                await serve(router, "http://127.0.0.1:0", graceful_timeout=0.5,
+                            task_status=task_status)
+
+        url = await outer.start(run_server)
+        async with open_client(url, retry=RetryPolicy(max_attempts=1)) as client:
+
+            async def call(seconds: float) -> None:
+                results[seconds] = await client.send_intent(
+                    new_intent("work", {"seconds": seconds}))
+
+            async with trio.open_nursery() as calls:
+                calls.start_soon(call, 0.2)
+                calls.start_soon(call, 30.0)
+                await started.acquire()
+                await started.acquire()
+                begun = trio.current_time()
+                server_scope.cancel()  # shutdown begins with both requests in flight
+            stopped_after = trio.current_time() - begun
+
+            # New connections are refused once the listeners are closed.
+            refused = await client.send_intent(new_intent("work", {"seconds": 0}))
+    assert finished == [0.2] and cancelled == [30.0]
+    short = results[0.2]
+    assert getattr(short, "payload", None) == {"done": 0.2}
+    long = results[30.0]
+    assert long.error is not None  # type: ignore[attr-defined]
+    assert long.error.details["transportCode"] in (  # type: ignore[attr-defined]
+        TransportCode.CONNECTION_FAILURE, TransportCode.TIMEOUT)
+    assert stopped_after < 3.0
+    assert refused.error is not None
+    assert refused.error.details["transportCode"] == TransportCode.CONNECTION_FAILURE
+
+
+async def test_serve_reports_bind_errors_unwrapped() -> None:
+    router = make_router()
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(partial(serve, router, "http://127.0.0.1:0"))
+        try:
+            await nursery.start(partial(serve, router, url))
+        except OSError:
+            pass
+        else:
+            raise AssertionError("binding a used port must fail")
+        nursery.cancel_scope.cancel()
