@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import enum
+import hmac
 import os
 from collections.abc import Callable
 
@@ -422,7 +423,7 @@ class Connection:
             return
         assert self.remote_static is not None
         tag = retry_integrity_tag(self.remote_static, self._original_dcid, data[:-16])
-        if tag != data[-16:]:
+        if not hmac.compare_digest(tag, data[-16:]):
             self.stats.drop(Drop.AUTH)
             return
         self._retry_scid = scid
