@@ -71,6 +71,7 @@ class McpAgents:
         #: tool name -> (the SDK's Tool, our registration)
         self._tools: dict[str, tuple[types.Tool, Registration]] = {}
         self._list_changed = trio.Event()
+        self._tools_changed = trio.Event()
         #: Why calls fail at once (set when the session is over).
         self.unavailable: str | None = None
 
@@ -144,12 +145,20 @@ class McpAgents:
             cursor = page.next_cursor
             if cursor is None:
                 break
+        before = {name: tool for name, (tool, _) in self._tools.items()}
         for tool_name, (tool, registration) in list(self._tools.items()):
             if listed.get(tool_name) != tool:
                 self._unregister(tool_name, registration)
         for tool_name, tool in listed.items():
             if tool_name not in self._tools:
                 self._register(tool)
+        if before != {name: tool for name, (tool, _) in self._tools.items()}:
+            self._tools_changed.set()
+            self._tools_changed = trio.Event()
+
+    async def wait_for_change(self) -> None:
+        """Return after the next refresh that changed the registered tools."""
+        await self._tools_changed.wait()
 
     def _register(self, tool: types.Tool) -> None:
         try:

@@ -231,6 +231,9 @@ class McpServer:
     async def _initialized(
         self, ctx: ServerRequestContext[Any, Any], _params: types.NotificationParams
     ) -> None:
+        self._remember(ctx)
+
+    def _remember(self, ctx: ServerRequestContext[Any, Any]) -> None:
         """Remember a handshake-era connection, to send it list-changed notifications."""
         if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS or not isinstance(
             ctx.lifespan_context, _Scope
@@ -239,7 +242,8 @@ class McpServer:
         headers = getattr(ctx.request, "headers", None)
         session_id = headers.get(_SESSION_HEADER) if headers is not None else None
         key = (ctx.lifespan_context, session_id)
-        self._sessions.pop(key, None)
+        if key in self._sessions:
+            return
         self._sessions[key] = ctx.session
         while len(self._sessions) > self.max_sessions:
             del self._sessions[next(iter(self._sessions))]
@@ -252,8 +256,11 @@ class McpServer:
                 for spec in tool_specs(self.router.registry, version=self.intent_version)]
 
     async def _list_tools(
-        self, _ctx: ServerRequestContext[Any, Any], _params: types.PaginatedRequestParams | None
+        self, ctx: ServerRequestContext[Any, Any], _params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
+        # A client that lists tools wants to hear of changes (and may have raced the
+        # change against its own notifications/initialized).
+        self._remember(ctx)
         return types.ListToolsResult(tools=self.tools())
 
     def _input_schema(self, name: str) -> Mapping[str, Any] | None:
