@@ -31,6 +31,12 @@ SAMPLE_OFFSET = SHORT_PN_OFFSET + 4
 MIN_SHORT_PACKET = SAMPLE_OFFSET + SAMPLE_LEN
 MAX_PACKET = 65527
 
+# bound once: attribute lookups on the cffi lib cost more than the module-global lookup
+_encrypt = lib.crypto_aead_chacha20poly1305_ietf_encrypt
+_decrypt = lib.crypto_aead_chacha20poly1305_ietf_decrypt
+_unpack = ffi.unpack
+_NULL = ffi.NULL
+
 
 def kdf(secret: bytes, label: bytes, length: int = 32) -> bytes:
     """Keyed BLAKE2b as a PRF: one labelled output per use of a secret."""
@@ -52,24 +58,23 @@ class PacketCipher:
 
     def seal(self, pn: int, header: bytes, plaintext: bytes) -> bytes:
         nonce = (self._iv ^ pn).to_bytes(IV_LEN, "big")
-        lib.crypto_aead_chacha20poly1305_ietf_encrypt(
+        _encrypt(
             self._buf, self._len, plaintext, len(plaintext), header, len(header),
-            ffi.NULL, nonce, self._key,
+            _NULL, nonce, self._key,
         )  # fmt: skip
-        return ffi.unpack(self._out, self._len[0])  # type: ignore[no-any-return]
+        return _unpack(self._out, self._len[0])  # type: ignore[no-any-return]
 
     def open(self, pn: int, header: bytes, ciphertext: bytes) -> bytes | None:
         """The plaintext, or None if authentication fails."""
         if len(ciphertext) > MAX_PACKET + TAG_LEN:
             return None  # libsodium itself rejects ciphertexts shorter than the tag
         nonce = (self._iv ^ pn).to_bytes(IV_LEN, "big")
-        rc = lib.crypto_aead_chacha20poly1305_ietf_decrypt(
-            self._buf, self._len, ffi.NULL, ciphertext, len(ciphertext), header, len(header),
+        if _decrypt(
+            self._buf, self._len, _NULL, ciphertext, len(ciphertext), header, len(header),
             nonce, self._key,
-        )  # fmt: skip
-        if rc != 0:
+        ):  # fmt: skip
             return None
-        return ffi.unpack(self._out, self._len[0])  # type: ignore[no-any-return]
+        return _unpack(self._out, self._len[0])  # type: ignore[no-any-return]
 
 
 class HeaderProtector:
@@ -99,14 +104,23 @@ def protect_short(
     payload: bytes,
 ) -> bytes:
     """Build a protected short-header packet. Short payloads are padded with zero bytes
-    (PADDING frames) so the header-protection sample exists."""
+    (PADDING frames) so the header-protection sample exists.
+
+    ``cipher.seal`` and ``hp.mask`` are inlined: this runs once per packet sent."""
     if len(payload) < 4 - pn_len:
         payload += bytes(4 - pn_len - len(payload))
     first = FIXED_BIT | (KEY_PHASE_BIT if key_phase else 0) | (pn_len - 1)
     header = bytes((first,)) + dcid + truncated_pn.to_bytes(pn_len, "big")
-    sealed = cipher.seal(pn, header, payload)
+    out_len = cipher._len
+    _encrypt(
+        cipher._buf, out_len, payload, len(payload), header, len(header), _NULL,
+        (cipher._iv ^ pn).to_bytes(IV_LEN, "big"), cipher._key,
+    )  # fmt: skip
+    sealed: bytes = _unpack(cipher._out, out_len[0])
     start = 4 - pn_len
-    mask = hp.mask(sealed[start : start + SAMPLE_LEN])
+    h = hp._keyed.copy()
+    h.update(sealed[start : start + SAMPLE_LEN])
+    mask = h.digest()
     masked_pn = truncated_pn ^ int.from_bytes(mask[1 : 1 + pn_len], "big")
     return b"".join(
         (bytes((first ^ (mask[0] & 0x1F),)), dcid, masked_pn.to_bytes(pn_len, "big"), sealed)
@@ -118,7 +132,9 @@ def remove_header_protection(hp: HeaderProtector, data: bytes) -> tuple[bytes, i
     its length in bytes), or None if the packet is too short or not a short header."""
     if len(data) < MIN_SHORT_PACKET or data[0] & (LONG_FORM | FIXED_BIT) != FIXED_BIT:
         return None
-    mask = hp.mask(data[SAMPLE_OFFSET : SAMPLE_OFFSET + SAMPLE_LEN])
+    h = hp._keyed.copy()
+    h.update(data[SAMPLE_OFFSET : SAMPLE_OFFSET + SAMPLE_LEN])
+    mask = h.digest()
     first = data[0] ^ (mask[0] & 0x1F)
     pn_len = (first & PN_LEN_MASK) + 1
     end = SHORT_PN_OFFSET + pn_len
