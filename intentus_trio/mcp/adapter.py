@@ -68,6 +68,7 @@ PROTOCOL_ERROR_CODES: Final = {
 }
 
 _MAX_META_TEXT = 512
+_NO_HEADERS: Mapping[str, str] = {}
 _MAX_ERROR_MESSAGE = 2000
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _ERROR_CODES = {m.value: m for m in ErrorCode}
@@ -135,7 +136,8 @@ def envelope_from_tool_call(
         arguments = {}
     elif type(arguments) is not dict:
         raise ValidationError("arguments", "expected an object")
-    meta = meta or {}
+    if not meta:
+        return ToolCall(new_intent(name, arguments, version=version, source=source), _NO_HEADERS)
     if not isinstance(meta, Mapping):
         raise ValidationError("_meta", "expected an object")
     headers: dict[str, str] = {}

@@ -56,7 +56,7 @@ from .adapter import (
 from .adapter import (
     envelope_from_tool_call as _envelope_from_tool_call,
 )
-from .catalog import listed, tool_schema, tool_specs
+from .catalog import ANY_OBJECT, listed, tool_schema, tool_specs
 
 log = logging.getLogger("intentus_trio.mcp.server")
 
@@ -99,6 +99,9 @@ class _InputValidator:
         except KeyError:
             pass
         schema = tool_schema(registration)
+        if schema == ANY_OBJECT:  # payloads are always objects
+            self._cache[registration] = None
+            return None
         cls = jsonschema.validators.validator_for(schema)
         try:
             cls.check_schema(schema)
@@ -112,7 +115,7 @@ class _InputValidator:
 
     def check(self, registration: Registration, payload: Any) -> ValidationError | None:
         validator = self._validator(registration)
-        if validator is None:
+        if validator is None or validator.is_valid(payload):
             return None
         error = jsonschema.exceptions.best_match(validator.iter_errors(payload))
         if error is None:
@@ -367,6 +370,35 @@ def http_app(bridge: McpServer, *, path: str = "/mcp", host: str = "127.0.0.1",
         streamable_http_path=path, host=host, stateless_http=stateless,
         json_response=json_response,
     )
+
+
+class McpMount:
+    """An ASGI app answering MCP at ``path`` (and below it) and passing the rest to ``app``.
+
+    Mounts the MCP endpoint on another ASGI app, such as the HTTP transport's ``HttpApp``;
+    serve it with any ASGI server running under trio. Its lifespan runs the SDK's session
+    manager around ``app``'s own lifespan, so the host must send lifespan events (hypercorn
+    does).
+    """
+
+    def __init__(self, bridge: McpServer, app: Any, *, path: str = "/mcp",
+                 host: str = "127.0.0.1", **options: Any) -> None:
+        self.app = app
+        self.path = path.rstrip("/") or "/"
+        self.mcp = http_app(bridge, path=self.path, host=host, **options)
+
+    def _is_mcp(self, scope: Mapping[str, Any]) -> bool:
+        path = scope.get("path", "")
+        return bool(path == self.path or path.startswith(self.path + "/"))
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            async with self.mcp.router.lifespan_context(self.mcp):
+                await self.app(scope, receive, send)
+        elif self._is_mcp(scope):
+            await self.mcp(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
 
 async def serve_http(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from intentus_trio import (
@@ -181,3 +184,21 @@ def test_catalogue_policy() -> None:
     assert specs["count"]["_meta"]["intentus/streaming"] is True
     assert listed(router.registry, "add") and not listed(router.registry, "math.mul")
     assert not listed(router.registry, "*") and not listed(router.registry, "has space")
+
+
+def test_importable_without_the_sdk() -> None:
+    code = (
+        "import sys\n"
+        "for name in ('mcp', 'mcp_types', 'jsonschema', 'starlette', 'pydantic'):\n"
+        "    sys.modules[name] = None\n"
+        "import intentus_trio.mcp, intentus_trio.mcp.adapter, intentus_trio.mcp.catalog\n"
+        "import intentus_trio.mcp.cli\n"
+        "try:\n"
+        "    import intentus_trio.mcp.server\n"
+        "except ImportError:\n"
+        "    print('server needs the SDK')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=False, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "server needs the SDK"

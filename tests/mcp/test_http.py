@@ -102,3 +102,29 @@ async def test_http_refuses_garbage_and_keeps_serving() -> None:
         async with Client(url) as client:
             assert (await client.call_tool("echo", {"ok": 1})).structured_content == {"ok": 1}
         nursery.cancel_scope.cancel()
+
+
+async def test_mounted_beside_the_http_transport() -> None:
+    """One hypercorn server: MCP at /mcp, the IntentusNet HTTP transport everywhere else."""
+    http_transport = pytest.importorskip("intentus_trio.transports.http")
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+
+    from intentus_trio import new_intent
+    from intentus_trio.mcp.server import McpMount, McpServer
+    from intentus_trio.transports.http.app import HttpApp
+
+    router = build_router(Probe())
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = config.errorlog = None
+    async with McpServer(router) as bridge, trio.open_nursery() as nursery:
+        app = McpMount(bridge, HttpApp(router), path="/mcp")
+        binds = await nursery.start(serve, app, config)
+        async with Client(binds[0] + "/mcp") as client:
+            assert (await client.call_tool("upper", {"text": "m"})).structured_content == \
+                {"text": "M"}
+        async with http_transport.open_client(binds[0]) as transport:
+            response = await transport.send_intent(new_intent("upper", {"text": "h"}))
+            assert response.payload == {"text": "H"}
+        nursery.cancel_scope.cancel()
