@@ -3,11 +3,15 @@
 Request/response costs one coroutine call chain: no task, no channel, no serialisation.
 Streams run the agent in the caller's task, so the consumer's pace is the agent's pace.
 Events go through the router's EventBus (bounded, drop-oldest per subscriber).
+
+With a ``protector`` (EMCL), every call goes the way it would over a network — seal, open,
+route, seal the reply, open it — so in-process deployments get the same checks; without
+one, none of that code runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from contextlib import aclosing, asynccontextmanager
 from types import TracebackType
 from typing import Any
@@ -15,25 +19,42 @@ from typing import Any
 import trio
 
 from .._deadline import Timeout, run_with_timeout
-from ..protocol.errors import TransportTimeout
-from ..protocol.models import AgentResponse, Event, IntentEnvelope, StreamChunk
+from ..protocol.enums import TransportProtocol
+from ..protocol.errors import IntentusError, TransportTimeout
+from ..protocol.models import AgentResponse, Event, IntentEnvelope, StreamChunk, TransportEnvelope
 from ..routing.events import Subscription
 from ..routing.router import Router
 from .base import StreamItem
+from .framing import FrameProtector, event_frame, reply_item, request_frame, response_frame
 
 _UNSET: Any = object()
 
 
 class InProcessTransport:
-    """Sends intents straight to ``router``; ``timeout`` bounds every call (None: no bound)."""
+    """Sends intents straight to ``router``; ``timeout`` bounds every call (None: no bound).
+
+    ``protector`` seals and opens on the caller's side, ``server_protector`` on the router's
+    side (default: ``protector``, for one identity at both ends).
+    """
 
     protocol = "local"
 
-    def __init__(self, router: Router, *, timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        router: Router,
+        *,
+        timeout: float | None = None,
+        protector: FrameProtector | None = None,
+        server_protector: FrameProtector | None = None,
+    ) -> None:
         self.router = router
         self.timeout = timeout
         self._closed = False
         self._subscriptions: set[Subscription] = set()
+        self.protector = protector
+        self.server_protector = server_protector if server_protector is not None else protector
+        if self.protector is None and server_protector is not None:
+            raise ValueError("a server_protector needs a protector on the calling side")
 
     async def __aenter__(self) -> InProcessTransport:
         return self
@@ -60,6 +81,11 @@ class InProcessTransport:
     ) -> AgentResponse:
         self._check_open()
         limit = self.timeout if timeout is _UNSET else timeout
+        if self.protector is not None:
+            try:
+                return await run_with_timeout(self._protected_call(env), limit)
+            except Timeout:
+                return _timed_out(env, limit)
         if limit is None:
             return await self.router.route_intent(env)
         try:
@@ -73,7 +99,9 @@ class InProcessTransport:
         self._check_open()
         limit = self.timeout if timeout is _UNSET else timeout
         deadline = None if limit is None else trio.current_time() + limit
-        async with aclosing(self.router.route_stream(env)) as items:
+        stream = (self.router.route_stream(env) if self.protector is None
+                  else self._protected_stream(env))
+        async with aclosing(stream) as items:
             while True:
                 remaining = None if deadline is None else max(0.0, deadline - trio.current_time())
                 try:
@@ -99,7 +127,81 @@ class InProcessTransport:
 
     async def publish(self, event: Event) -> None:
         self._check_open()
+        if self.protector is not None:
+            assert self.server_protector is not None
+            frame = self.protector.seal(event_frame(event, TransportProtocol.LOCAL))
+            opened, _ = _open_request(self.server_protector, frame)
+            if not isinstance(opened.body, Event):
+                raise TypeError("an event frame did not open to an event")
+            event = opened.body
         self.router.events.publish(event)
+
+    # ------------------------------------------------------------------ EMCL path
+
+    async def _protected_call(self, env: IntentEnvelope) -> AgentResponse:
+        async with aclosing(self._protected_stream(env, stream=False)) as items:
+            async for item in items:
+                if isinstance(item, AgentResponse):
+                    return item
+        raise AssertionError("a protected call ended without a response")
+
+    async def _protected_stream(
+        self, env: IntentEnvelope, *, stream: bool = True
+    ) -> AsyncGenerator[StreamItem, None]:
+        """seal -> open -> route -> seal -> open, for each reply item."""
+        client, server = self.protector, self.server_protector
+        assert client is not None and server is not None
+        trace_id = env.metadata.trace_id
+        frame = client.seal(request_frame(env, TransportProtocol.LOCAL))
+        try:
+            opened, reply_to = _open_request(server, frame)
+        except IntentusError as exc:
+            # Refused before reaching the router: the answer is a plain error response.
+            yield exc.to_response(trace_id=trace_id)
+            return
+        body = opened.body
+        if not isinstance(body, IntentEnvelope):
+            raise TypeError("an intent frame did not open to an intent")
+        if stream:
+            items: AsyncGenerator[StreamItem, None] = self.router.route_stream(body)
+        else:
+            items = _single(self.router.route_intent(body))
+        async with aclosing(items):
+            async for item in items:
+                reply = _seal_reply(server, response_frame(item, TransportProtocol.LOCAL),
+                                    reply_to)
+                try:
+                    out = reply_item(client.open(reply))
+                except IntentusError as exc:
+                    yield exc.to_response(trace_id=trace_id)
+                    return
+                yield out
+                if isinstance(out, AgentResponse):
+                    return
+
+
+async def _single(call: Awaitable[AgentResponse]) -> AsyncGenerator[StreamItem, None]:
+    yield await call
+
+
+def _open_request(
+    protector: FrameProtector, frame: TransportEnvelope
+) -> tuple[TransportEnvelope, object]:
+    """Open a request, keeping what the reply needs when the protector offers it."""
+    open_request = getattr(protector, "open_request", None)
+    if open_request is not None:
+        result: tuple[TransportEnvelope, object] = open_request(frame)
+        return result
+    return protector.open(frame), None
+
+
+def _seal_reply(
+    protector: FrameProtector, frame: TransportEnvelope, reply_to: object
+) -> TransportEnvelope:
+    if reply_to is None:
+        return protector.seal(frame)
+    sealed: TransportEnvelope = protector.seal(frame, reply_to=reply_to)  # type: ignore[call-arg]
+    return sealed
 
 
 def _timed_out(env: IntentEnvelope, limit: float | None) -> AgentResponse:

@@ -1,0 +1,209 @@
+"""EmclProtector on frames: the codec, FrameDispatcher and ClientFraming paths."""
+
+from __future__ import annotations
+
+import attrs
+import orjson
+import pytest
+
+from intentus_trio.emcl import EmclProtector, Keyring, Role
+from intentus_trio.emcl.failures import reason_of
+from intentus_trio.keys import X25519KeyPair
+from intentus_trio.protocol import headers as h
+from intentus_trio.protocol.codec import FrameCodec
+from intentus_trio.protocol.enums import ErrorCode, MessageType, TransportProtocol
+from intentus_trio.protocol.errors import EMCLFailure
+from intentus_trio.protocol.factory import new_event, new_intent
+from intentus_trio.protocol.models import AgentResponse, IntentEnvelope, TransportEnvelope
+from intentus_trio.routing.router import Router
+from intentus_trio.transports.framing import (
+    ClientFraming,
+    FrameDispatcher,
+    request_frame,
+    response_frame,
+)
+
+from .conftest import FakeClock
+
+HTTP = TransportProtocol.HTTP
+SECRET = "the-plaintext-marker-7731"
+
+
+def make_router() -> Router:
+    router = Router()
+
+    async def echo(env: IntentEnvelope) -> dict[str, object]:
+        return {"echo": env.payload}
+
+    router.register("echo", "echo", echo)
+    return router
+
+
+def refused(protector: EmclProtector, frame: TransportEnvelope) -> str | None:
+    with pytest.raises(EMCLFailure) as info:
+        protector.open(frame)
+    return reason_of(info.value)
+
+
+def test_frame_round_trip_through_the_codec(
+    protectors: tuple[EmclProtector, EmclProtector],
+) -> None:
+    client, server = protectors
+    codec = FrameCodec()
+    env = new_intent("echo", {"secret": SECRET})
+    sealed = client.seal(request_frame(env, HTTP, request_id="1"))
+    wire = codec.encode(sealed)
+    assert SECRET.encode() not in wire
+    decoded = codec.decode(wire)
+    assert decoded.headers[h.EMCL] == "1.0"
+    opened = server.open(decoded)
+    assert opened.body == env
+    assert h.EMCL not in opened.headers and opened.headers[h.REQUEST_ID] == "1"
+    reply = server.seal(response_frame(AgentResponse.success({"ok": SECRET}), HTTP,
+                                       request_id="1"))
+    assert reply.body.recipient == "client"  # type: ignore[union-attr]
+    out = client.open(codec.decode(codec.encode(reply)))
+    assert isinstance(out.body, AgentResponse) and out.body.payload == {"ok": SECRET}
+
+
+def test_headers_and_negotiation_are_bound(
+    protectors: tuple[EmclProtector, EmclProtector],
+) -> None:
+    client, server = protectors
+    sealed = client.seal(request_frame(new_intent("echo"), HTTP, request_id="1"))
+    assert refused(server, attrs.evolve(sealed, headers={**sealed.headers, h.REQUEST_ID: "2"})) \
+        == "tampered"
+    neg = attrs.evolve(sealed.protocol_negotiation, max_version="9.0")
+    assert refused(server, attrs.evolve(sealed, protocol_negotiation=neg)) == "tampered"
+    no_emcl = {k: v for k, v in sealed.headers.items() if k != h.EMCL}
+    assert refused(server, attrs.evolve(sealed, headers=no_emcl)) == "malformed"
+    assert refused(server, attrs.evolve(sealed, headers={**sealed.headers, h.EMCL: "2.0"})) \
+        == "malformed"
+    plain = request_frame(new_intent("echo"), HTTP)
+    assert refused(server, plain) == "malformed"
+    assert server.open(sealed).body is not None
+
+
+def test_roles_refuse_reflection(protectors: tuple[EmclProtector, EmclProtector]) -> None:
+    client, server = protectors
+    request = client.seal(request_frame(new_intent("echo"), HTTP))
+    # The request sent back to the client, as is and relabelled as a response.
+    assert refused(client, request) == "reflected"
+    assert refused(client, attrs.evolve(request, message_type=MessageType.RESPONSE)) \
+        == "reflected"
+    # A server's reply replayed at the server as a request.
+    server.open(client.seal(request_frame(new_intent("echo"), HTTP)))
+    reply = server.seal(response_frame(AgentResponse.success({}), HTTP))
+    assert refused(server, reply) == "reflected"
+    assert refused(server, attrs.evolve(reply, message_type=MessageType.INTENT)) == "reflected"
+    # Roles also limit what may be sealed.
+    with pytest.raises(ValueError):
+        client.seal(response_frame(AgentResponse.success({}), HTTP))
+    with pytest.raises(ValueError):
+        server.seal(request_frame(new_intent("echo"), HTTP))
+    with pytest.raises(ValueError):
+        client.seal(request)
+
+
+def test_peer_role_with_one_identity_at_both_ends(group_keyring: Keyring) -> None:
+    solo = EmclProtector(group_keyring, "solo")
+    frame = solo.open(solo.seal(request_frame(new_intent("echo"), HTTP)))
+    assert isinstance(frame.body, IntentEnvelope)
+    reply = solo.open(solo.seal(response_frame(AgentResponse.success({}), HTTP)))
+    assert isinstance(reply.body, AgentResponse)
+
+
+def test_peer_id_pins_the_other_end(group_keyring: Keyring) -> None:
+    client = EmclProtector(group_keyring, "client", peer_id="server-1", role=Role.CLIENT)
+    server1 = EmclProtector(group_keyring, "server-1", role=Role.SERVER)
+    server2 = EmclProtector(group_keyring, "server-2", role=Role.SERVER)
+    sealed = client.seal(request_frame(new_intent("echo"), HTTP))
+    assert refused(server2, sealed) == "misdirected"
+    server1.open(sealed)
+    reply_from_2 = server2.seal(response_frame(AgentResponse.success({}), HTTP))
+    assert refused(client, reply_from_2) == "unexpected_sender"
+
+
+def test_events_are_sealed_too(protectors: tuple[EmclProtector, EmclProtector]) -> None:
+    client, server = protectors
+    event = new_event("thing.happened", {"secret": SECRET})
+    from intentus_trio.transports.framing import event_frame
+
+    opened = server.open(client.seal(event_frame(event, HTTP)))
+    assert opened.body == event
+
+
+def test_malformed_inner_body_is_refused(
+    protectors: tuple[EmclProtector, EmclProtector],
+) -> None:
+    client, server = protectors
+    engine = client.engine
+    key = client.keyring.sealing_key()
+    assert key is not None
+    frame = request_frame(new_intent("echo"), HTTP)
+    headers = {**frame.headers, h.EMCL: "1.0"}
+    for body in (b"not json", b"[]", orjson.dumps({"intent": 1})):
+        env = engine.seal(MessageType.INTENT, body, key=key, headers=headers,
+                          negotiation=("1.0", "1.0"))
+        assert refused(server, TransportEnvelope(HTTP, MessageType.INTENT, env, headers,
+                                                 frame.protocol_negotiation)) == "malformed"
+
+
+async def test_dispatcher_and_client_framing(clock: FakeClock) -> None:
+    ring = Keyring(clock=clock)
+    ring.add_group_key("g1", b"k" * 32)
+    client = ClientFraming(HTTP, protector=EmclProtector(ring, "c", role=Role.CLIENT))
+    dispatcher = FrameDispatcher(make_router(), HTTP, require_emcl=True,
+                                 protector=EmclProtector(ring, "s", role=Role.SERVER))
+    request = client.encode_intent(new_intent("echo", {"secret": SECRET}), request_id="7")
+    assert SECRET.encode() not in request
+    reply_bytes = await dispatcher.handle_bytes(request)
+    assert SECRET.encode() not in reply_bytes
+    reply = client.decode_reply(reply_bytes)
+    assert isinstance(reply, AgentResponse) and reply.payload == {"echo": {"secret": SECRET}}
+    # The same bytes again: refused as a replay, answered with a readable error.
+    again = client.decode_reply(await dispatcher.handle_bytes(request))
+    assert isinstance(again, AgentResponse) and again.error is not None
+    assert again.error.code is ErrorCode.EMCL_FAILURE
+    assert again.error.details["reason"] == "replayed"
+    # Tampered ciphertext.
+    obj = orjson.loads(request)
+    ct = obj["body"]["ciphertext"]
+    obj["body"]["ciphertext"] = ("B" if ct[0] == "A" else "A") + ct[1:]
+    bad = client.decode_reply(await dispatcher.handle_bytes(orjson.dumps(obj)))
+    assert isinstance(bad, AgentResponse) and bad.error is not None
+    assert bad.error.details["reason"] == "tampered"
+    # Plaintext is refused by require_emcl; the dispatcher keeps serving.
+    plain = ClientFraming(HTTP).encode_intent(new_intent("echo"))
+    refused_plain = ClientFraming(HTTP).decode_reply(await dispatcher.handle_bytes(plain))
+    assert isinstance(refused_plain, AgentResponse) and refused_plain.error is not None
+    good = client.decode_reply(await dispatcher.handle_bytes(
+        client.encode_intent(new_intent("echo", {"n": 2}))))
+    assert isinstance(good, AgentResponse) and good.payload == {"echo": {"n": 2}}
+
+
+async def test_dispatcher_pair_mode_replies_to_each_client(clock: FakeClock) -> None:
+    server_static = X25519KeyPair.generate()
+    server_ring = Keyring(clock=clock)
+    server_ring.set_static_key(server_static)
+    dispatcher = FrameDispatcher(make_router(), HTTP, require_emcl=True,
+                                 protector=EmclProtector(server_ring, "srv", role=Role.SERVER))
+    clients = []
+    for name in ("c1", "c2", "c3"):
+        static = X25519KeyPair.generate()
+        ring = Keyring(clock=clock)
+        ring.set_static_key(static)
+        ring.add_peer("srv", server_static.public)
+        server_ring.add_peer(name, static.public)
+        clients.append(ClientFraming(HTTP, protector=EmclProtector(
+            ring, name, peer_id="srv", role=Role.CLIENT)))
+    for i, client in enumerate(clients):
+        reply = client.decode_reply(await dispatcher.handle_bytes(
+            client.encode_intent(new_intent("echo", {"i": i}))))
+        assert isinstance(reply, AgentResponse) and reply.payload == {"echo": {"i": i}}
+    # c2 cannot read a reply meant for c1.
+    c1, c2 = clients[0], clients[1]
+    reply_for_c1 = await dispatcher.handle_bytes(c1.encode_intent(new_intent("echo")))
+    with pytest.raises(EMCLFailure) as info:
+        c2.decode_reply(reply_for_c1)
+    assert reason_of(info.value) == "unknown_key"
