@@ -254,6 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_keygen_parser(sub)
+    # The mcp subcommand module imports the SDK only when the command runs.
+    from .mcp.cli import add_mcp_parser
+
+    add_mcp_parser(sub)
     return parser
 
 
