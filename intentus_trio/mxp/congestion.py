@@ -28,8 +28,8 @@ class CongestionController(abc.ABC):
     """The shared bookkeeping: window, slow-start threshold, bytes in flight, recovery period.
 
     A controller only grows its window while the sender is window-limited (at least half the
-    window in use when the ACK arrives), so an application that sends little cannot build up a
-    window it never tested.
+    window was in flight at some point in the current or previous round trip), so an
+    application that sends little cannot build up a window it never tested.
     """
 
     name = "abstract"
@@ -44,6 +44,9 @@ class CongestionController(abc.ABC):
         self.recovery_start_time: float | None = None
         self.congestion_events = 0
         self._undo: tuple[int, float, float | None] | None = None
+        self._peak = 0
+        self._prev_peak = 0
+        self._round_start = -math.inf
 
     @property
     def available(self) -> int:
@@ -59,13 +62,20 @@ class CongestionController(abc.ABC):
 
     def on_packet_sent(self, size: int, now: float) -> None:
         self.bytes_in_flight += size
+        if self.bytes_in_flight > self._peak:
+            self._peak = self.bytes_in_flight
 
     def on_packet_discarded(self, size: int) -> None:
         """A packet stopped counting without being acked or lost (keys dropped, closing)."""
         self.bytes_in_flight = max(0, self.bytes_in_flight - size)
 
     def on_packet_acked(self, size: int, time_sent: float, now: float, rtt: RttEstimator) -> None:
-        window_limited = 2 * self.bytes_in_flight >= self.cwnd
+        if time_sent >= self._round_start:
+            # a packet sent after the round began was acked: one round trip has passed
+            self._round_start = now
+            self._prev_peak = self._peak
+            self._peak = self.bytes_in_flight
+        window_limited = 2 * max(self._peak, self._prev_peak) >= self.cwnd
         self.bytes_in_flight = max(0, self.bytes_in_flight - size)
         if self.in_recovery(time_sent) or not window_limited:
             return

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from intentus_trio.mxp.events import ErrorCode
-
-FLOW_CONTROL_ERROR = 0x09
-FINAL_SIZE_ERROR = 0x0A
-STREAM_LIMIT_ERROR = 0x0B
-STREAM_STATE_ERROR = 0x0C
+# Close codes for stream and flow-control violations (for ``events.ErrorCode`` to adopt).
+FLOW_CONTROL_ERROR = 0x20
+FINAL_SIZE_ERROR = 0x21
+STREAM_LIMIT_ERROR = 0x22
+STREAM_STATE_ERROR = 0x23
 
 
 class FlowControlError(Exception):
@@ -24,9 +23,6 @@ class FlowControlError(Exception):
     def __init__(self, message: str, code: int = FLOW_CONTROL_ERROR) -> None:
         super().__init__(message)
         self.code = code
-
-
-assert FLOW_CONTROL_ERROR not in ErrorCode._value2member_map_
 
 
 class SendCredit:
