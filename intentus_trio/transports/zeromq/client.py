@@ -1,0 +1,436 @@
+"""The client: one DEALER socket multiplexing every call, plus a SUB socket per subscription.
+
+Calls are correlated by a request id in the ZeroMQ envelope (``wire.py``). No reader task:
+whichever caller is waiting receives the next reply and hands it to its owner (waking that
+caller through its cancel scope), so a lone call costs no task switch beyond the socket's own
+wakeup. A call that times out just forgets its id; its late reply is discarded and counted,
+and the socket stays in use. ZeroMQ reconnects by itself; with ``ZMQ_IMMEDIATE`` a request
+is only queued on a live connection, so a call that could not be sent before its deadline
+reports CONNECTION_FAILURE, and one sent but unanswered reports TIMEOUT.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from fnmatch import fnmatchcase
+from types import TracebackType
+from typing import Any
+
+import attrs
+import trio
+import zmq
+
+from ...protocol.codec import DEFAULT_MAX_FRAME_BYTES, FrameCodec
+from ...protocol.enums import MessageType, TransportProtocol
+from ...protocol.errors import (
+    ConnectionFailure,
+    IntentusError,
+    ProtocolError,
+    RemoteError,
+    TransportError,
+    TransportTimeout,
+)
+from ...protocol.models import AgentResponse, Event, IntentEnvelope, StreamChunk
+from ..base import StreamItem
+from ..framing import ClientFraming, FrameProtector
+from ..zmq_trio import TrioSocket
+from . import wire
+from .endpoints import check_url, endpoint
+
+_UNSET: Any = object()
+_INF = float("inf")
+
+
+@attrs.define
+class ClientStats:
+    requests: int = 0
+    #: Replies whose request id is not waiting (it timed out or was cancelled).
+    late_replies: int = 0
+    #: Messages that are not [requestId, b"", frame].
+    dropped_malformed: int = 0
+    streams_overflowed: int = 0
+
+
+class _Call:
+    __slots__ = ("items", "scope", "stream")
+
+    def __init__(self, stream: bool) -> None:
+        self.items: deque[StreamItem | IntentusError] = deque()
+        self.scope: trio.CancelScope | None = None
+        self.stream = stream
+
+
+class ZmqClient:
+    """A Transport to one ZeroMQ node (see the module docstring)."""
+
+    protocol = "zeromq"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float | None = 30.0,
+        protector: FrameProtector | None = None,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        max_message_bytes: int | None = None,
+        hwm: int = 1000,
+        heartbeat: float | None = 2.0,
+        events_url: str | None = None,
+        event_hwm: int = 1000,
+        stream_buffer: int = 1024,
+    ) -> None:
+        self.url = check_url(url)
+        self.timeout = timeout
+        self.framing = ClientFraming(
+            TransportProtocol.ZEROMQ, codec=FrameCodec(max_frame_bytes), protector=protector
+        )
+        self.events_url = events_url
+        self.event_hwm = event_hwm
+        self.stream_buffer = stream_buffer
+        self.stats = ClientStats()
+        self._options = wire.common_options(
+            hwm=hwm,
+            max_message_bytes=max_message_bytes or max_frame_bytes * wire.MAXMSGSIZE_FACTOR,
+            heartbeat=heartbeat,
+        )
+        self._ids = itertools.count(1)
+        self._calls: dict[bytes, _Call] = {}
+        self._sock: TrioSocket | None = None
+        self._closed = False
+        self._subscriptions: set[TrioSocket] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def connect(self) -> None:
+        if self._sock is not None or self._closed:
+            raise RuntimeError("the client is already connected or closed")
+        sock = TrioSocket.open(zmq.DEALER, options={**self._options, zmq.IMMEDIATE: 1})
+        try:
+            sock.socket.connect(self.url)
+        except BaseException:
+            sock.close(0)
+            raise
+        self._sock = sock
+
+    async def __aenter__(self) -> ZmqClient:
+        if self._sock is None:
+            self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close every socket; calls still waiting return CONNECTION_FAILURE."""
+        self._closed = True
+        for sub in list(self._subscriptions):
+            sub.close(0)
+        if self._sock is not None:
+            self._sock.close()
+        await trio.lowlevel.checkpoint()
+
+    def _socket(self) -> TrioSocket:
+        if self._closed or self._sock is None:
+            raise trio.ClosedResourceError("the transport is closed")
+        return self._sock
+
+    # ------------------------------------------------------------------ calls
+
+    def _deadline(self, timeout: float | None) -> tuple[float | None, float]:
+        limit = self.timeout if timeout is _UNSET else timeout
+        return limit, _INF if limit is None else trio.current_time() + limit
+
+    async def _send(self, sock: TrioSocket, message: list[bytes], deadline: float) -> bool:
+        """Queue ``message``; False if no connection took it before ``deadline``."""
+        try:
+            sock.send_nowait(message)
+            return True
+        except trio.WouldBlock:
+            pass
+        with trio.move_on_at(deadline):
+            await sock.send(message)
+            return True
+        return False
+
+    def _dispatch(self, frames: list[bytes]) -> None:
+        if len(frames) != 3 or frames[1]:
+            self.stats.dropped_malformed += 1
+            return
+        call = self._calls.get(frames[0])
+        if call is None:
+            self.stats.late_replies += 1
+            return
+        item: StreamItem | IntentusError
+        try:
+            item = self.framing.decode_reply(frames[2])
+        except IntentusError as exc:
+            item = exc
+        items = call.items
+        if call.stream and len(items) >= self.stream_buffer:
+            self.stats.streams_overflowed += 1
+            items.clear()
+            item = TransportError(
+                f"the stream consumer fell more than {self.stream_buffer} chunks behind",
+                details={"streamBuffer": self.stream_buffer},
+            )
+            del self._calls[frames[0]]
+            self._cancel_remote(frames[0])
+        items.append(item)
+        scope = call.scope
+        if scope is not None:
+            scope.cancel()
+
+    async def _next(
+        self, sock: TrioSocket, call: _Call, deadline: float
+    ) -> StreamItem | IntentusError | None:
+        """The call's next item; None at the deadline. Receives for everyone meanwhile."""
+        items = call.items
+        while not items:
+            with trio.CancelScope(deadline=deadline) as scope:
+                call.scope = scope
+                try:
+                    frames = await sock.receive()
+                except (trio.ClosedResourceError, trio.EndOfChannel):
+                    return ConnectionFailure("the transport was closed during the call")
+                finally:
+                    call.scope = None
+                self._dispatch(frames)
+            if not items and scope.cancelled_caught and trio.current_time() >= deadline:
+                return None
+        return items.popleft()
+
+    def _cancel_remote(self, request_id: bytes) -> None:
+        sock = self._sock
+        if sock is not None and not sock.closed:
+            # If the queue is full the cancel is skipped; the replies are then discarded.
+            with suppress(trio.WouldBlock):
+                sock.send_nowait([request_id, b"", wire.CANCEL])
+
+    @staticmethod
+    def _response(item: StreamItem | IntentusError | None, env: IntentEnvelope,
+                  limit: float | None) -> AgentResponse:
+        trace_id = env.metadata.trace_id
+        if item is None:
+            return TransportTimeout(
+                f"no response within {limit} s", details={"timeout": limit}
+            ).to_response(trace_id=trace_id)
+        if isinstance(item, IntentusError):
+            return item.to_response(trace_id=trace_id)
+        if isinstance(item, StreamChunk):
+            return ProtocolError("a stream chunk answered a plain request").to_response(
+                trace_id=trace_id)
+        return item
+
+    async def send_intent(
+        self, env: IntentEnvelope, *, timeout: float | None = _UNSET
+    ) -> AgentResponse:
+        sock = self._socket()
+        limit, deadline = self._deadline(timeout)
+        try:
+            data = self.framing.encode_intent(env)
+        except IntentusError as exc:
+            return exc.to_response(trace_id=env.metadata.trace_id)
+        request_id = b"%x" % next(self._ids)
+        call = _Call(False)
+        self._calls[request_id] = call
+        self.stats.requests += 1
+        try:
+            if not await self._send(sock, [request_id, b"", data], deadline):
+                return _not_connected(env, self.url, limit)
+            return self._response(await self._next(sock, call, deadline), env, limit)
+        finally:
+            del self._calls[request_id]
+
+    async def send_stream(
+        self, env: IntentEnvelope, *, timeout: float | None = _UNSET
+    ) -> AsyncGenerator[StreamItem, None]:
+        sock = self._socket()
+        limit, deadline = self._deadline(timeout)
+        try:
+            data = self.framing.encode_intent(env, headers=wire.STREAM_HEADERS)
+        except IntentusError as exc:
+            yield exc.to_response(trace_id=env.metadata.trace_id)
+            return
+        request_id = b"%x" % next(self._ids)
+        call = _Call(True)
+        self._calls[request_id] = call
+        self.stats.requests += 1
+        finished = False
+        try:
+            if not await self._send(sock, [request_id, b"", data], deadline):
+                finished = True
+                yield _not_connected(env, self.url, limit)
+                return
+            expected = 0
+            while True:
+                item = await self._next(sock, call, deadline)
+                if isinstance(item, StreamChunk):
+                    if item.seq != expected:
+                        item = ProtocolError(
+                            f"stream chunk {item.seq} arrived where {expected} was due",
+                            details={"expected": expected, "seq": item.seq},
+                        )
+                    else:
+                        expected += 1
+                        yield item
+                        continue
+                finished = isinstance(item, AgentResponse)
+                yield self._response(item, env, limit)
+                return
+        finally:
+            if self._calls.pop(request_id, None) is not None and not finished:
+                self._cancel_remote(request_id)
+
+    # ------------------------------------------------------------------ events
+
+    async def publish(self, event: Event) -> None:
+        """Hand ``event`` to the node's event bus and wait for its acknowledgement.
+
+        There is no response to carry a failure, so one is raised: ``RemoteError`` for an
+        error reply, ``ConnectionFailure``/``TransportTimeout`` when the node is unreachable.
+        """
+        sock = self._socket()
+        limit, deadline = self._deadline(_UNSET)
+        data = self.framing.encode_event(event)
+        request_id = b"%x" % next(self._ids)
+        call = _Call(False)
+        self._calls[request_id] = call
+        try:
+            if not await self._send(sock, [request_id, b"", data], deadline):
+                raise ConnectionFailure(f"no connection to {self.url} within {limit} s")
+            item = await self._next(sock, call, deadline)
+        finally:
+            del self._calls[request_id]
+        if item is None:
+            raise TransportTimeout(f"no acknowledgement within {limit} s")
+        if isinstance(item, IntentusError):
+            raise item
+        if isinstance(item, AgentResponse) and item.error is not None:
+            raise RemoteError(item)
+
+    @asynccontextmanager
+    async def subscribe(self, event_type: str) -> AsyncIterator[AsyncIterator[Event]]:
+        """Events of ``event_type`` (exact or fnmatch pattern) published after entry.
+
+        Entering waits until the node confirms the subscription (raising ConnectionFailure
+        if it does not within the transport's timeout), so no event published after the
+        ``async with`` line is missed for lack of a subscription.
+        """
+        self._socket()
+        url = self.events_url or endpoint(self.url, "events")
+        sub = TrioSocket.open(zmq.SUB, linger_ms=0,
+                              options={**self._options, zmq.RCVHWM: self.event_hwm})
+        self._subscriptions.add(sub)
+        try:
+            sub.socket.connect(url)
+            stream = EventStream(sub, event_type, self.framing)
+            limit, deadline = self._deadline(_UNSET)
+            with trio.move_on_at(deadline):
+                await stream.synchronise()
+            if not stream.synchronised:
+                raise ConnectionFailure(
+                    f"the event hub at {url} did not confirm a subscription within {limit} s"
+                )
+            yield stream
+        finally:
+            self._subscriptions.discard(sub)
+            sub.close(0)
+
+
+class EventStream:
+    """Events from one SUB socket; ZeroMQ filters by prefix, this by the exact pattern."""
+
+    def __init__(self, sock: TrioSocket, event_type: str, framing: ClientFraming) -> None:
+        self.event_type = event_type
+        self.received = 0
+        #: Messages skipped: undecodable, or of a type the prefix let through.
+        self.skipped = 0
+        self.synchronised = False
+        self._sock = sock
+        self._framing = framing
+        self._pattern = any(c in event_type for c in "*?[")
+        prefix = event_type
+        for i, c in enumerate(event_type):
+            if c in "*?[":
+                prefix = event_type[:i]
+                break
+        self._token = wire.SYNC_PREFIX + os.urandom(8).hex().encode()
+        sock.socket.setsockopt(zmq.SUBSCRIBE, prefix.encode())
+        sock.socket.setsockopt(zmq.SUBSCRIBE, self._token)
+        self._early: deque[list[bytes]] = deque()
+
+    async def synchronise(self) -> None:
+        """Wait for the hub's welcome on our private topic (sent after our subscriptions)."""
+        while True:
+            frames = await self._sock.receive()
+            if frames[0] == self._token:
+                self.synchronised = True
+                self._sock.socket.setsockopt(zmq.UNSUBSCRIBE, self._token)
+                return
+            self._early.append(frames)
+
+    def _accept(self, frames: list[bytes]) -> Event | None:
+        if len(frames) != 2:
+            self.skipped += 1
+            return None
+        try:
+            frame = self._framing.decode_frame(frames[1])
+        except IntentusError:
+            self.skipped += 1
+            return None
+        event = frame.body
+        if frame.message_type is not MessageType.EVENT or not isinstance(event, Event):
+            self.skipped += 1
+            return None
+        if self._pattern:
+            wanted = fnmatchcase(event.event_type, self.event_type)
+        else:
+            wanted = event.event_type == self.event_type
+        if not wanted:
+            self.skipped += 1
+            return None
+        self.received += 1
+        return event
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> Event:
+        while True:
+            if self._early:
+                frames = self._early.popleft()
+            else:
+                try:
+                    frames = await self._sock.receive()
+                except trio.ClosedResourceError:
+                    raise StopAsyncIteration from None
+            event = self._accept(frames)
+            if event is not None:
+                return event
+
+
+def _not_connected(env: IntentEnvelope, url: str, limit: float | None) -> AgentResponse:
+    return ConnectionFailure(
+        f"no connection to {url} took the request within {limit} s",
+        details={"timeout": limit},
+    ).to_response(trace_id=env.metadata.trace_id)
+
+
+@asynccontextmanager
+async def open_client(url: str, **options: Any) -> AsyncIterator[ZmqClient]:
+    """``async with open_client("tcp://host:port") as transport: ...``"""
+    client = ZmqClient(url, **options)
+    client.connect()
+    try:
+        yield client
+    finally:
+        await client.aclose()

@@ -1,0 +1,362 @@
+"""The node side: a ROUTER for request/reply, an XPUB event hub, optionally a distributor.
+
+Requests are served by a fixed pool of tasks that all receive from the ROUTER socket: the
+task that takes a request also answers it, so a request costs no task spawn and no channel
+hop, and the pool size bounds concurrency (beyond it, requests wait in ZeroMQ's queues and
+the high-water mark pushes back on clients). Bad input never stops the server: a message with a
+usable routing envelope gets an error reply, one without is dropped and counted.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections.abc import Iterable
+from contextlib import ExitStack, aclosing
+from typing import Any
+
+import attrs
+import trio
+import zmq
+
+from ...protocol.codec import DEFAULT_MAX_FRAME_BYTES, FrameCodec
+from ...protocol.enums import TransportProtocol
+from ...protocol.errors import IntentusError, MalformedMessage, PayloadTooLarge
+from ...protocol.models import TransportEnvelope
+from ...routing.router import Router
+from ..framing import ClientFraming, FrameDispatcher, FrameProtector
+from ..zmq_trio import TrioSocket
+from . import wire
+from .endpoints import Role, check_url, connectable, endpoint, split_tcp
+from .workers import Distributor
+
+log = logging.getLogger("intentus_trio.zeromq")
+
+#: Name under which a distributing node registers its worker pool with the router.
+WORKERS_AGENT = "zmq-workers"
+
+_BIND_ATTEMPTS = 32
+_REPLY_BACKOFF_MAX = 0.05
+
+
+@attrs.define
+class ServerStats:
+    """Counters of one node; plain ints so they can be exported as metrics."""
+
+    requests: int = 0
+    error_replies: int = 0
+    #: Messages without a usable routing envelope (no delimiter, envelope too long).
+    dropped_malformed: int = 0
+    #: Replies whose client had gone, or whose queue stayed full past ``reply_timeout``.
+    dropped_replies: int = 0
+    streams_cancelled: int = 0
+    #: Cancel requests for a stream that is not running (finished, or never existed).
+    unknown_cancels: int = 0
+    events_published: int = 0
+
+
+class ZmqServer:
+    """One node; ``serve`` is ``ZmqServer(router, **options).run(url)``."""
+
+    def __init__(
+        self,
+        router: Router,
+        *,
+        protector: FrameProtector | None = None,
+        require_emcl: bool = False,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        max_message_bytes: int | None = None,
+        max_concurrency: int = 64,
+        hwm: int = 1000,
+        heartbeat: float | None = 2.0,
+        shutdown_timeout: float = 5.0,
+        reply_timeout: float = 30.0,
+        events: bool = True,
+        events_url: str | None = None,
+        event_buffer: int = 1024,
+        distribute: str | Iterable[str] | None = None,
+        work_url: str | None = None,
+        results_url: str | None = None,
+        lease_timeout: float = 30.0,
+        max_attempts: int = 5,
+    ) -> None:
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        self.router = router
+        codec = FrameCodec(max_frame_bytes)
+        self.dispatcher = FrameDispatcher(
+            router, TransportProtocol.ZEROMQ, codec=codec, protector=protector,
+            require_emcl=require_emcl,
+        )
+        self._event_framing = ClientFraming(
+            TransportProtocol.ZEROMQ, codec=codec, protector=protector
+        )
+        self.codec = codec
+        self.max_concurrency = max_concurrency
+        self.shutdown_timeout = shutdown_timeout
+        self.reply_timeout = reply_timeout
+        self.events = events
+        self.event_buffer = event_buffer
+        self._explicit: dict[Role, str | None] = {
+            "events": events_url, "work": work_url, "results": results_url,
+        }
+        self._options = wire.common_options(
+            hwm=hwm,
+            max_message_bytes=max_message_bytes or max_frame_bytes * wire.MAXMSGSIZE_FACTOR,
+            heartbeat=heartbeat,
+        )
+        self.distribute = (
+            None if distribute is None
+            else (distribute,) if isinstance(distribute, str) else tuple(distribute)
+        )
+        self.distributor: Distributor | None = None
+        if self.distribute is not None:
+            self.distributor = Distributor(
+                lease_timeout=lease_timeout, max_attempts=max_attempts, protector=protector,
+                max_frame_bytes=max_frame_bytes, hwm=hwm, heartbeat=heartbeat,
+            )
+        self.stats = ServerStats()
+        #: The bound endpoints, set once ``run`` has started.
+        self.urls: dict[str, str] = {}
+        self._rpc: TrioSocket | None = None
+        self._xpub: TrioSocket | None = None
+        self._streams: dict[tuple[bytes, ...], trio.CancelScope] = {}
+
+    # ------------------------------------------------------------------ binding
+
+    def _roles(self) -> list[Role]:
+        roles: list[Role] = ["events"] if self.events else []
+        if self.distributor is not None:
+            roles += ["work", "results"]
+        return roles
+
+    def _bind(self, url: str, stack: ExitStack) -> dict[str, TrioSocket]:
+        """Bind every socket; with ``tcp://host:0`` find a port whose offsets are free too."""
+        check_url(url)
+        roles = self._roles()
+        retry = url.startswith("tcp://") and split_tcp(url)[1] == 0
+        kinds: dict[str, int] = {"rpc": zmq.ROUTER, "events": zmq.XPUB,
+                                 "work": zmq.PUSH, "results": zmq.PULL}
+        for attempt in range(_BIND_ATTEMPTS):
+            sockets: dict[str, TrioSocket] = {}
+            try:
+                rpc = sockets["rpc"] = TrioSocket.open(zmq.ROUTER, options=self._options)
+                rpc.socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
+                rpc.socket.bind(url)
+                bound = rpc.socket.getsockopt_string(zmq.LAST_ENDPOINT)
+                urls = {"rpc": bound}
+                for role in roles:
+                    sock = sockets[role] = TrioSocket.open(kinds[role], options=self._options)
+                    target = self._explicit[role] or endpoint(bound, role)
+                    sock.socket.bind(target)
+                    urls[role] = sock.socket.getsockopt_string(zmq.LAST_ENDPOINT)
+            except (zmq.ZMQError, ValueError) as exc:
+                for sock in sockets.values():
+                    sock.close(0)
+                taken = isinstance(exc, ValueError) or exc.errno == errno.EADDRINUSE
+                if retry and taken and attempt + 1 < _BIND_ATTEMPTS:
+                    continue
+                raise
+            for sock in sockets.values():
+                stack.callback(sock.close)
+            self.urls = {role: connectable(value) for role, value in urls.items()}
+            return sockets
+        raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self, url: str, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled, then finish in-flight requests within ``shutdown_timeout``."""
+        with ExitStack() as stack:
+            sockets = self._bind(url, stack)
+            self._rpc = sockets["rpc"]
+            self._xpub = sockets.get("events")
+            registration = None
+            if self.distributor is not None and self.distribute is not None:
+                self.distributor.attach(sockets["work"], sockets["results"])
+                registration = self.router.register(
+                    WORKERS_AGENT, self.distribute, self.distributor.request, timeout=None
+                )
+            # Requests are served inside a shield, so cancelling ``run`` stops intake and
+            # then gives what is in flight a bounded time to finish.
+            work = trio.CancelScope(shield=True)
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._run_shielded, work)
+                    task_status.started(self.urls["rpc"])
+                    try:
+                        await trio.sleep_forever()
+                    finally:
+                        self._rpc.shutdown_receive()
+                        work.deadline = trio.current_time() + self.shutdown_timeout
+            finally:
+                if registration is not None:
+                    self.router.unregister(WORKERS_AGENT)
+
+    async def _run_shielded(self, work: trio.CancelScope) -> None:
+        with work:
+            async with trio.open_nursery() as helpers:
+                if self._xpub is not None:
+                    helpers.start_soon(self._forward_events, self._xpub)
+                    helpers.start_soon(self._answer_subscriptions, self._xpub)
+                if self.distributor is not None:
+                    helpers.start_soon(self.distributor.run)
+                async with trio.open_nursery() as pool:
+                    for _ in range(self.max_concurrency):
+                        pool.start_soon(self._serve_requests)
+                helpers.cancel_scope.cancel()
+
+    async def _serve_requests(self) -> None:
+        assert self._rpc is not None
+        receive = self._rpc.receive
+        handled = 0
+        while True:
+            try:
+                frames = await receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            await self._handle(frames)
+            handled += 1
+            if not handled & 63:
+                # Neither receiving a queued message nor a quick agent yields: stay fair.
+                await trio.lowlevel.checkpoint()
+
+    # ------------------------------------------------------------------ requests
+
+    async def _handle(self, frames: list[bytes]) -> None:
+        self.stats.requests += 1
+        try:
+            split = frames.index(b"", 1)
+        except ValueError:
+            self.stats.dropped_malformed += 1
+            return
+        envelope = frames[: split + 1]
+        if split > wire.MAX_ENVELOPE_FRAMES or any(
+            len(part) > wire.MAX_ENVELOPE_FRAME_BYTES for part in envelope
+        ):
+            self.stats.dropped_malformed += 1
+            return
+        dispatcher = self.dispatcher
+        parts = len(frames) - split - 1
+        if parts != 1:
+            error = MalformedMessage(
+                f"expected exactly one payload frame after the delimiter, got {parts}",
+                details={"frames": parts},
+            )
+            await self._reply(envelope, dispatcher.error_frame(error), error=True)
+            return
+        payload = frames[-1]
+        if payload[:1] == b"\x00" and payload == wire.CANCEL:
+            self._cancel_stream(envelope)
+            return
+        try:
+            frame = dispatcher.decode(payload)
+        except IntentusError as exc:
+            await self._reply(envelope, dispatcher.error_frame(exc, data=payload), error=True)
+            return
+        if frame.headers.get("stream") == wire.STREAM_OPEN:
+            await self._stream(envelope, frame)
+        else:
+            await self._reply(envelope, await dispatcher.handle_frame(frame), request=frame)
+
+    async def _stream(self, envelope: list[bytes], frame: TransportEnvelope) -> None:
+        key = tuple(envelope)
+        with trio.CancelScope() as scope:
+            self._streams[key] = scope
+            try:
+                async with aclosing(self.dispatcher.handle_stream(frame)) as replies:
+                    async for reply in replies:
+                        await self._reply(envelope, reply, request=frame)
+            finally:
+                if self._streams.get(key) is scope:
+                    del self._streams[key]
+        if scope.cancelled_caught:
+            self.stats.streams_cancelled += 1
+
+    def _cancel_stream(self, envelope: list[bytes]) -> None:
+        scope = self._streams.pop(tuple(envelope), None)
+        if scope is None:
+            self.stats.unknown_cancels += 1
+        else:
+            scope.cancel()
+
+    async def _reply(
+        self,
+        envelope: list[bytes],
+        frame: TransportEnvelope,
+        *,
+        request: TransportEnvelope | None = None,
+        error: bool = False,
+    ) -> None:
+        try:
+            data = self.codec.encode(frame)
+        except PayloadTooLarge as exc:
+            error = True
+            data = self.codec.encode(self.dispatcher.error_frame(exc, request=request))
+        if error:
+            self.stats.error_replies += 1
+        await self._send_reply([*envelope, data])
+
+    async def _send_reply(self, message: list[bytes]) -> None:
+        assert self._rpc is not None
+        try:
+            self._rpc.send_nowait(message)
+            return
+        except trio.WouldBlock:
+            pass
+        except zmq.ZMQError as exc:
+            if exc.errno != errno.EHOSTUNREACH:
+                raise
+            self.stats.dropped_replies += 1
+            return
+        # This client's queue is full (a slow reader). ROUTER's POLLOUT speaks for all
+        # clients at once, so poll this one with a backoff until ``reply_timeout``.
+        delay = 0.0005
+        with trio.move_on_after(self.reply_timeout):
+            while True:
+                await trio.sleep(delay)
+                delay = min(delay * 2, _REPLY_BACKOFF_MAX)
+                try:
+                    self._rpc.send_nowait(message)
+                    return
+                except trio.WouldBlock:
+                    continue
+                except zmq.ZMQError as exc:
+                    if exc.errno != errno.EHOSTUNREACH:
+                        raise
+                    break
+        self.stats.dropped_replies += 1
+
+    # ------------------------------------------------------------------ events
+
+    async def _forward_events(self, xpub: TrioSocket) -> None:
+        encode = self._event_framing.encode_event
+        async with self.router.events.subscribe("*", buffer=self.event_buffer) as sub:
+            async for event in sub:
+                try:
+                    data = encode(event)
+                except IntentusError:
+                    log.warning("event %r not published: it cannot be encoded", event.event_type)
+                    continue
+                # XPUB never blocks: a subscriber whose queue is full misses the event.
+                xpub.send_nowait([event.event_type.encode(), data])
+                self.stats.events_published += 1
+
+    async def _answer_subscriptions(self, xpub: TrioSocket) -> None:
+        """Confirm each subscription: a welcome on the subscriber's private sync topic."""
+        while True:
+            frames = await xpub.receive()
+            message = frames[0]
+            if message[:1] == b"\x01" and message[1:].startswith(wire.SYNC_PREFIX):
+                xpub.send_nowait([message[1:], b""])
+
+
+async def serve(
+    router: Router,
+    url: str,
+    *,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+    **options: Any,
+) -> None:
+    """Serve ``router`` at ``url`` until cancelled; see ``ZmqServer`` for the options."""
+    await ZmqServer(router, **options).run(url, task_status=task_status)

@@ -1,0 +1,424 @@
+"""Worker queues: a distributor PUSHes intents to worker processes that PULL them.
+
+Delivery is **at least once**. The distributor keeps every accepted item until a worker
+reports it done; an item handed to a worker is *leased* for ``lease_timeout`` seconds, and a
+worker renews the leases of what it is still running every ``renew_interval``. When a lease
+runs out (the worker died, hung, or lost its connection, taking whatever sat in its queues),
+the item goes back to the front of the queue for another worker. After ``max_attempts``
+deliveries it fails with AGENT_UNAVAILABLE instead of circulating forever. A redelivered item
+can therefore run twice (once on a worker that was only slow): agents that must not repeat an
+effect should deduplicate by ``metadata.requestId``. Results that arrive for an item already
+finished are dropped and counted.
+
+Messages::
+
+    distributor -> worker (PUSH/PULL)   [workId, b"R" | b"N", frame]   R: a result is awaited
+    worker -> distributor (PUSH/PULL)   [b"R", workId, reply frame]     result
+                                        [b"A", workId, ...]             done, no result wanted
+                                        [b"L", workId, ...]             renew these leases
+
+Work is acknowledged to whoever queued it when ``submit`` returns (the distributor holds it) or,
+for ``request``, by its result. Nothing is persisted: a distributor that dies loses its queue.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import deque
+from typing import Any
+
+import attrs
+import trio
+import zmq
+
+from ...protocol.codec import DEFAULT_MAX_FRAME_BYTES, FrameCodec
+from ...protocol.enums import TransportProtocol
+from ...protocol.errors import AgentUnavailable, IntentusError
+from ...protocol.models import AgentResponse, IntentEnvelope
+from ...routing.router import Router
+from ..framing import ClientFraming, FrameDispatcher, FrameProtector
+from ..zmq_trio import TrioSocket
+from . import wire
+from .endpoints import endpoint
+
+log = logging.getLogger("intentus_trio.zeromq.workers")
+
+RESULT = b"R"
+NO_RESULT = b"N"
+ACK = b"A"
+RENEW = b"L"
+
+#: Leases are checked this often relative to ``lease_timeout``.
+_REAP_FRACTION = 0.25
+#: Worker-side receive queue per unit of concurrency: small, so a dying worker strands little.
+_WORKER_PREFETCH = 2
+
+
+@attrs.define
+class DistributorStats:
+    submitted: int = 0
+    dispatched: int = 0
+    completed: int = 0
+    redelivered: int = 0
+    failed: int = 0
+    #: Results or acks for items that were already finished (redelivered duplicates).
+    duplicates: int = 0
+    #: Result messages that were not understood.
+    dropped_malformed: int = 0
+
+
+@attrs.define(eq=False)
+class _Work:
+    work_id: bytes
+    kind: bytes
+    data: bytes
+    trace_id: str
+    attempts: int = 0
+    deadline: float = 0.0
+    done: trio.Event | None = None
+    result: AgentResponse | None = None
+
+
+class Distributor:
+    """The queue between producers and worker processes (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        lease_timeout: float = 30.0,
+        max_attempts: int = 5,
+        max_queue: int = 10_000,
+        protector: FrameProtector | None = None,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        hwm: int = 1000,
+        heartbeat: float | None = 2.0,
+    ) -> None:
+        if lease_timeout <= 0 or max_attempts < 1 or max_queue < 1:
+            raise ValueError("lease_timeout, max_attempts and max_queue must be positive")
+        self.lease_timeout = lease_timeout
+        self.max_attempts = max_attempts
+        self.max_queue = max_queue
+        self.framing = ClientFraming(
+            TransportProtocol.ZEROMQ, codec=FrameCodec(max_frame_bytes), protector=protector
+        )
+        self.stats = DistributorStats()
+        self._options = wire.common_options(
+            hwm=hwm, max_message_bytes=max_frame_bytes * wire.MAXMSGSIZE_FACTOR,
+            heartbeat=heartbeat,
+        )
+        self._ids = itertools.count(1)
+        self._pending: deque[_Work] = deque()
+        self._leased: dict[bytes, _Work] = {}
+        self._work_ready = trio.lowlevel.ParkingLot()
+        self._space = trio.lowlevel.ParkingLot()
+        self._push: TrioSocket | None = None
+        self._pull: TrioSocket | None = None
+
+    @property
+    def backlog(self) -> int:
+        """Items accepted and not finished (queued or leased)."""
+        return len(self._pending) + len(self._leased)
+
+    def attach(self, push: TrioSocket, pull: TrioSocket) -> None:
+        """Use bound sockets (a node binds them next to its request/reply endpoint)."""
+        self._push, self._pull = push, pull
+
+    async def serve(
+        self, work_url: str, results_url: str, *, task_status: Any = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Bind the two endpoints and run until cancelled (a standalone distributor)."""
+        with TrioSocket.open(zmq.PUSH, options=self._options) as push, \
+                TrioSocket.open(zmq.PULL, options=self._options) as pull:
+            push.socket.bind(work_url)
+            pull.socket.bind(results_url)
+            self.attach(push, pull)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.run)
+                task_status.started((push.socket.getsockopt_string(zmq.LAST_ENDPOINT),
+                                     pull.socket.getsockopt_string(zmq.LAST_ENDPOINT)))
+
+    async def run(self) -> None:
+        """Dispatch, collect results and expire leases until cancelled."""
+        if self._push is None or self._pull is None:
+            raise RuntimeError("attach sockets before running the distributor")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._dispatch, self._push)
+            nursery.start_soon(self._collect, self._pull)
+            nursery.start_soon(self._reap)
+
+    # ------------------------------------------------------------------ producers
+
+    async def _enqueue(self, env: IntentEnvelope, kind: bytes) -> _Work:
+        while self.backlog >= self.max_queue:
+            await self._space.park()
+        data = self.framing.encode_intent(env)
+        work = _Work(b"%x" % next(self._ids), kind, data, env.metadata.trace_id)
+        self._pending.append(work)
+        self.stats.submitted += 1
+        self._work_ready.unpark()
+        return work
+
+    async def submit(self, env: IntentEnvelope) -> None:
+        """Queue ``env`` one-way; on return the distributor holds it until a worker is done.
+
+        Waits while ``max_queue`` items are outstanding (backpressure on producers).
+        Raises an IntentusError if the intent cannot be encoded.
+        """
+        await self._enqueue(env, NO_RESULT)
+
+    async def request(self, env: IntentEnvelope) -> AgentResponse:
+        """Queue ``env`` and return a worker's response (an agent handler for the Router)."""
+        try:
+            work = await self._enqueue(env, RESULT)
+        except IntentusError as exc:
+            return exc.to_response(trace_id=env.metadata.trace_id)
+        work.done = trio.Event()
+        try:
+            await work.done.wait()
+        except BaseException:
+            self._abandon(work)
+            raise
+        assert work.result is not None
+        return work.result
+
+    def _abandon(self, work: _Work) -> None:
+        """The requester gave up: a queued item is withdrawn, a leased one runs unobserved."""
+        try:
+            self._pending.remove(work)
+        except ValueError:
+            work.done = None
+            return
+        self._space.unpark()
+
+    # ------------------------------------------------------------------ dispatch
+
+    async def _dispatch(self, push: TrioSocket) -> None:
+        pending, leased = self._pending, self._leased
+        sent = 0
+        while True:
+            if not pending:
+                await self._work_ready.park()
+                continue
+            work = pending[0]
+            try:
+                push.send_nowait([work.work_id, work.kind, work.data])
+            except trio.WouldBlock:
+                # No worker connected, or every worker's queue is full.
+                await push.wait(zmq.POLLOUT)
+                continue
+            pending.popleft()
+            work.attempts += 1
+            work.deadline = trio.current_time() + self.lease_timeout
+            leased[work.work_id] = work
+            self.stats.dispatched += 1
+            sent += 1
+            if not sent & 255:
+                await trio.lowlevel.checkpoint()
+
+    async def _collect(self, pull: TrioSocket) -> None:
+        leased = self._leased
+        while True:
+            frames = await pull.receive()
+            kind = frames[0]
+            if kind == ACK and len(frames) > 1:
+                for work_id in itertools.islice(frames, 1, None):
+                    work = leased.pop(work_id, None)
+                    if work is None:
+                        self.stats.duplicates += 1
+                    else:
+                        self._finish(work, None)
+            elif kind == RESULT and len(frames) == 3:
+                work = leased.pop(frames[1], None)
+                if work is None:
+                    self.stats.duplicates += 1
+                else:
+                    self._finish(work, self._decode_result(work, frames[2]))
+            elif kind == RENEW:
+                deadline = trio.current_time() + self.lease_timeout
+                for work_id in itertools.islice(frames, 1, None):
+                    work = leased.get(work_id)
+                    if work is not None:
+                        work.deadline = deadline
+            else:
+                self.stats.dropped_malformed += 1
+
+    def _decode_result(self, work: _Work, data: bytes) -> AgentResponse:
+        try:
+            item = self.framing.decode_reply(data)
+        except IntentusError as exc:
+            return exc.to_response(trace_id=work.trace_id)
+        if isinstance(item, AgentResponse):
+            return item
+        return AgentResponse.success(item.payload, trace_id=work.trace_id)
+
+    def _finish(self, work: _Work, result: AgentResponse | None) -> None:
+        self.stats.completed += 1
+        if work.done is not None:
+            work.result = result or AgentResponse.success(None, trace_id=work.trace_id)
+            work.done.set()
+        self._space.unpark()
+
+    async def _reap(self) -> None:
+        period = self.lease_timeout * _REAP_FRACTION
+        while True:
+            await trio.sleep(period)
+            now = trio.current_time()
+            expired = [w for w in self._leased.values() if w.deadline <= now]
+            for work in reversed(expired):
+                del self._leased[work.work_id]
+                if work.attempts >= self.max_attempts:
+                    self.stats.failed += 1
+                    self.stats.completed += 1
+                    log.warning("work %s failed after %d deliveries", work.work_id,
+                                work.attempts)
+                    if work.done is not None:
+                        work.result = AgentUnavailable(
+                            f"no worker completed the intent in {work.attempts} deliveries",
+                            details={"attempts": work.attempts},
+                        ).to_response(trace_id=work.trace_id)
+                        work.done.set()
+                    self._space.unpark()
+                    continue
+                self.stats.redelivered += 1
+                self._pending.appendleft(work)
+            if expired:
+                self._work_ready.unpark()
+
+
+# ---------------------------------------------------------------------- worker
+
+
+@attrs.define
+class WorkerStats:
+    received: int = 0
+    completed: int = 0
+    dropped_malformed: int = 0
+
+
+class Worker:
+    """Pulls intents from a distributor, runs them on ``router``, returns results."""
+
+    def __init__(
+        self,
+        router: Router,
+        *,
+        concurrency: int = 16,
+        renew_interval: float = 5.0,
+        protector: FrameProtector | None = None,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        heartbeat: float | None = 2.0,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.concurrency = concurrency
+        self.renew_interval = renew_interval
+        self.dispatcher = FrameDispatcher(
+            router, TransportProtocol.ZEROMQ, codec=FrameCodec(max_frame_bytes),
+            protector=protector,
+        )
+        self.stats = WorkerStats()
+        self._options = wire.common_options(
+            hwm=_WORKER_PREFETCH * concurrency,
+            max_message_bytes=max_frame_bytes * wire.MAXMSGSIZE_FACTOR, heartbeat=heartbeat,
+        )
+        self._running: set[bytes] = set()
+        self._acks: list[bytes] = [ACK]
+        self._acks_ready = trio.lowlevel.ParkingLot()
+
+    async def run(
+        self, work_url: str, results_url: str, *, task_status: Any = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        with TrioSocket.open(zmq.PULL, options=self._options) as pull, \
+                TrioSocket.open(zmq.PUSH, options=self._options) as push:
+            pull.socket.connect(work_url)
+            push.socket.connect(results_url)
+            async with trio.open_nursery() as nursery:
+                for _ in range(self.concurrency):
+                    nursery.start_soon(self._work, pull, push)
+                nursery.start_soon(self._send_acks, push)
+                nursery.start_soon(self._renew, push)
+                task_status.started()
+
+    async def _work(self, pull: TrioSocket, push: TrioSocket) -> None:
+        dispatcher = self.dispatcher
+        handled = 0
+        while True:
+            frames = await pull.receive()
+            self.stats.received += 1
+            if len(frames) != 3:
+                self.stats.dropped_malformed += 1
+                continue
+            work_id, kind, data = frames
+            self._running.add(work_id)
+            try:
+                if kind == RESULT:
+                    reply = await dispatcher.handle_bytes(data)
+                else:
+                    # Nobody awaits the result: route it and skip encoding a reply.
+                    try:
+                        frame = dispatcher.decode(data)
+                    except IntentusError:
+                        self.stats.dropped_malformed += 1
+                    else:
+                        await dispatcher.handle_frame(frame)
+            finally:
+                self._running.discard(work_id)
+            self.stats.completed += 1
+            if kind == RESULT:
+                await push.send([RESULT, work_id, reply])
+            else:
+                acks = self._acks
+                acks.append(work_id)
+                if len(acks) == 2:
+                    self._acks_ready.unpark()
+            handled += 1
+            if not handled & 63:
+                await trio.lowlevel.checkpoint()
+
+    async def _send_acks(self, push: TrioSocket) -> None:
+        """One ack message for everything finished since the last one."""
+        while True:
+            if len(self._acks) == 1:
+                await self._acks_ready.park()
+            batch, self._acks = self._acks, [ACK]
+            await push.send(batch)
+
+    async def _renew(self, push: TrioSocket) -> None:
+        while True:
+            await trio.sleep(self.renew_interval)
+            if self._running:
+                await push.send([RENEW, *self._running])
+
+
+async def run_worker(
+    router: Router,
+    distributor_url: str,
+    *,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+    work_url: str | None = None,
+    results_url: str | None = None,
+    **options: Any,
+) -> None:
+    """Run ``router``'s agents as a worker of the node at ``distributor_url`` until cancelled.
+
+    ``distributor_url`` is the node's request/reply URL; the worker connects to its work and
+    results endpoints (``endpoints.py``) unless ``work_url``/``results_url`` are given.
+    Options: ``concurrency``, ``renew_interval``, ``protector``, ``max_frame_bytes``,
+    ``heartbeat`` (see ``Worker``).
+    """
+    worker = Worker(router, **options)
+    await worker.run(
+        work_url or endpoint(distributor_url, "work"),
+        results_url or endpoint(distributor_url, "results"),
+        task_status=task_status,
+    )
+
+
+__all__ = [
+    "Distributor",
+    "DistributorStats",
+    "Worker",
+    "WorkerStats",
+    "run_worker",
+]

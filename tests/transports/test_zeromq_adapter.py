@@ -1,0 +1,165 @@
+"""TrioSocket: the trio adapter for pyzmq sockets, over real loopback sockets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import trio
+import zmq
+
+from intentus_trio.transports.zmq_trio import POLLOUT, TrioSocket
+
+TIMEOUT = 10.0
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[TrioSocket, TrioSocket]]:
+    a = TrioSocket.open(zmq.PAIR, linger_ms=0)
+    b = TrioSocket.open(zmq.PAIR, linger_ms=0)
+    a.socket.bind("tcp://127.0.0.1:0")
+    b.socket.connect(a.socket.getsockopt_string(zmq.LAST_ENDPOINT))
+    yield a, b
+    a.close()
+    b.close()
+
+
+async def test_round_trip_multipart(pair: tuple[TrioSocket, TrioSocket]) -> None:
+    a, b = pair
+    with trio.fail_after(TIMEOUT):
+        await a.send([b"one", b"", b"three"])
+        assert await b.receive() == [b"one", b"", b"three"]
+        await b.send([b"back"])
+        assert await a.receive() == [b"back"]
+
+
+async def test_ping_pong_with_concurrent_sender_keeps_every_wakeup(
+    pair: tuple[TrioSocket, TrioSocket],
+) -> None:
+    """A receiver sleeping on the FD while another task sends must still wake (edge rule)."""
+    a, b = pair
+    n = 2000
+    got: list[bytes] = []
+
+    async def echo() -> None:
+        for _ in range(n):
+            await b.send(await b.receive())
+
+    async def receive_all() -> None:
+        for _ in range(n):
+            frames = await a.receive()
+            got.append(frames[0])
+
+    with trio.fail_after(TIMEOUT * 3):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(echo)
+            nursery.start_soon(receive_all)
+            for i in range(n):
+                await a.send([b"%d" % i])
+                if i % 7 == 0:
+                    await trio.lowlevel.checkpoint()
+    assert got == [b"%d" % i for i in range(n)]
+
+
+async def test_many_receivers_each_message_once(pair: tuple[TrioSocket, TrioSocket]) -> None:
+    a, b = pair
+    seen: list[bytes] = []
+
+    async def reader() -> None:
+        while True:
+            frames = await b.receive()
+            if frames == [b"stop"]:
+                return
+            seen.append(frames[0])
+            await trio.lowlevel.checkpoint()
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            for _ in range(5):
+                nursery.start_soon(reader)
+            for i in range(500):
+                await a.send([b"%d" % i])
+            for _ in range(5):
+                await a.send([b"stop"])
+    assert sorted(seen, key=int) == [b"%d" % i for i in range(500)]
+
+
+async def test_send_waits_at_the_high_water_mark_and_cancel_is_clean() -> None:
+    push = TrioSocket.open(zmq.PUSH, linger_ms=0, options={zmq.SNDHWM: 4})
+    pull = TrioSocket.open(zmq.PULL, linger_ms=0, options={zmq.RCVHWM: 4})
+    with push, pull:
+        # inproc: no kernel buffers, so the high-water marks alone bound the queue.
+        push.socket.bind("inproc://hwm-test")
+        pull.socket.connect("inproc://hwm-test")
+        sent = 0
+        with trio.move_on_after(1.0) as scope:
+            while True:
+                await push.send([b"m", b"%d" % sent])
+                sent += 1
+        assert scope.cancelled_caught
+        assert 4 <= sent <= 64
+        with pytest.raises(trio.WouldBlock):
+            push.send_nowait([b"m", b"x"])
+        # Whole messages only, in order, and the socket still works after the cancel.
+        with trio.fail_after(TIMEOUT):
+            for i in range(sent):
+                assert await pull.receive() == [b"m", b"%d" % i]
+            await push.wait(POLLOUT)
+            await push.send([b"m", b"after"])
+            assert await pull.receive() == [b"m", b"after"]
+
+
+async def test_cancelled_receive_leaves_socket_usable(pair: tuple[TrioSocket, TrioSocket]) -> None:
+    a, b = pair
+    with trio.move_on_after(0.05):
+        await b.receive()
+    with trio.fail_after(TIMEOUT):
+        await a.send([b"x"])
+        assert await b.receive() == [b"x"]
+
+
+async def test_close_wakes_waiters_and_shutdown_receive(
+    pair: tuple[TrioSocket, TrioSocket],
+) -> None:
+    a, b = pair
+    outcomes: list[str] = []
+
+    async def wait_for_message() -> None:
+        try:
+            await b.receive()
+        except trio.ClosedResourceError:
+            outcomes.append("closed")
+        except trio.EndOfChannel:
+            outcomes.append("eof")
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait_for_message)
+            nursery.start_soon(wait_for_message)
+            await trio.testing.wait_all_tasks_blocked()
+            b.shutdown_receive()
+        assert outcomes == ["eof", "eof"]
+        await b.send([b"still sends"])
+        assert await a.receive() == [b"still sends"]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait_for_message)
+            await trio.testing.wait_all_tasks_blocked()
+            b.close()
+    assert outcomes[-1] == "eof"  # shut already
+    c = TrioSocket.open(zmq.PAIR, linger_ms=0)
+    c.socket.connect("tcp://127.0.0.1:1")
+    async with trio.open_nursery() as nursery:
+
+        async def on_c() -> None:
+            try:
+                await c.receive()
+            except trio.ClosedResourceError:
+                outcomes.append("closed")
+
+        nursery.start_soon(on_c)
+        await trio.testing.wait_all_tasks_blocked()
+        c.close()
+    assert outcomes[-1] == "closed"
+    with pytest.raises(trio.ClosedResourceError):
+        await c.send([b"x"])
+    c.close()  # idempotent

@@ -1,0 +1,137 @@
+"""Shared pieces of the ZeroMQ transport tests: agents, a running node, a test protector."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from intentus_trio.protocol import headers as h
+from intentus_trio.protocol.codec import body_from_json, body_to_json, dumps, loads
+from intentus_trio.protocol.enums import MessageType
+from intentus_trio.protocol.errors import EMCLFailure
+from intentus_trio.protocol.models import (
+    EMCLEnvelope,
+    IntentEnvelope,
+    JsonObject,
+    TransportEnvelope,
+)
+from intentus_trio.routing.router import Router
+from intentus_trio.transports.zeromq import ZmqServer
+
+URL = "tcp://127.0.0.1:0"
+
+
+class Gate:
+    """Holds agents until the test opens it; counts entries and cancellations."""
+
+    def __init__(self) -> None:
+        self.entered = 0
+        self.cancelled = 0
+        self.open = trio.Event()
+        self._changed = trio.Event()
+
+    async def wait_entered(self, n: int) -> None:
+        while self.entered < n:
+            await self._changed.wait()
+
+    async def agent(self, env: IntentEnvelope) -> JsonObject:
+        self.entered += 1
+        self._changed.set()
+        self._changed = trio.Event()
+        try:
+            await self.open.wait()
+        except trio.Cancelled:
+            self.cancelled += 1
+            raise
+        return env.payload
+
+
+def make_router(gate: Gate | None = None) -> Router:
+    router = Router(name="zmq-test")
+
+    @router.agent("echo", "echo")
+    async def echo(env: IntentEnvelope) -> JsonObject:
+        return env.payload
+
+    @router.agent("sleepy", "sleep")
+    async def sleepy(env: IntentEnvelope) -> JsonObject:
+        await trio.sleep(float(env.payload["seconds"]))
+        return env.payload
+
+    @router.agent("counter", "count")
+    async def count(env: IntentEnvelope) -> AsyncIterator[JsonObject]:
+        for i in range(int(env.payload.get("n", 3))):
+            yield {"i": i}
+            if env.payload.get("pause"):
+                await trio.sleep(float(env.payload["pause"]))
+
+    @router.agent("big", "big")
+    async def big(env: IntentEnvelope) -> JsonObject:
+        return {"blob": "x" * int(env.payload["size"])}
+
+    if gate is not None:
+        router.register("gate", "gate", gate.agent)
+    return router
+
+
+@asynccontextmanager
+async def running_node(
+    router: Router, url: str = URL, **options: Any
+) -> AsyncIterator[ZmqServer]:
+    """A node serving ``router``; cancelled (gracefully) on exit."""
+    server = ZmqServer(router, **options)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run, url)
+        yield server
+        nursery.cancel_scope.cancel()
+
+
+class Base64Protector:
+    """Test-only EMCL stand-in: 'seals' a body as base64 JSON. Proves the plumbing only."""
+
+    def __init__(self, key: str = "k1") -> None:
+        self.key = key
+        self.sealed = 0
+        self.opened = 0
+
+    def seal(self, frame: TransportEnvelope) -> TransportEnvelope:
+        self.sealed += 1
+        text = dumps({"k": self.key, "b": body_to_json(frame.body)})
+        body = EMCLEnvelope("1.0", base64.b64encode(text).decode(), "n", "m",
+                            message_type=frame.message_type)
+        return TransportEnvelope(frame.protocol, frame.message_type, body,
+                                 {**frame.headers, h.EMCL: "1.0"}, frame.protocol_negotiation)
+
+    def open(self, frame: TransportEnvelope) -> TransportEnvelope:
+        body = frame.body
+        if not isinstance(body, EMCLEnvelope):
+            raise EMCLFailure("not sealed")
+        try:
+            inner = loads(base64.b64decode(body.ciphertext))
+        except Exception:
+            raise EMCLFailure("cannot open") from None
+        if inner.get("k") != self.key:
+            raise EMCLFailure("wrong key", details={"reason": "key"})
+        self.opened += 1
+        mtype = body.message_type or MessageType.INTENT
+        headers = {k: v for k, v in frame.headers.items() if k != h.EMCL}
+        return TransportEnvelope(frame.protocol, frame.message_type,
+                                 body_from_json(mtype, inner["b"]), headers,
+                                 frame.protocol_negotiation)
+
+
+def task_count() -> int:
+    """Tasks under the current test's root (to check nothing is left running)."""
+    root = trio.lowlevel.current_root_task()
+    count = 0
+    stack = [root]
+    while stack:
+        task = stack.pop()
+        count += 1
+        for nursery in task.child_nurseries:
+            stack.extend(nursery.child_tasks)
+    return count
