@@ -112,6 +112,7 @@ class Distributor:
         self._leased: dict[bytes, _Work] = {}
         self._work_ready = trio.lowlevel.ParkingLot()
         self._space = trio.lowlevel.ParkingLot()
+        self._idle = trio.lowlevel.ParkingLot()
         self._push: TrioSocket | None = None
         self._pull: TrioSocket | None = None
 
@@ -119,6 +120,12 @@ class Distributor:
     def backlog(self) -> int:
         """Items accepted and not finished (queued or leased)."""
         return len(self._pending) + len(self._leased)
+
+    async def wait_idle(self) -> None:
+        """Return once every accepted item is finished (the backlog is empty)."""
+        while self.backlog:
+            await self._idle.park()
+        await trio.lowlevel.checkpoint()
 
     def attach(self, push: TrioSocket, pull: TrioSocket) -> None:
         """Use bound sockets (a node binds them next to its request/reply endpoint)."""
@@ -189,7 +196,7 @@ class Distributor:
         except ValueError:
             work.done = None
             return
-        self._space.unpark()
+        self._released()
 
     # ------------------------------------------------------------------ dispatch
 
@@ -257,7 +264,12 @@ class Distributor:
         if work.done is not None:
             work.result = result or AgentResponse.success(None, trace_id=work.trace_id)
             work.done.set()
+        self._released()
+
+    def _released(self) -> None:
         self._space.unpark()
+        if not self.backlog:
+            self._idle.unpark_all()
 
     async def _reap(self) -> None:
         period = self.lease_timeout * _REAP_FRACTION
@@ -278,7 +290,7 @@ class Distributor:
                             details={"attempts": work.attempts},
                         ).to_response(trace_id=work.trace_id)
                         work.done.set()
-                    self._space.unpark()
+                    self._released()
                     continue
                 self.stats.redelivered += 1
                 self._pending.appendleft(work)
