@@ -346,9 +346,6 @@ def event_from_json(obj: Any, path: str = "body") -> Event:
 
 # --------------------------------------------------------------------------- EMCL
 
-_EMCL_OPTIONAL = (("keyId", "key_id"), ("sender", "sender"), ("recipient", "recipient"),
-                  ("timestamp", "timestamp"))
-
 
 def emcl_to_json(env: EMCLEnvelope) -> JsonObject:
     out: JsonObject = {
@@ -362,10 +359,14 @@ def emcl_to_json(env: EMCLEnvelope) -> JsonObject:
             for e in env.identity_chain
         ],
     }
-    for key, attr in _EMCL_OPTIONAL:
-        value = getattr(env, attr)
-        if value is not None:
-            out[key] = value
+    if env.key_id is not None:
+        out["keyId"] = env.key_id
+    if env.sender is not None:
+        out["sender"] = env.sender
+    if env.recipient is not None:
+        out["recipient"] = env.recipient
+    if env.timestamp is not None:
+        out["timestamp"] = env.timestamp
     if env.message_type is not None:
         out["messageType"] = env.message_type.value
     return out
@@ -381,23 +382,42 @@ def _identity_entry(obj: Any, path: str) -> IdentityEntry:
     )
 
 
+_EMCL_CIPHERTEXT_LIMIT: Final = DEFAULT_MAX_FRAME_BYTES * 2
+
+
 def emcl_from_json(obj: Any, path: str = "body") -> EMCLEnvelope:
     obj = _object(obj, path)
-    chain = obj.get("identityChain", [])
+    get = obj.get
+    version, ciphertext, nonce, mac = (get("emclVersion"), get("ciphertext"), get("nonce"),
+                                       get("hmac"))
+    chain = get("identityChain", [])
+    key_id, sender, recipient, timestamp = (get("keyId"), get("sender"), get("recipient"),
+                                            get("timestamp"))
+    message_type = get("messageType")
+    # Fast path: every field present with the right type and size (what our sealers send).
+    if (type(version) is str and type(ciphertext) is str and type(nonce) is str
+            and type(mac) is str and type(chain) is list and not chain
+            and type(key_id) is str and type(sender) is str and type(recipient) is str
+            and type(timestamp) is str and type(message_type) is str
+            and len(ciphertext) <= _EMCL_CIPHERTEXT_LIMIT
+            and max(len(version), len(nonce), len(mac), len(key_id), len(sender),
+                    len(recipient), len(timestamp)) <= MAX_NAME_CHARS):
+        mtype = _MESSAGE_TYPE.get(message_type)
+        if mtype is not None:
+            return EMCLEnvelope(version, ciphertext, nonce, mac, (), key_id, sender, recipient,
+                                timestamp, mtype)
     if type(chain) is not list or len(chain) > MAX_LIST_ITEMS:
         raise _fail(path, "identityChain", f"expected an array of at most {MAX_LIST_ITEMS}")
-    message_type = obj.get("messageType")
-    limit = DEFAULT_MAX_FRAME_BYTES * 2
     return EMCLEnvelope(
         _str(_get(obj, "emclVersion", path), path, "emclVersion"),
-        _str(_get(obj, "ciphertext", path), path, "ciphertext", limit=limit),
+        _str(_get(obj, "ciphertext", path), path, "ciphertext", limit=_EMCL_CIPHERTEXT_LIMIT),
         _str(_get(obj, "nonce", path), path, "nonce"),
         _str(_get(obj, "hmac", path), path, "hmac"),
         tuple(_identity_entry(e, f"{path}.identityChain[{i}]") for i, e in enumerate(chain)),
-        _opt_str(obj.get("keyId"), path, "keyId"),
-        _opt_str(obj.get("sender"), path, "sender"),
-        _opt_str(obj.get("recipient"), path, "recipient"),
-        _opt_str(obj.get("timestamp"), path, "timestamp"),
+        _opt_str(key_id, path, "keyId"),
+        _opt_str(sender, path, "sender"),
+        _opt_str(recipient, path, "recipient"),
+        _opt_str(timestamp, path, "timestamp"),
         None if message_type is None
         else _enum(_MESSAGE_TYPE, message_type, path, "messageType"),
     )
