@@ -41,6 +41,12 @@ def allow_keys(keys: set[bytes] | frozenset[bytes] | list[bytes]) -> ClientPolic
     return lambda key, addr: key in allowed
 
 
+def allow_any(key: bytes, addr: Address) -> bool:
+    """A client policy accepting every client that completes the handshake (the server still
+    learns, and the application can check, each client's static key)."""
+    return True
+
+
 @attrs.frozen
 class ServerConfiguration:
     """Server-wide settings. ``client_policy(static_key, address)`` decides who may connect."""

@@ -69,6 +69,41 @@ class ServerEndpoint:
             conn.receive_datagram(data, addr, now)
             self._collect(conn)
             return
+        self.admit(data, addr, now)
+
+    # ------------------------------------------------------------------ driver API
+    # A trio driver runs each connection in its own tasks: it routes with ``route``, hands
+    # unroutable datagrams to ``admit``, sends ``take_stateless_datagrams`` (retries) itself
+    # and calls ``forget`` once a connection it drives has closed.
+
+    def route(self, data: bytes) -> Connection | None:
+        """The connection a datagram belongs to (by destination connection id), if any."""
+        return self._route(data)
+
+    def admit(self, data: bytes, addr: Address, now: float) -> Connection | None:
+        """Handle a datagram no connection claims; return the connection it created, if any.
+
+        The new connection's own events stay with it (not in this endpoint's queue), except
+        for a rejection, which closes it at once."""
+        before = len(self._connections)
+        self._admit(data, addr, now)
+        if len(self._connections) == before:
+            return None
+        return next(reversed(self._connections.values()))
+
+    def take_stateless_datagrams(self) -> list[tuple[bytes, Address]]:
+        """Datagrams the endpoint itself must send (retries), not owned by any connection."""
+        out, self._outgoing = self._outgoing, []
+        return out
+
+    def forget(self, conn: Connection) -> None:
+        """Drop a connection from the routing tables (a driver calls it once ``is_closed``)."""
+        if self._connections.get(conn.host_cid) is conn:
+            del self._connections[conn.host_cid]
+        for key in [k for k, v in self._by_initial_dcid.items() if v is conn]:
+            del self._by_initial_dcid[key]
+
+    def _admit(self, data: bytes, addr: Address, now: float) -> None:
         self.stats.datagrams_received += 1
         self.stats.bytes_received += len(data)
         if not is_long_header(data):
@@ -124,9 +159,7 @@ class ServerEndpoint:
         while (event := conn.next_event()) is not None:
             self._events.append(event)
         if conn.is_closed:
-            self._connections.pop(conn.host_cid, None)
-            for key in [k for k, v in self._by_initial_dcid.items() if v is conn]:
-                del self._by_initial_dcid[key]
+            self.forget(conn)
 
     def _accept_initial(self, packet: LongPacket, data: bytes, addr: Address, now: float) -> None:
         cfg = self.configuration

@@ -1,0 +1,456 @@
+"""The trio driver of one MXP connection, and the object users hold.
+
+Each connection runs two tasks next to the carrier's receive loop (which belongs to the client
+or the listener): an *input* task that takes datagrams from a bounded channel the receive loop
+fills with ``send_nowait`` (a full channel drops and counts, so the receive loop never waits
+for a slow connection), and a *timer* task that sleeps in a cancel scope whose deadline is the
+sans-IO ``get_timer()``, moved after every input. Whoever touches the sans-IO connection (a
+datagram, a timer, a user call) then calls ``_service``: events are dispatched, packets are
+sent, the timer deadline is moved. All of it is synchronous, so calls never interleave.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Protocol
+
+import attrs
+import trio
+
+from intentus_trio.mxp.carrier import Address, DatagramCarrier
+from intentus_trio.mxp.connection import Connection, DatagramTooLarge
+from intentus_trio.mxp.events import (
+    ConnectionClosed,
+    DatagramReceived,
+    ErrorCode,
+    HandshakeCompleted,
+    KeyUpdated,
+)
+from intentus_trio.mxp.noise import DHLEN, KeyPair
+from intentus_trio.mxp.stats import Stats
+
+__all__ = [
+    "ConnectionClosedError",
+    "DatagramTooLarge",
+    "DriverStats",
+    "HandshakeError",
+    "MxpConnection",
+    "PublicKeyLike",
+    "StaticKeyLike",
+    "public_key_bytes",
+    "static_keypair",
+]
+
+DEFAULT_INBOX_SIZE = 512
+DEFAULT_RECEIVE_QUEUE_SIZE = 256
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _code_name(code: int) -> str:
+    try:
+        return ErrorCode(code).name
+    except ValueError:
+        if code >= ErrorCode.APPLICATION_ERROR:
+            return f"APPLICATION_ERROR+{code - ErrorCode.APPLICATION_ERROR}"
+        return "UNKNOWN"
+
+
+class ConnectionClosedError(trio.BrokenResourceError):
+    """The connection ended (peer close, timeout, protocol error); carries the close reason.
+
+    Raised by operations on a connection that the peer or the protocol closed. A connection
+    the application closed itself raises ``trio.ClosedResourceError`` instead."""
+
+    def __init__(self, error_code: int, reason: str, by_peer: bool) -> None:
+        self.error_code = error_code
+        self.reason = reason
+        self.by_peer = by_peer
+        who = "by the peer" if by_peer else "locally"
+        super().__init__(
+            f"connection closed {who}: {_code_name(error_code)} (0x{error_code:x})"
+            + (f": {reason}" if reason else "")
+        )
+
+    @classmethod
+    def from_event(cls, event: ConnectionClosed) -> ConnectionClosedError:
+        return cls(event.error_code, event.reason, event.by_peer)
+
+
+class HandshakeError(ConnectionClosedError):
+    """The handshake did not complete: timeout, wrong server key, or rejected by the server."""
+
+
+@attrs.define
+class DriverStats:
+    """What the trio driver dropped or did, next to the protocol's own ``Stats``."""
+
+    inbox_dropped: int = 0
+    """Datagrams the receive loop dropped because a connection's input channel was full."""
+    received_dropped: int = 0
+    """User datagrams dropped because the application's receive queue was full."""
+    send_failed: int = 0
+    """Packets the carrier refused (OS buffer full, transient error)."""
+    admission_dropped: int = 0
+    """INITIALs dropped because the server's admission queue was full (listener only)."""
+    accept_dropped: int = 0
+    """Established connections refused with SERVER_BUSY: accept backlog full (listener only)."""
+    key_updates: int = 0
+    """Key updates started by the peer."""
+
+
+# --------------------------------------------------------------------------- keys
+
+
+class _HasPrivate(Protocol):
+    @property
+    def private(self) -> bytes: ...
+
+
+class _HasPublic(Protocol):
+    @property
+    def public(self) -> bytes: ...
+
+
+StaticKeyLike = KeyPair | _HasPrivate | bytes
+"""A static X25519 private key: a ``KeyPair``, anything with ``.private`` (such as
+``intentus_trio.keys.X25519KeyPair`` from ``load_x25519``), or 32 raw bytes."""
+
+PublicKeyLike = bytes | _HasPublic
+"""A static X25519 public key: 32 raw bytes (``intentus_trio.keys.load_public_key``) or
+anything with ``.public``."""
+
+
+def static_keypair(key: StaticKeyLike) -> KeyPair:
+    if isinstance(key, KeyPair):
+        return key
+    private = key if isinstance(key, bytes | bytearray | memoryview) else key.private
+    return KeyPair.from_private(bytes(private))
+
+
+def public_key_bytes(key: PublicKeyLike) -> bytes:
+    raw = key if isinstance(key, bytes | bytearray | memoryview) else key.public
+    raw = bytes(raw)
+    if len(raw) != DHLEN:
+        raise ValueError(f"an X25519 public key is {DHLEN} bytes, got {len(raw)}")
+    return raw
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@contextmanager
+def single_exceptions() -> Iterator[None]:
+    """Re-raise the lone leaf of nested single-member exception groups as itself."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        exc: BaseException = group
+        while isinstance(exc, BaseExceptionGroup):
+            if len(exc.exceptions) != 1:
+                raise
+            exc = exc.exceptions[0]
+        context = exc.__context__
+        try:
+            raise exc  # the group was only a wrapper: keep exc's own chain
+        finally:
+            exc.__context__ = context
+
+
+def send_all(
+    carrier: DatagramCarrier, out: list[tuple[bytes, Address]], stats: DriverStats
+) -> None:
+    for data, addr in out:
+        try:
+            sent = carrier.send_nowait(data, addr)
+        except (trio.ClosedResourceError, OSError):
+            sent = False
+        if not sent:
+            stats.send_failed += 1
+
+
+# --------------------------------------------------------------------------- the connection
+
+
+class MxpConnection:
+    """An MXP connection as the application sees it: unreliable datagrams, key update, close.
+
+    Obtained from ``mxp_connect`` (client) or a listener (server); it lives in tasks of the
+    nursery that produced it. Operations after the connection ended raise
+    ``ConnectionClosedError`` (with the close reason) or, after the application's own close,
+    ``trio.ClosedResourceError``."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        carrier: DatagramCarrier,
+        *,
+        stats: DriverStats | None = None,
+        inbox_size: int = DEFAULT_INBOX_SIZE,
+        receive_queue_size: int = DEFAULT_RECEIVE_QUEUE_SIZE,
+        on_established: Callable[[MxpConnection], None] | None = None,
+        on_closed: Callable[[MxpConnection], None] | None = None,
+    ) -> None:
+        self._conn = conn
+        self._carrier = carrier
+        self.driver_stats = stats if stats is not None else DriverStats()
+        self._inbox_send, self._inbox_recv = trio.open_memory_channel[tuple[bytes, Address]](
+            inbox_size
+        )
+        self._queue_send, self._queue_recv = trio.open_memory_channel[bytes](receive_queue_size)
+        self._timer_scope: trio.CancelScope | None = None
+        self._established = trio.Event()
+        self._closed = trio.Event()
+        self._close_reason: ConnectionClosed | None = None
+        self._closed_locally = False
+        self._finished = False
+        self._on_established = on_established
+        self._on_closed = on_closed
+
+    # ------------------------------------------------------------------ information
+
+    @property
+    def connection(self) -> Connection:
+        """The sans-IO connection (for inspection; drive it only through this object)."""
+        return self._conn
+
+    @property
+    def stats(self) -> Stats:
+        """Protocol counters; on a server they are shared by all its connections."""
+        return self._conn.stats
+
+    @property
+    def local_address(self) -> Address:
+        return self._carrier.local_address
+
+    @property
+    def remote_address(self) -> Address:
+        return self._conn.peer_address
+
+    @property
+    def remote_static_key(self) -> bytes:
+        """The peer's authenticated static X25519 public key."""
+        key = self._conn.remote_static
+        assert key is not None
+        return key
+
+    @property
+    def max_datagram_size(self) -> int:
+        """The largest payload ``send_datagram`` accepts."""
+        return self._conn.max_datagram_size()
+
+    @property
+    def key_generation(self) -> int:
+        return self._conn.key_generation
+
+    @property
+    def is_closed(self) -> bool:
+        return self._close_reason is not None
+
+    @property
+    def close_reason(self) -> ConnectionClosed | None:
+        return self._close_reason
+
+    # ------------------------------------------------------------------ user operations
+
+    async def send_datagram(self, data: bytes) -> None:
+        """Send one unreliable datagram (at most ``max_datagram_size`` bytes; larger raises
+        ``DatagramTooLarge``). Returns once it is handed to the carrier."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._check_open()
+        self._conn.send_datagram(data)
+        self._service(trio.current_time())
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def receive_datagram(self, *, timeout: float | None = None) -> bytes:
+        """The next datagram from the peer (datagrams that arrived before the connection
+        ended are still delivered). ``timeout`` raises ``trio.TooSlowError`` when it expires."""
+        try:
+            if timeout is None:
+                return await self._queue_recv.receive()
+            with trio.fail_after(timeout):
+                return await self._queue_recv.receive()
+        except trio.EndOfChannel:
+            raise self._closed_error() from None
+
+    def __aiter__(self) -> MxpConnection:
+        return self
+
+    async def __anext__(self) -> bytes:
+        """Datagrams until the connection ends; a clean close (NO_ERROR) ends the iteration,
+        any other reason raises ``ConnectionClosedError``."""
+        try:
+            return await self._queue_recv.receive()
+        except trio.EndOfChannel:
+            reason = self._close_reason
+            if self._closed_locally or (
+                reason is not None and reason.error_code == ErrorCode.NO_ERROR
+            ):
+                raise StopAsyncIteration from None
+            raise self._closed_error() from None
+
+    def request_key_update(self) -> bool:
+        """Move to fresh keys now; False if the previous update is not confirmed yet."""
+        self._check_open()
+        started = self._conn.request_key_update()
+        self._service(trio.current_time())
+        return started
+
+    def ping(self) -> None:
+        """Send an ack-eliciting PING (keeps NAT bindings and idle timers fresh)."""
+        self._check_open()
+        self._conn.ping()
+        self._service(trio.current_time())
+
+    def close(self, error_code: int = ErrorCode.NO_ERROR, reason: str = "") -> None:
+        """Close with a reason the peer sees; sends the CLOSE at once (best effort). Idempotent."""
+        if self._close_reason is None:
+            self._closed_locally = True
+        self._conn.close(trio.current_time(), error_code, reason)
+        self._service(trio.current_time())
+
+    async def aclose(self, error_code: int = ErrorCode.NO_ERROR, reason: str = "") -> None:
+        self.close(error_code, reason)
+        await trio.lowlevel.checkpoint()
+
+    async def wait_closed(self) -> ConnectionClosed:
+        """Wait until the connection ends; return why."""
+        await self._closed.wait()
+        assert self._close_reason is not None
+        return self._close_reason
+
+    async def __aenter__(self) -> MxpConnection:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = self._conn.state.value
+        host, port = self._conn.peer_address
+        return f"<MxpConnection {self._conn.host_cid.hex()} peer={host}:{port} {state}>"
+
+    def _check_open(self) -> None:
+        if self._close_reason is not None:
+            raise self._closed_error()
+
+    def _closed_error(self) -> Exception:
+        reason = self._close_reason
+        if self._closed_locally or reason is None:
+            return trio.ClosedResourceError("the connection was closed by this side")
+        return ConnectionClosedError.from_event(reason)
+
+    # ------------------------------------------------------------------ driver side
+
+    def feed(self, item: tuple[bytes, Address]) -> None:
+        """Hand over a received datagram without waiting (the receive loop calls this)."""
+        try:
+            self._inbox_send.send_nowait(item)
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            self.driver_stats.inbox_dropped += 1
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the input and timer tasks until the connection is closed (or cancelled)."""
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._input_loop)
+                nursery.start_soon(self._timer_loop)
+                self._service(trio.current_time())  # the first handshake packet
+                task_status.started()
+        finally:
+            self._finish()
+
+    async def wait_established(self) -> None:
+        """Wait for the handshake; raise ``HandshakeError`` if the connection ended first."""
+        await self._established.wait()
+        reason = self._close_reason
+        if reason is not None and not self._conn.is_established:
+            raise HandshakeError(reason.error_code, reason.reason, reason.by_peer)
+
+    async def _input_loop(self) -> None:
+        conn = self._conn
+        inbox = self._inbox_recv
+        while not conn.is_closed:
+            try:
+                data, addr = await inbox.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            now = trio.current_time()
+            conn.receive_datagram(data, addr, now)
+            while True:
+                try:
+                    data, addr = inbox.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                    break
+                conn.receive_datagram(data, addr, now)
+            self._service(now)
+
+    async def _timer_loop(self) -> None:
+        conn = self._conn
+        while not conn.is_closed:
+            timer = conn.get_timer()
+            with trio.CancelScope(deadline=math.inf if timer is None else timer) as scope:
+                self._timer_scope = scope
+                await trio.sleep_forever()
+            self._timer_scope = None
+            now = trio.current_time()
+            timer = conn.get_timer()
+            if timer is not None and now >= timer:
+                conn.handle_timer(now)
+                self._service(now)
+
+    def _service(self, now: float) -> None:
+        """After any input: dispatch events, send what is due, move the timer."""
+        conn = self._conn
+        while (event := conn.next_event()) is not None:
+            self._dispatch(event)
+        out = conn.datagrams_to_send(now)
+        if out:
+            send_all(self._carrier, out, self.driver_stats)
+        scope = self._timer_scope
+        if conn.is_closed:
+            self._finish()
+        elif scope is not None:
+            timer = conn.get_timer()
+            scope.deadline = math.inf if timer is None else timer
+
+    def _dispatch(self, event: object) -> None:
+        if type(event) is DatagramReceived:
+            try:
+                self._queue_send.send_nowait(event.data)
+            except trio.WouldBlock:
+                self.driver_stats.received_dropped += 1
+            except trio.ClosedResourceError:
+                pass
+        elif type(event) is HandshakeCompleted:
+            self._established.set()
+            if self._on_established is not None:
+                self._on_established(self)
+        elif type(event) is KeyUpdated:
+            self.driver_stats.key_updates += 1
+        elif type(event) is ConnectionClosed:
+            if self._close_reason is None:
+                self._close_reason = event
+            self._queue_send.close()
+            self._established.set()
+            self._closed.set()
+
+    def _finish(self) -> None:
+        """The connection is over (closed, or its tasks are ending): stop both tasks."""
+        if self._close_reason is None:
+            # tasks cancelled from outside before any close: record it for the application
+            self._closed_locally = True
+            self._conn.close(trio.current_time(), ErrorCode.NO_ERROR, "")
+            while (event := self._conn.next_event()) is not None:
+                self._dispatch(event)
+        if self._finished:
+            return
+        self._finished = True
+        self._inbox_send.close()
+        if self._timer_scope is not None:
+            self._timer_scope.cancel()
+        if self._on_closed is not None:
+            self._on_closed(self)
