@@ -241,6 +241,8 @@ class SendStream:
         """Append one STREAM frame (a retransmission first, else new data) to ``out`` without
         exceeding ``limit``. Returns the new bytes sent (they consume connection credit), or
         None if nothing was written."""
+        if self.reset_code is not None:
+            return None
         room = limit - len(out)
         sid = self.stream_id
         fin_offset = self.fin_offset
@@ -701,9 +703,10 @@ class StreamManager:
         return stream_id >> 2 < opened[bidi]
 
     def at_eof(self, stream_id: int) -> bool:
+        """True once everything was read (and for a stream already finished and forgotten)."""
         stream = self._streams.get(stream_id)
         if stream is None:
-            return True
+            return self._was_opened(stream_id)
         return stream.recv is None or stream.recv.at_eof
 
     def _rtt_value(self) -> float:

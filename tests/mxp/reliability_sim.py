@@ -126,11 +126,15 @@ class SimLink:
     duplicate: float = 0.0
     rate: float | None = None  # bytes per second at the bottleneck
     queue_delay: float = 0.05  # drop-tail once the queue holds this much time
+    blackout: tuple[float, float] | None = None  # everything sent in [start, end) is lost
     lost: int = 0
     _free_at: float = 0.0
 
     def transit(self, now: float, size: int) -> list[float]:
         """Arrival times for one datagram (none if lost, two if duplicated)."""
+        if self.blackout is not None and self.blackout[0] <= now < self.blackout[1]:
+            self.lost += 1
+            return []
         if self.rate is not None:
             start = max(now, self._free_at)
             if start - now > self.queue_delay:
@@ -150,6 +154,10 @@ class SimLink:
         return self.rng.uniform(0, self.reorder_extra) if self.rng.random() < self.reorder else 0.0
 
 
+class _Idle(AssertionError):
+    pass
+
+
 class Simulation:
     def __init__(self, a: SimPeer, b: SimPeer, ab: SimLink, ba: SimLink) -> None:
         self.a, self.b = a, b
@@ -158,6 +166,7 @@ class Simulation:
         self._queue: list[tuple[float, int, str, bytes]] = []
         self._seq = 0
         self.on_tick: Callable[[Simulation], None] | None = None
+        self.app_timer: float | None = None  # when on_tick wants to run again
 
     def _pump(self, peer: SimPeer) -> None:
         link, dest = self.links[peer.name]
@@ -165,6 +174,13 @@ class Simulation:
             for arrival in link.transit(self.now, len(datagram)):
                 self._seq += 1
                 heapq.heappush(self._queue, (arrival, self._seq, dest.name, datagram))
+
+    def run_until_idle(self, max_time: float = 120.0) -> None:
+        """Run until neither peer has anything to send or wait for."""
+        try:
+            self.run(lambda: False, max_time)
+        except _Idle:
+            return
 
     def run(self, done: Callable[[], bool], max_time: float = 120.0) -> None:
         peers = {self.a.name: self.a, self.b.name: self.b}
@@ -177,11 +193,10 @@ class Simulation:
             candidates = [t for t in (p.next_deadline(self.now) for p in peers.values()) if t]
             if self._queue:
                 candidates.append(self._queue[0][0])
+            if self.app_timer is not None and self.app_timer > self.now:
+                candidates.append(self.app_timer)
             if not candidates:
-                if self.on_tick is not None and spins < 3:
-                    spins += 1
-                    continue
-                raise AssertionError(f"deadlock at t={self.now:.3f}: nothing to wait for")
+                raise _Idle(f"deadlock at t={self.now:.3f}: nothing to wait for")
             nxt = min(candidates)
             if nxt <= self.now:
                 spins += 1

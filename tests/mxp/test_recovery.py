@@ -139,6 +139,7 @@ def test_packet_threshold_loss() -> None:
     assert owner.lost == [0, 1, 2]
     assert rec.stats.packets_lost == 3
     deadline = rec.deadline()
+    assert deadline is not None
     assert deadline == pytest.approx(0.003 + rec.rtt.loss_delay())
     rec.on_timeout(deadline - 1e-6)
     assert owner.lost == [0, 1, 2]

@@ -34,7 +34,7 @@ sid = st.integers(0, 2**40)
 
 def _ack_ranges(draw: st.DrawFn) -> tuple[tuple[int, int], ...]:
     hi = draw(st.integers(0, 2**30))
-    ranges = []
+    ranges: list[tuple[int, int]] = []
     while hi >= 0 and len(ranges) < 5:
         lo = hi - draw(st.integers(0, min(hi, 50)))
         ranges.append((lo, hi))
