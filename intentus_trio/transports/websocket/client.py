@@ -109,15 +109,21 @@ class _Session:
         self.pending: dict[str, ReplySlot | StreamSlot] = {}
         self.read_scope = trio.CancelScope()
         self.end_reason: str | None = None
+        #: The peer is unresponsive: skip the closing handshake.
+        self.dead = False
         self.alive = True
         self.started_at = trio.current_time()
         self.link = Link(ws, send_timeout=client.send_timeout,
-                         close_timeout=client.close_timeout, on_broken=self.end)
+                         close_timeout=client.close_timeout, on_broken=self.die)
 
     def end(self, reason: str) -> None:
         if self.end_reason is None:
             self.end_reason = reason
         self.read_scope.cancel()
+
+    def die(self, reason: str) -> None:
+        self.dead = True
+        self.end(reason)
 
 
 class WebSocketClient:
@@ -229,8 +235,10 @@ class WebSocketClient:
             return
         self._closed = True
         if self._session is not None:
+            # Let the supervisor close the connection politely; it stops after that.
             self._session.end("the transport was closed")
-        self._background.cancel()
+        else:
+            self._background.cancel()
         self._notify()
         await trio.lowlevel.checkpoint()
 
@@ -359,15 +367,17 @@ class WebSocketClient:
             self.stats.disconnects += 1
             self._last_failure = reason
             self._notify()
+            # The library's reader task lives in this nursery too: close first, so the
+            # closing handshake can complete, then stop our own tasks.
+            await session.link.close(1000, abort=session.dead)
             nursery.cancel_scope.cancel()
-            await session.link.close(1000)
 
     async def _keepalive(self, session: _Session) -> None:
         assert self.heartbeat_interval is not None
         while True:
             await trio.sleep(self.heartbeat_interval)
             if not await session.link.ping(self.heartbeat_timeout):
-                session.end(f"no pong within {self.heartbeat_timeout} s")
+                session.die(f"no pong within {self.heartbeat_timeout} s")
                 return
 
     async def _read(self, session: _Session) -> None:

@@ -89,6 +89,7 @@ class ServerConnection:
         self.stalled = False
         self.stalls = 0
         self.draining = False
+        self.aborted = False
         self.close_code = 1000
         self.close_reason: str | None = None
         self._quiet = trio.Event()
@@ -114,7 +115,7 @@ class ServerConnection:
             log.exception("WebSocket connection handler failed")
             self.close_code, self.close_reason = 1011, "internal error"
         finally:
-            await self.link.close(self.close_code, self.close_reason)
+            await self.link.close(self.close_code, self.close_reason, abort=self.aborted)
 
     def end(self, code: int, reason: str) -> None:
         """Stop reading and close the connection with ``code``."""
@@ -126,6 +127,7 @@ class ServerConnection:
         """Stop everything on this connection at once."""
         if self.close_reason is None:
             self.close_code, self.close_reason = code, reason
+        self.aborted = True
         self.server.stats.aborted += 1
         log.info("WebSocket connection aborted: %s", reason)
         self.scope.cancel()

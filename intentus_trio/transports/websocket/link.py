@@ -9,6 +9,7 @@ breaks, ``on_broken`` ends the connection, and every later send fails at once.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import trio
@@ -58,12 +59,14 @@ class Link:
         except trio.WouldBlock:
             await self._lock.acquire()
         try:
-            with trio.CancelScope(shield=True):
-                with trio.move_on_after(self.send_timeout) as scope:
-                    try:
-                        await self.ws.send_message(text)
-                    except ConnectionClosed as exc:
-                        raise self._break(describe_close(exc.reason)) from None
+            # One scope: shielded from the caller, bounded by send_timeout.
+            with trio.CancelScope(
+                shield=True, deadline=trio.current_time() + self.send_timeout
+            ) as scope:
+                try:
+                    await self.ws.send_message(text)
+                except ConnectionClosed as exc:
+                    raise self._break(describe_close(exc.reason)) from None
             if scope.cancelled_caught:
                 raise self._break(f"peer did not read for {self.send_timeout} s")
             self.sent += 1
@@ -82,7 +85,16 @@ class Link:
             return True
         return False
 
-    async def close(self, code: int = 1000, reason: str | None = None) -> None:
-        """Close politely, or give up after ``close_timeout`` (the socket is closed anyway)."""
-        with trio.CancelScope(shield=True), trio.move_on_after(self.close_timeout):
+    async def close(
+        self, code: int = 1000, reason: str | None = None, *, abort: bool = False
+    ) -> None:
+        """Close politely, or give up after ``close_timeout`` (the socket is closed anyway).
+
+        Under cancellation the closing handshake cannot complete (the library's reader is
+        being cancelled too), and an aborted peer would not answer: then the socket is
+        closed at once.
+        """
+        cancelled = trio.current_effective_deadline() == -math.inf
+        timeout = 0.0 if abort or cancelled else self.close_timeout
+        with trio.CancelScope(shield=True), trio.move_on_after(timeout):
             await self.ws.aclose(code, reason)

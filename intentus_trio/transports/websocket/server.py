@@ -111,6 +111,16 @@ class WebSocketServer:
         self.url: str | None = None
         self._draining = False
         self._drained = trio.Event()
+        self._connections_changed = trio.Event()
+
+    async def wait_connections(self, count: int) -> None:
+        """Wait until exactly ``count`` connections are open."""
+        while len(self.connections) != count:
+            await self._connections_changed.wait()
+
+    def _connections_change(self) -> None:
+        self._connections_changed.set()
+        self._connections_changed = trio.Event()
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Listen, report the bound URL to ``task_status``, serve until cancelled."""
@@ -167,10 +177,12 @@ class WebSocketServer:
         conn = ServerConnection(self, ws, peer_max)
         self.connections.add(conn)
         self.stats.connections += 1
+        self._connections_change()
         try:
             await conn.run()
         finally:
             self.connections.discard(conn)
+            self._connections_change()
             if self._draining and not self.connections:
                 self._drained.set()
 

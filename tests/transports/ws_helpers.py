@@ -1,0 +1,221 @@
+"""Shared pieces of the WebSocket transport tests: agents, a running server, a TCP relay
+that can cut or freeze connections, a task counter and a test-only FrameProtector."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import trio
+import trio.testing
+
+from intentus_trio.protocol import headers as h
+from intentus_trio.protocol.codec import body_from_json, body_to_json, dumps, loads
+from intentus_trio.protocol.enums import MessageType
+from intentus_trio.protocol.errors import AgentError, EMCLFailure
+from intentus_trio.protocol.models import (
+    EMCLEnvelope,
+    IntentEnvelope,
+    JsonObject,
+    TransportEnvelope,
+)
+from intentus_trio.routing.router import Router
+from intentus_trio.transports.websocket import WebSocketServer
+
+
+class Gate:
+    """Lets a test hold agents until it has seen them all running."""
+
+    def __init__(self) -> None:
+        self.entered = 0
+        self.cancelled = 0
+        self.open = trio.Event()
+        self._changed = trio.Event()
+
+    async def wait_entered(self, n: int) -> None:
+        while self.entered < n:
+            await self._changed.wait()
+
+    async def agent(self, env: IntentEnvelope) -> JsonObject:
+        self.entered += 1
+        self._changed.set()
+        self._changed = trio.Event()
+        try:
+            await self.open.wait()
+        except trio.Cancelled:
+            self.cancelled += 1
+            raise
+        return env.payload
+
+
+def make_router(gate: Gate | None = None) -> Router:
+    router = Router(name="ws-test")
+
+    @router.agent("echo", "echo")
+    async def echo(env: IntentEnvelope) -> JsonObject:
+        return env.payload
+
+    @router.agent("count", "count")
+    async def count(env: IntentEnvelope) -> AsyncIterator[JsonObject]:
+        for i in range(env.payload.get("n", 3)):
+            if env.payload.get("delay"):
+                await trio.sleep(env.payload["delay"])
+            yield {"i": i, "pad": "y" * env.payload.get("pad", 0)}
+
+    @router.agent("sleep", "sleep")
+    async def sleep(env: IntentEnvelope) -> JsonObject:
+        await trio.sleep(env.payload.get("seconds", 0))
+        return {"slept": env.payload.get("seconds", 0)}
+
+    @router.agent("fail", "fail")
+    async def fail(env: IntentEnvelope) -> JsonObject:
+        raise AgentError("always fails", details={"why": "testing"})
+
+    if gate is not None:
+        router.register("gate", "gate", gate.agent)
+    return router
+
+
+@asynccontextmanager
+async def running_server(
+    router: Router | None = None, url: str = "ws://127.0.0.1:0/", **options: Any
+) -> AsyncIterator[tuple[str, WebSocketServer]]:
+    """A server for the duration of the block, in a nursery of its own."""
+    options.setdefault("shutdown_timeout", 0.5)
+    server = WebSocketServer(router or make_router(), url, **options)
+    async with trio.open_nursery() as nursery:
+        bound = await nursery.start(server.run)
+        try:
+            yield bound, server
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+async def wait_no_connections(server: WebSocketServer) -> None:
+    """Wait until the server holds no connection and every task has settled."""
+    while server.connections:
+        await trio.testing.wait_all_tasks_blocked(cushion=0.01)
+    await trio.testing.wait_all_tasks_blocked(cushion=0.02)
+
+
+def count_tasks(task: trio.lowlevel.Task) -> int:
+    """``task`` and every task below it."""
+    return 1 + sum(count_tasks(child) for nursery in task.child_nurseries
+                   for child in nursery.child_tasks)
+
+
+def tasks_below(nursery: trio.Nursery) -> int:
+    return sum(count_tasks(task) for task in nursery.child_tasks)
+
+
+class TcpRelay:
+    """Forwards connections on 127.0.0.1 to ``port``; ``cut`` closes them abruptly and
+    ``freeze`` stops forwarding on them (the sockets stay open, like a dead peer)."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.port = 0
+        self.connections = 0
+        self._scopes: set[trio.CancelScope] = set()
+        self._frozen: set[int] = set()
+        self._next = 0
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        await trio.serve_listeners(self._handle, listeners, task_status=task_status)
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/"
+
+    def cut(self) -> None:
+        for scope in list(self._scopes):
+            scope.cancel()
+
+    def freeze(self) -> None:
+        self._frozen.update(range(self._next))
+
+    async def _handle(self, down: trio.SocketStream) -> None:
+        ident = self._next
+        self._next += 1
+        self.connections += 1
+        try:
+            up = await trio.open_tcp_stream("127.0.0.1", self.target)
+        except OSError:
+            await trio.aclose_forcefully(down)
+            return
+        with trio.CancelScope() as scope:
+            self._scopes.add(scope)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._pump, down, up, ident, scope)
+                nursery.start_soon(self._pump, up, down, ident, scope)
+        self._scopes.discard(scope)
+        await trio.aclose_forcefully(up)
+        await trio.aclose_forcefully(down)
+
+    async def _pump(
+        self, source: trio.SocketStream, sink: trio.SocketStream, ident: int,
+        scope: trio.CancelScope,
+    ) -> None:
+        try:
+            while data := await source.receive_some(65536):
+                if ident in self._frozen:
+                    await trio.sleep_forever()
+                await sink.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            scope.cancel()  # one direction ended: end the other
+
+
+@asynccontextmanager
+async def running_relay(port: int) -> AsyncIterator[TcpRelay]:
+    relay = TcpRelay(port)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(relay.run)
+        try:
+            yield relay
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+class HmacProtector:
+    """A test-only FrameProtector: the body's JSON in base64url with an HMAC-SHA256 tag.
+
+    It shows the plumbing (every frame sealed and opened, tampering detected) and protects
+    nothing: the key is fixed and nothing is encrypted.
+    """
+
+    def __init__(self, key: bytes = b"test-only-key") -> None:
+        self.key = key
+        self.sealed = 0
+        self.opened = 0
+
+    def _tag(self, text: str) -> str:
+        return hmac.new(self.key, text.encode(), hashlib.sha256).hexdigest()
+
+    def seal(self, frame: TransportEnvelope) -> TransportEnvelope:
+        self.sealed += 1
+        text = base64.urlsafe_b64encode(dumps(body_to_json(frame.body))).decode()
+        body = EMCLEnvelope("1.0", text, "n", self._tag(text), message_type=frame.message_type)
+        return attrs.evolve(frame, body=body, headers={**frame.headers, h.EMCL: "1.0"})
+
+    def open(self, frame: TransportEnvelope) -> TransportEnvelope:
+        body = frame.body
+        if not isinstance(body, EMCLEnvelope) or not hmac.compare_digest(
+            body.hmac, self._tag(body.ciphertext)
+        ):
+            raise EMCLFailure("cannot open this frame", details={"reason": "bad_tag"})
+        self.opened += 1
+        mtype = body.message_type or frame.message_type
+        if mtype is MessageType.EMCL:
+            mtype = MessageType.INTENT
+        inner = body_from_json(mtype, loads(base64.urlsafe_b64decode(body.ciphertext)))
+        headers = {k: v for k, v in frame.headers.items() if k != h.EMCL}
+        return attrs.evolve(frame, body=inner, message_type=mtype, headers=headers)
