@@ -172,6 +172,15 @@ class HttpApp:
             if peer not in self._peers:
                 self._peers.add(peer)
                 stats.connections += 1
+        try:
+            await self._dispatch(scope, receive, send)
+        except* (_Exit, ClientGone):
+            pass
+        except* (trio.BrokenResourceError, trio.BusyResourceError, trio.ClosedResourceError):
+            # The client left while we answered (the server's reader closed the socket).
+            pass
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
         methods = self._routes.get(path)
         try:
@@ -188,8 +197,6 @@ class HttpApp:
         except _NotFound:
             await self._error(send, receive, 404, ProtocolError(
                 "no such endpoint", details={"path": path[:256]}), drain=True)
-        except (_Exit, ClientGone):
-            pass
 
     # ------------------------------------------------------------------ bodies and answers
 

@@ -46,6 +46,7 @@ def make_config(
     keyfile: str | None = None,
     ca_certs: str | None = None,
     keep_alive_timeout: float = 30.0,
+    keep_alive_max_requests: int = 1_000_000,
     read_timeout: int = 30,
     graceful_timeout: float = 5.0,
     ssl_handshake_timeout: float = 10.0,
@@ -64,6 +65,7 @@ def make_config(
     config.keyfile = keyfile
     config.ca_certs = ca_certs
     config.keep_alive_timeout = keep_alive_timeout
+    config.keep_alive_max_requests = keep_alive_max_requests
     config.read_timeout = read_timeout
     config.graceful_timeout = graceful_timeout
     config.ssl_handshake_timeout = ssl_handshake_timeout
