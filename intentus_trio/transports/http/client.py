@@ -48,8 +48,8 @@ from .retry import RetryPolicy, parse_retry_after
 
 T = TypeVar("T")
 _UNSET: Any = object()
-_JSON_HEADERS: Final = {"content-type": wire.JSON, "accept": wire.JSON}
-_NDJSON_HEADERS: Final = {"content-type": wire.JSON, "accept": wire.NDJSON}
+_JSON_HEADERS: Final = httpx.Headers({"content-type": wire.JSON, "accept": wire.JSON})
+_NDJSON_HEADERS: Final = httpx.Headers({"content-type": wire.JSON, "accept": wire.NDJSON})
 
 #: httpx ``auth=``: an ``httpx.Auth``, a ``(user, password)`` pair, or a function that
 #: takes and returns the ``httpx.Request`` (add a signature or a token there).
@@ -154,7 +154,8 @@ class HttpTransport:
             http2=http2,
             trust_env=False,
         )
-        self._urls = {name: base + path for name, path in (
+        # Parsed once: httpx would parse a URL string on every request.
+        self._urls = {name: httpx.URL(base + path) for name, path in (
             ("intent", wire.INTENT_PATH), ("jsonrpc", wire.JSONRPC_PATH),
             ("stream", wire.STREAM_PATH), ("events", wire.EVENTS_PATH),
             ("tasks", wire.TASKS_PATH), ("health", wire.HEALTH_PATH))}
@@ -209,9 +210,9 @@ class HttpTransport:
     async def _exchange(
         self,
         method: str,
-        url: str,
+        url: httpx.URL,
         content: bytes | None,
-        headers: Mapping[str, str],
+        headers: httpx.Headers,
         params: Mapping[str, str] | None = None,
     ) -> _Answer:
         """One HTTP request; failures raise _Failed saying whether a retry is safe."""
@@ -254,14 +255,14 @@ class HttpTransport:
     async def _call(
         self,
         method: str,
-        url: str,
+        url: httpx.URL,
         content: bytes | None,
         decode: Callable[[_Answer], tuple[T, bool]],
         failed: Callable[[IntentusError], T],
         *,
         limit: float | None,
         idempotent: bool,
-        headers: Mapping[str, str] = _JSON_HEADERS,
+        headers: httpx.Headers = _JSON_HEADERS,
         params: Mapping[str, str] | None = None,
     ) -> T:
         """Exchange with retries under one deadline; ``decode`` returns (value, retryable)."""
@@ -550,8 +551,8 @@ class HttpTransport:
 
     # ------------------------------------------------------------------ tasks
 
-    def _task_url(self, task_id: str, action: str = "") -> str:
-        return f"{self._urls['tasks']}/{quote(task_id, safe='')}{action}"
+    def _task_url(self, task_id: str, action: str = "") -> httpx.URL:
+        return httpx.URL(f"{self._urls['tasks']}/{quote(task_id, safe='')}{action}")
 
     def _task_info(self, answer: _Answer) -> tuple[TaskInfo | AgentResponse, bool]:
         if answer.status not in (200, 202):
@@ -575,7 +576,7 @@ class HttpTransport:
         return info, False
 
     async def _task_call(
-        self, method: str, url: str, content: bytes | None, *, idempotent: bool,
+        self, method: str, url: httpx.URL, content: bytes | None, *, idempotent: bool,
         limit: float | None, params: Mapping[str, str] | None = None,
     ) -> TaskInfo:
         def failed(exc: IntentusError) -> TaskInfo | AgentResponse:
