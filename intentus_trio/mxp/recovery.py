@@ -244,14 +244,18 @@ class LossRecovery:
             self.largest_acked = largest
         if not newly:
             return 0
-        if newly[0].pn == largest and any(p.ack_eliciting for p in newly):
+        eliciting = 0
+        for p in newly:
+            if p.ack_eliciting:
+                eliciting += 1
+        if eliciting and newly[0].pn == largest:
             self.rtt.update(now - newly[0].time_sent, ack_delay, self.max_ack_delay, now)
+        self._eliciting_in_flight -= eliciting
         cc = self.cc
+        rtt = self.rtt
         for p in newly:
             if p.in_flight:
-                cc.on_packet_acked(p.size, p.time_sent, now, self.rtt)
-            if p.ack_eliciting:
-                self._eliciting_in_flight -= 1
+                cc.on_packet_acked(p.size, p.time_sent, now, rtt)
             for owner, token in p.deliveries:
                 owner.on_acked(token)
         self.stats.packets_acked += len(newly)
@@ -332,7 +336,6 @@ class LossRecovery:
             self._on_lost(lost, now)
 
     def _on_lost(self, lost: list[SentPacket], now: float) -> None:
-        self.stats.packets_lost += len(lost)
         lost_bytes = 0
         largest_time = -math.inf
         keep_until = now + 3 * self.rtt.pto_period(self.max_ack_delay)
@@ -345,6 +348,7 @@ class LossRecovery:
                 event.add(p.pn)
             if p.ack_eliciting:
                 self._eliciting_in_flight -= 1
+                self.stats.packets_lost += 1  # ACK-only packets are not worth counting
             self._lost[p.pn] = (p, reorder_pn)
             self._lost_order.append((keep_until, p.pn))
             for owner, token in p.deliveries:
@@ -385,7 +389,12 @@ class LossRecovery:
 
     def _check_spurious(self, ranges: Sequence[tuple[int, int]]) -> None:
         lost = self._lost
-        hits = [pn for pn in lost if any(lo <= pn <= hi for lo, hi in ranges)]
+        hits: list[int] = []
+        for lo, hi in ranges:
+            if hi - lo < len(lost):
+                hits.extend(pn for pn in range(lo, hi + 1) if pn in lost)
+            else:
+                hits.extend(pn for pn in lost if lo <= pn <= hi)
         for pn in hits:
             p, largest_at_loss = lost.pop(pn)
             self.stats.spurious_losses += 1

@@ -188,22 +188,28 @@ class PacketAssembler:
 
     def build(self, now: float, limit: int) -> OutgoingPacket | None:
         """One payload of at most ``limit`` bytes, or None if nothing may or needs to go."""
-        out = bytearray()
-        deliveries: list[tuple[Delivery, Any]] = []
         acks = self.acks
         recovery = self.recovery
-        may_send = recovery.can_send() and (
-            self.pacer is None or recovery.probes > 0 or self.pacer.next_send_time(now) <= now
-        )
+        cc = recovery.cc
+        probes = recovery.probes
+        may_send = probes > 0 or cc.bytes_in_flight < cc.cwnd
+        pacer = self.pacer
+        if may_send and not probes and pacer is not None and pacer.next_send_time(now) > now:
+            may_send = False
+        ack_due = acks.deadline is not None and now >= acks.deadline
         has_work = may_send and self._has_eliciting_work()
-        if acks.ack_due(now) or (has_work and acks.has_news):
+        if not (has_work or ack_due):
+            return None
+        out = bytearray()
+        deliveries: list[tuple[Delivery, Any]] = []
+        if ack_due or acks.has_news:
             built = acks.build(now, limit)
             if built is not None:
                 frame, largest = built
                 out += frame
                 deliveries.append((acks, largest))
         eliciting = False
-        if may_send:
+        if has_work:
             for source in self.control_sources:
                 eliciting |= source.write_control(out, limit, now, deliveries)
             eliciting |= self.streams.write_control(out, limit, now, deliveries)

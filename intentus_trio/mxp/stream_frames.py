@@ -244,7 +244,11 @@ def _decode_frame(data: bytes | memoryview, pos: int) -> tuple[AnyFrame, int]:
     ftype = data[pos]
     pos += 1
     if STREAM_BASE <= ftype <= 0x0F:
-        stream_id, pos = decode_varint(data, pos)
+        stream_id = data[pos] if pos < end else 0xFF
+        if stream_id < 0x40:  # one-byte id: the common case, without a call
+            pos += 1
+        else:
+            stream_id, pos = decode_varint(data, pos)
         offset = 0
         if ftype & STREAM_OFF:
             offset, pos = decode_varint(data, pos)

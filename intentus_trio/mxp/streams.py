@@ -31,6 +31,10 @@ from intentus_trio.mxp.rangeset import RangeSet
 from intentus_trio.mxp.recovery import Delivery, RttEstimator
 from intentus_trio.mxp.scheduler import DEFAULT_URGENCY, Scheduler
 from intentus_trio.mxp.stream_frames import (
+    STREAM_BASE,
+    STREAM_FIN,
+    STREAM_LEN,
+    STREAM_OFF,
     AnyStreamFrame,
     DataBlocked,
     MaxData,
@@ -42,9 +46,8 @@ from intentus_trio.mxp.stream_frames import (
     StreamFrame,
     StreamsBlocked,
     encode_stream_frame,
-    stream_header,
-    stream_overhead,
 )
+from intentus_trio.mxp.varint import encode_varint, varint_size
 
 _COMPACT_AT = 64 * 1024
 MIN_STREAM_FRAME_ROOM = 24
@@ -147,6 +150,7 @@ class SendStream:
         "_fin_sent",
         "_lost",
         "_next_offset",
+        "_sid_bytes",
         "credit",
         "fin_offset",
         "manager",
@@ -157,6 +161,7 @@ class SendStream:
 
     def __init__(self, stream_id: int, credit: int, manager: StreamManager | None = None) -> None:
         self.stream_id = stream_id
+        self._sid_bytes = encode_varint(stream_id)
         self.manager = manager
         self.credit = SendCredit(credit)
         self._buf = bytearray()
@@ -244,13 +249,13 @@ class SendStream:
         if self.reset_code is not None:
             return None
         room = limit - len(out)
-        sid = self.stream_id
+        fixed = 1 + len(self._sid_bytes) + varint_size(room)  # type, id, length field
         fin_offset = self.fin_offset
         lost = self._lost
         if lost:
             first = lost.first()
             assert first is not None
-            max_len = room - stream_overhead(sid, first[0], room)
+            max_len = room - fixed - (varint_size(first[0]) if first[0] else 0)
             if max_len <= 0:
                 return None
             taken = lost.shift_first(max_len)
@@ -264,29 +269,38 @@ class SendStream:
             return 0
         nxt = self._next_offset
         if self._fin_lost and nxt == fin_offset:
-            if room < stream_overhead(sid, nxt, 0):
+            if room < fixed + varint_size(nxt):
                 return None
             self._emit(out, nxt, nxt, True)
             deliveries.append((self, (nxt, 0, True)))
             return 0
-        pending = self.write_offset - nxt
-        allowed = min(pending, self.credit.available, conn_available)
+        pending = self._buf_offset + len(self._buf) - nxt
+        credit = self.credit
+        allowed = min(pending, credit.limit - credit.used, conn_available)
         fin_ready = fin_offset is not None and not self._fin_sent
         if allowed <= 0 and not (fin_ready and pending == 0):
             return None
-        length = min(allowed, room - stream_overhead(sid, nxt, room))
+        length = min(allowed, room - fixed - (varint_size(nxt) if nxt else 0))
         if length < 0 or (length == 0 and not (fin_ready and pending == 0)):
             return None
         end = nxt + length
         fin = fin_ready and end == fin_offset
         self._emit(out, nxt, end, fin)
         self._next_offset = end
-        self.credit.used += length
+        credit.used += length
         deliveries.append((self, (nxt, length, fin)))
         return length
 
     def _emit(self, out: bytearray, start: int, end: int, fin: bool) -> None:
-        out += stream_header(self.stream_id, start, end - start, fin)
+        ftype = STREAM_BASE | STREAM_LEN | (STREAM_FIN if fin else 0)
+        if start:
+            out.append(ftype | STREAM_OFF)
+            out += self._sid_bytes
+            out += encode_varint(start)
+        else:
+            out.append(ftype)
+            out += self._sid_bytes
+        out += encode_varint(end - start)
         if end > start:
             i = start - self._buf_offset
             view = memoryview(self._buf)
@@ -735,6 +749,8 @@ class StreamManager:
         """The stream a peer frame refers to, opening peer streams as needed; None if it was
         already closed (late frames are ignored). Raises on frames that break the rules."""
         stream = self._streams.get(stream_id)
+        if stream is not None and (stream.recv if receiving else stream.send) is not None:
+            return stream
         local = is_client_initiated(stream_id) == self.is_client
         bidi = is_bidirectional(stream_id)
         if not bidi and local == receiving:
@@ -995,25 +1011,25 @@ class StreamManager:
             sid = head
             stream = streams.get(sid)
             send = stream.send if stream is not None else None
-            if send is None or not send.has_new:
+            if send is None:
                 scheduler.discard(sid)
-                if send is not None and send.credit_blocked:
-                    self._note_stream_blocked(send)
                 continue
             before = len(out)
-            sent = send.write_frame(out, limit, credit.available, deliveries)
+            sent = send.write_frame(out, limit, credit.limit - credit.used, deliveries)
             if sent is None:
-                if send.credit_blocked:
+                if not send.has_new or send.credit_blocked:
                     scheduler.discard(sid)
-                    self._note_stream_blocked(send)
+                    if send.credit_blocked:
+                        self._note_stream_blocked(send)
                     continue
                 if credit.available <= 0:
                     credit.note_blocked()
                 break
             credit.used += sent
             wrote = True
-            scheduler.charge(sid, len(out) - before, send.has_new)
-            if not send.has_new and send.credit_blocked:
+            more = send.has_new
+            scheduler.charge(sid, len(out) - before, more)
+            if not more and send.credit_blocked:
                 self._note_stream_blocked(send)
         return wrote
 
