@@ -329,8 +329,8 @@ class SendStream:
         acked = self._acked
         if lo == self._acked_until:
             until = hi + 1
-            first = acked.first()
-            if first is not None and first[0] <= until:
+            # absorb acknowledged ranges the new one reaches (one, unless it spans several)
+            while (first := acked.first()) is not None and first[0] <= until:
                 until = max(until, first[1] + 1)
                 acked.discard_below(until)
             self._acked_until = until

@@ -184,6 +184,21 @@ def test_send_stream_keeps_data_until_acked() -> None:
     assert s.buffered == 0 and s.is_done
 
 
+def test_ack_spanning_several_acked_ranges_releases_them_all() -> None:
+    s = SendStream(0, credit=10_000)
+    s.write(bytes(100))
+    s.on_acked((10, 10, False))
+    s.on_acked((30, 10, False))
+    s.on_acked((45, 5, False))
+    assert s.buffered == 100
+    s.on_acked((0, 35, False))  # reaches into [30, 40) and touches nothing above 40
+    assert s.buffered == 60
+    s.on_acked((40, 5, False))
+    assert s.buffered == 50
+    s.on_acked((50, 50, False))
+    assert s.buffered == 0
+
+
 def test_send_stream_respects_credit_and_fin_alone() -> None:
     s = SendStream(0, credit=50)
     s.write(b"x" * 80)
@@ -253,6 +268,9 @@ def test_send_stream_random_fates_deliver_everything(data: bytes, seed: int, mtu
                 in_flight.append((token, False))
         elif not in_flight:
             break
+        if in_flight and rnd.random() < 0.05:
+            # a probe timeout re-queues data that is still in flight
+            s.on_lost(rnd.choice(in_flight)[0])
         if in_flight and (got is None or rnd.random() < 0.5):
             token, arrived = in_flight.pop(rnd.randrange(len(in_flight)))
             if arrived:
