@@ -143,7 +143,7 @@ async def concurrent(call: Callable[[], Awaitable[None]], callers: int, each: in
 
 
 async def main(quick: bool) -> dict[str, Any]:
-    rounds = 3 if quick else 5
+    rounds = 4 if quick else 10
     seq_n = 200 if quick else 1000
     conc_each = 25 if quick else 100
     batch_n = 20 if quick else 100
