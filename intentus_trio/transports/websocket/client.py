@@ -637,8 +637,13 @@ class WebSocketClient:
             {wire.SUBSCRIPTION: sub.id, "eventType": sub.event_type}, _UNSET,
         )
         if response.ok:
-            if session.alive and self._subs.get(sub.id) is sub:
-                sub.activate()
+            if self._subs.get(sub.id) is sub:
+                if session.alive:
+                    sub.activate()
+            elif session.alive:  # left the block while the server was subscribing it
+                session.nursery.start_soon(self._send_control, session,
+                                           wire.Control.UNSUBSCRIBE, self._next_id(),
+                                           {wire.SUBSCRIPTION: sub.id})
         elif session.alive:
             log.warning("subscription to %r refused by %s: %s", sub.event_type, self.url,
                         response.error.message if response.error else "error")
