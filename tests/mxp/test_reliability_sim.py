@@ -6,6 +6,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from intentus_trio.mxp.streams import StreamLimits, StreamReadable
 
@@ -164,3 +166,50 @@ def test_restart_after_idle_caps_the_window() -> None:
     a.streams.write(sid, bytes(10), fin=True)
     sim.run(lambda: sid in reader.finished, max_time=300)
     assert a.cc.cwnd <= a.cc.initial_window + 2 * a.cc.max_datagram_size
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32),
+    loss=st.floats(0.0, 0.25),
+    reorder=st.floats(0.0, 0.3),
+    duplicate=st.floats(0.0, 0.1),
+    congestion=st.sampled_from(["newreno", "cubic"]),
+    sizes=st.lists(st.integers(0, 30_000), min_size=1, max_size=12),
+    mtu=st.integers(1200, 1500),
+)
+def test_random_impairments_deliver_everything(
+    seed: int,
+    loss: float,
+    reorder: float,
+    duplicate: float,
+    congestion: str,
+    sizes: list[int],
+    mtu: int,
+) -> None:
+    limits = StreamLimits(max_data=64 << 10, max_stream_data=16 << 10, max_streams_uni=4)
+    a = SimPeer("a", is_client=True, local=limits, peer=limits, congestion=congestion, mtu=mtu)
+    b = SimPeer("b", is_client=False, local=limits, peer=limits, congestion=congestion, mtu=mtu)
+    links = [
+        SimLink(random.Random(seed + i), loss=loss, reorder=reorder, duplicate=duplicate, rate=4e6)
+        for i in (1, 2)
+    ]
+    sim = Simulation(a, b, links[0], links[1])
+    rnd = random.Random(seed)
+    payloads = [rnd.randbytes(n) for n in sizes]
+    expected: dict[int, bytes] = {}
+    pending = list(payloads)
+    reader = Collector(b)
+
+    def tick(s: Simulation) -> None:
+        # more streams than the peer allows at once: open them as MAX_STREAMS arrives
+        while pending and a.streams.can_open(bidi=False):
+            sid = a.streams.open_stream(bidi=False)
+            expected[sid] = pending.pop(0)
+            a.streams.write(sid, expected[sid], fin=True)
+        reader.poll(s.now)
+
+    sim.on_tick = tick
+    sim.run(lambda: not pending and len(reader.finished) == len(payloads), max_time=600)
+    for sid, payload in expected.items():
+        assert bytes(reader.data.get(sid, b"")) == payload
