@@ -60,7 +60,8 @@ class RangeSet:
         else:
             los.insert(i + 1, value)
             his.insert(i + 1, value)
-        self._trim()
+            if self.max_ranges is not None and len(los) > self.max_ranges:
+                self._trim()
 
     def add_range(self, lo: int, hi: int) -> None:
         """Add every integer of ``lo..hi`` (inclusive); an empty range (hi < lo) is ignored."""
@@ -75,7 +76,8 @@ class RangeSet:
             hi = max(hi, his[j - 1])
         los[i:j] = (lo,)
         his[i:j] = (hi,)
-        self._trim()
+        if i == j and self.max_ranges is not None and len(los) > self.max_ranges:
+            self._trim()
 
     def remove_range(self, lo: int, hi: int) -> None:
         """Remove every integer of ``lo..hi`` (inclusive)."""

@@ -18,11 +18,22 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
+from intentus_trio.mxp.packet import SHORT_PN_OFFSET
+from intentus_trio.mxp.protection import TAG_LEN
 from intentus_trio.mxp.recovery import AckTracker, Delivery, LossRecovery, SentPacket
 
 if TYPE_CHECKING:
     from intentus_trio.mxp.pacing import Pacer
     from intentus_trio.mxp.streams import StreamManager
+
+DEFAULT_MAX_DATAGRAM = 1200
+
+
+def payload_limit(max_datagram_size: int = DEFAULT_MAX_DATAGRAM, pn_len: int = 4) -> int:
+    """Frame bytes that fit a 1-RTT packet of ``max_datagram_size`` bytes on the wire (short
+    header, packet number, AEAD tag)."""
+    return max_datagram_size - SHORT_PN_OFFSET - pn_len - TAG_LEN
+
 
 URGENCY_LEVELS = 8
 DEFAULT_URGENCY = 3
@@ -186,8 +197,11 @@ class PacketAssembler:
             return now
         return self.pacer.next_send_time(now)
 
-    def build(self, now: float, limit: int) -> OutgoingPacket | None:
-        """One payload of at most ``limit`` bytes, or None if nothing may or needs to go."""
+    def build(self, now: float, limit: int | None = None) -> OutgoingPacket | None:
+        """One payload of at most ``limit`` bytes (default: what fits a 1,200-byte datagram),
+        or None if nothing may or needs to go."""
+        if limit is None:
+            limit = payload_limit()
         acks = self.acks
         recovery = self.recovery
         cc = recovery.cc

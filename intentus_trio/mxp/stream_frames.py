@@ -225,6 +225,8 @@ def decode_frame(data: bytes | memoryview, pos: int) -> tuple[AnyFrame, int]:
         raise
     except DecodeError as exc:
         raise FrameError(str(exc)) from exc
+    except IndexError as exc:  # the inline varint fast paths ran off the end
+        raise FrameError("truncated frame") from exc
 
 
 def decode_payload(data: bytes | memoryview) -> list[AnyFrame]:
@@ -251,9 +253,17 @@ def _decode_frame(data: bytes | memoryview, pos: int) -> tuple[AnyFrame, int]:
             stream_id, pos = decode_varint(data, pos)
         offset = 0
         if ftype & STREAM_OFF:
-            offset, pos = decode_varint(data, pos)
+            if data[pos] >> 6 == 2 and pos + 4 <= end:  # four-byte offset, without a call
+                offset = int.from_bytes(data[pos : pos + 4], "big") & 0x3FFF_FFFF
+                pos += 4
+            else:
+                offset, pos = decode_varint(data, pos)
         if ftype & STREAM_LEN:
-            length, pos = decode_varint(data, pos)
+            if data[pos] >> 6 == 1:  # two-byte length: the common case, without a call
+                length = ((data[pos] & 0x3F) << 8) | data[pos + 1]
+                pos += 2
+            else:
+                length, pos = decode_varint(data, pos)
             if pos + length > end:
                 raise FrameError("truncated STREAM frame")
         else:

@@ -10,8 +10,10 @@ from hypothesis import strategies as st
 from intentus_trio.mxp.congestion import NewReno
 from intentus_trio.mxp.frames import Ack, Ping
 from intentus_trio.mxp.pacing import Pacer
+from intentus_trio.mxp.packet import SHORT_PN_OFFSET
+from intentus_trio.mxp.protection import TAG_LEN
 from intentus_trio.mxp.recovery import AckTracker, Delivery, LossRecovery
-from intentus_trio.mxp.scheduler import PacketAssembler, Scheduler
+from intentus_trio.mxp.scheduler import PacketAssembler, Scheduler, payload_limit
 from intentus_trio.mxp.stream_frames import (
     MaxData,
     StreamFrame,
@@ -159,6 +161,17 @@ def test_ack_first_then_control_then_stream_data_up_to_the_limit() -> None:
     assert packet.ack_eliciting and packet.in_flight
     kinds = [type(owner).__name__ for owner, _ in packet.deliveries]
     assert kinds == ["AckTracker", "SendStream"]
+
+
+def test_default_limit_fills_a_1200_byte_datagram() -> None:
+    asm, streams, _ = make()
+    sid = streams.open_stream()
+    streams.write(sid, bytes(10_000))
+    packet = asm.build(0.0)
+    assert packet is not None
+    wire = SHORT_PN_OFFSET + 4 + len(packet.payload) + TAG_LEN
+    assert 1200 - 8 <= wire <= 1200
+    assert payload_limit(1500, pn_len=2) == 1500 - SHORT_PN_OFFSET - 2 - TAG_LEN
 
 
 def test_several_streams_share_one_datagram() -> None:

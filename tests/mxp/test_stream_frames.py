@@ -155,3 +155,13 @@ def test_stream_frame_equality_compares_bytes() -> None:
     assert StreamFrame(1, 2, b"abc") != StreamFrame(1, 2, b"abd")
     assert hash(StreamFrame(1, 2, view)) == hash(StreamFrame(1, 2, b"abc"))
     assert StreamFrame(0, 3, b"ab").end == 5
+
+
+@given(sid, st.integers(0, 2**50), st.binary(min_size=1, max_size=300), st.booleans())
+def test_every_cut_of_a_stream_frame_is_rejected(
+    stream_id: int, offset: int, data: bytes, fin: bool
+) -> None:
+    encoded = encode_stream_frame(StreamFrame(stream_id, offset, data, fin))
+    for cut in range(1, len(encoded)):
+        with pytest.raises(FrameError):
+            decode_payload(encoded[:cut])
