@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import enum
 import hmac
+import math
 import os
 from collections.abc import Callable
 
@@ -36,6 +37,7 @@ from intentus_trio.mxp.frames import (
     Datagram,
     Frame,
     FrameError,
+    FrameType,
     Ping,
     datagram_overhead,
     decode_frames,
@@ -65,12 +67,14 @@ from intentus_trio.mxp.protection import TAG_LEN
 from intentus_trio.mxp.rangeset import RangeSet
 from intentus_trio.mxp.stats import Drop, Stats
 from intentus_trio.mxp.tokens import retry_integrity_tag
-from intentus_trio.mxp.varint import DecodeError
+from intentus_trio.mxp.varint import DecodeError, encode_varint
 
 AMPLIFICATION_FACTOR = 3
 _NOISE_MSG1_OVERHEAD = 32 + 48 + 16
 _MAX_CLOSE_REPEATS = 3
 _MAX_SENT_RECORDS = 4096
+_DATAGRAM_TYPE = bytes((FrameType.DATAGRAM,))
+_PING_TYPE = bytes((FrameType.PING,))
 
 
 class State(enum.Enum):
@@ -172,6 +176,7 @@ class Connection:
         self._close_repeats = 0
         self._unacked_received = False
         self._close_end: float | None = None
+        self._max_datagram_cache: tuple[TransportParameters | None, int] | None = None
 
     # ------------------------------------------------------------------ construction
 
@@ -318,11 +323,17 @@ class Connection:
     def max_datagram_size(self) -> int:
         """The largest payload ``send_datagram`` accepts now: what fits in one packet and, once
         known, what the peer accepts (its ``max_datagram_frame_size``)."""
+        params = self.peer_params
+        cached = self._max_datagram_cache
+        if cached is not None and cached[0] is params:
+            return cached[1]
         room = self._packet_size() - SHORT_PN_OFFSET - 4 - TAG_LEN
         fit = room - datagram_overhead(room)
-        if self.peer_params is None:
-            return fit
-        return max(0, min(fit, self.peer_params.max_datagram_frame_size))
+        if params is not None:
+            fit = max(0, min(fit, params.max_datagram_frame_size))
+        # only peer_params can change the answer (the configuration is frozen)
+        self._max_datagram_cache = (params, fit)
+        return fit
 
     def send_datagram(self, data: bytes) -> None:
         """Queue an unreliable datagram; the oldest queued one is dropped if the queue is full."""
@@ -647,59 +658,71 @@ class Connection:
             self.request_key_update()
 
     def _next_packet(self, now: float) -> bytes | None:
-        frames: list[Frame] = []
+        datagrams = self._datagrams
+        ack_at = self._ack_at
+        if not datagrams and not self._ping_pending and (ack_at is None or now < ack_at):
+            return None  # the common "nothing more to send" answer, cheaply
+        parts: list[bytes] = []
+        ack_eliciting = False
         room = self._packet_size() - SHORT_PN_OFFSET - 4 - TAG_LEN
-        ack_due = self._ack_at is not None and (now >= self._ack_at)
-        piggyback = self._unacked_received and bool(self._datagrams or self._ping_pending)
+        ack_due = ack_at is not None and now >= ack_at
+        piggyback = self._unacked_received and bool(datagrams or self._ping_pending)
         if self._received and (ack_due or piggyback):
-            ack = Ack(self._received.descending()[:16], self._ack_delay_us(now))
-            encoded_len = len(encode_frame(ack))
-            if encoded_len <= room:
-                frames.append(ack)
-                room -= encoded_len
+            ack = encode_frame(Ack(self._received.descending()[:16], self._ack_delay_us(now)))
+            if len(ack) <= room:
+                parts.append(ack)
+                room -= len(ack)
                 self._ack_eliciting_unacked = 0
                 self._ack_at = None
                 self._unacked_received = False
         limit = self.max_datagram_size()
-        while self._datagrams:
-            size = len(self._datagrams[0])
-            need = datagram_overhead(size) + size
+        while datagrams:
+            data = datagrams[0]
+            size = len(data)
+            head = encode_varint(size)
+            need = 1 + len(head) + size
             if size > limit or need > room:
-                if size > limit or not frames:
+                if size > limit or not parts:
                     # queued before the peer's (smaller) limit was known: drop it
-                    self._datagrams.popleft()
+                    datagrams.popleft()
                     self.stats.drop(Drop.QUEUE_FULL)
                     continue
                 break
-            frames.append(Datagram(self._datagrams.popleft()))
+            datagrams.popleft()
+            parts += (_DATAGRAM_TYPE, head, data)
             room -= need
+            ack_eliciting = True
         if self._ping_pending and room >= 1:
-            frames.append(Ping())
+            parts.append(_PING_TYPE)
             self._ping_pending = False
-        if not frames:
+            ack_eliciting = True
+        if not parts:
             return None
-        return self._build_packet(frames, now)
+        return self._seal(b"".join(parts), ack_eliciting, now)
 
     def _ack_delay_us(self, now: float) -> int:
         return max(0, round((now - self._largest_received_time) * 1e6))
 
     def _build_packet(self, frames: list[Frame], now: float) -> bytes | None:
+        payload = b"".join([encode_frame(f) for f in frames])
+        return self._seal(payload, any(isinstance(f, (Ping, Datagram)) for f in frames), now)
+
+    def _seal(self, payload: bytes, ack_eliciting: bool, now: float) -> bytes | None:
         assert self._keys is not None
-        payload = b"".join(encode_frame(f) for f in frames)
         pn = self._next_pn
         truncated, pn_len = encode_packet_number(pn, self._largest_acked)
         packet = self._keys.protect(self.peer_cid, pn, truncated, pn_len, payload)
-        if not self._may_send(len(packet)):
+        if not self.address_validated and not self._may_send(len(packet)):
             self.stats.drop(Drop.AMPLIFICATION_LIMIT)
             return None
-        self._next_pn += 1
+        self._next_pn = pn + 1
         self._packets_in_generation += 1
-        ack_eliciting = any(isinstance(f, (Ping, Datagram)) for f in frames)
         if ack_eliciting:
             self._last_activity = now
-            if len(self._sent) >= _MAX_SENT_RECORDS:
-                del self._sent[next(iter(self._sent))]
-            self._sent[pn] = now
+            sent = self._sent
+            if len(sent) >= _MAX_SENT_RECORDS:
+                del sent[next(iter(sent))]
+            sent[pn] = now
         self._count_sent(len(packet))
         return packet
 
@@ -726,27 +749,37 @@ class Connection:
             self._srtt = 0.875 * self._srtt + 0.125 * rtt
 
     def get_timer(self) -> float | None:
-        if self.state is State.CLOSED:
-            return None
-        if self.state in (State.CLOSING, State.DRAINING):
-            return self._close_end
-        candidates: list[float] = []
-        if self.state in (State.CLIENT_INITIAL, State.SERVER_UNCONFIRMED):
-            candidates.append(self._handshake_deadline)
-            if self._retransmit_at is not None:
-                candidates.append(self._retransmit_at)
-        else:
+        state = self.state
+        if state is State.ESTABLISHED:
+            # once per input on a busy connection: no lists, no generators
+            timer = math.inf
             idle = self._idle_timeout()
             if idle > 0:
-                candidates.append(self._last_activity + idle)
-            if self._ack_at is not None:
-                candidates.append(self._ack_at)
+                timer = self._last_activity + idle
+            ack_at = self._ack_at
+            if ack_at is not None and ack_at < timer:
+                timer = ack_at
             interval = self.configuration.keepalive_interval
             if interval is not None:
-                candidates.append(max(self._last_received, self._last_ping_sent) + interval)
-            if self._keys is not None and self._keys.previous_keys_discard_at is not None:
-                candidates.append(self._keys.previous_keys_discard_at)
-        return min(candidates) if candidates else None
+                last = self._last_received
+                if self._last_ping_sent > last:
+                    last = self._last_ping_sent
+                if last + interval < timer:
+                    timer = last + interval
+            keys = self._keys
+            if keys is not None:
+                discard = keys.previous_keys_discard_at
+                if discard is not None and discard < timer:
+                    timer = discard
+            return None if timer == math.inf else timer
+        if state is State.CLOSED:
+            return None
+        if state in (State.CLOSING, State.DRAINING):
+            return self._close_end
+        # CLIENT_INITIAL, SERVER_UNCONFIRMED
+        if self._retransmit_at is not None and self._retransmit_at < self._handshake_deadline:
+            return self._retransmit_at
+        return self._handshake_deadline
 
     def handle_timer(self, now: float) -> None:
         if self.state is State.CLOSED:

@@ -3,10 +3,15 @@
 Each connection runs two tasks next to the carrier's receive loop (which belongs to the client
 or the listener): an *input* task that takes datagrams from a bounded channel the receive loop
 fills with ``send_nowait`` (a full channel drops and counts, so the receive loop never waits
-for a slow connection), and a *timer* task that sleeps in a cancel scope whose deadline is the
+for a slow connection), and a *timer* task that sleeps in a cancel scope whose deadline follows the
 sans-IO ``get_timer()``, moved after every input. Whoever touches the sans-IO connection (a
 datagram, a timer, a user call) then calls ``_service``: events are dispatched, packets are
 sent, the timer deadline is moved. All of it is synchronous, so calls never interleave.
+
+The deadline is only ever moved *earlier* between wakeups: a timer that fires too early just
+recomputes ``get_timer()`` and sleeps again. On a busy connection the timer moves back and
+forth twice per round trip (delayed ACK, then idle timeout), and moving a trio deadline costs
+more than the occasional spurious wakeup.
 """
 
 from __future__ import annotations
@@ -202,6 +207,7 @@ class MxpConnection:
         )
         self._queue_send, self._queue_recv = trio.open_memory_channel[bytes](receive_queue_size)
         self._timer_scope: trio.CancelScope | None = None
+        self._armed = math.inf
         self._established = trio.Event()
         self._closed = trio.Event()
         self._close_reason: ConnectionClosed | None = None
@@ -392,7 +398,8 @@ class MxpConnection:
         conn = self._conn
         while not conn.is_closed:
             timer = conn.get_timer()
-            with trio.CancelScope(deadline=math.inf if timer is None else timer) as scope:
+            self._armed = math.inf if timer is None else timer
+            with trio.CancelScope(deadline=self._armed) as scope:
                 self._timer_scope = scope
                 await trio.sleep_forever()
             self._timer_scope = None
@@ -410,12 +417,14 @@ class MxpConnection:
         out = conn.datagrams_to_send(now)
         if out:
             send_all(self._carrier, out, self.driver_stats)
-        scope = self._timer_scope
         if conn.is_closed:
             self._finish()
-        elif scope is not None:
-            timer = conn.get_timer()
-            scope.deadline = math.inf if timer is None else timer
+            return
+        timer = conn.get_timer()
+        if timer is not None and timer < self._armed:
+            scope = self._timer_scope
+            if scope is not None:
+                self._armed = scope.deadline = timer
 
     def _dispatch(self, event: object) -> None:
         if type(event) is DatagramReceived:

@@ -71,6 +71,13 @@ Frame = Padding | Ping | Ack | Close | Datagram
 
 ACK_ELICITING = (Ping, Datagram)
 
+# plain ints: comparing with an IntEnum member looks it up on the class on every frame
+_PADDING = int(FrameType.PADDING)
+_PING = int(FrameType.PING)
+_ACK = int(FrameType.ACK)
+_CLOSE = int(FrameType.CLOSE)
+_DATAGRAM = int(FrameType.DATAGRAM)
+
 
 def _check_ranges(ranges: Sequence[tuple[int, int]]) -> None:
     if not ranges:
@@ -135,18 +142,18 @@ def decode_frames(data: bytes | memoryview) -> list[Frame]:
         while pos < end:
             ftype = data[pos]
             pos += 1
-            if ftype == FrameType.DATAGRAM:
+            if ftype == _DATAGRAM:
                 length, pos = decode_varint(data, pos)
                 if pos + length > end:
                     raise FrameError("truncated DATAGRAM frame")
                 frames.append(Datagram(bytes(data[pos : pos + length])))
                 pos += length
-            elif ftype == FrameType.PADDING:
+            elif ftype == _PADDING:
                 start = pos - 1
                 while pos < end and data[pos] == 0:
                     pos += 1
                 frames.append(Padding(pos - start))
-            elif ftype == FrameType.ACK:
+            elif ftype == _ACK:
                 largest, pos = decode_varint(data, pos)
                 delay, pos = decode_varint(data, pos)
                 count, pos = decode_varint(data, pos)
@@ -165,9 +172,9 @@ def decode_frames(data: bytes | memoryview) -> list[Frame]:
                         raise FrameError("ACK range below zero")
                     ranges.append((lo, hi))
                 frames.append(Ack(tuple(ranges), delay))
-            elif ftype == FrameType.PING:
+            elif ftype == _PING:
                 frames.append(Ping())
-            elif ftype == FrameType.CLOSE:
+            elif ftype == _CLOSE:
                 code, pos = decode_varint(data, pos)
                 length, pos = decode_varint(data, pos)
                 if pos + length > end:
