@@ -150,6 +150,17 @@ class AgentError(IntentusError):
         return ErrorInfo(self._code, self.message, self.retryable, self.details)
 
 
+class RateLimited(IntentusError):
+    """Too many requests, tasks or subscriptions; retry later (``retryAfter`` in details)."""
+
+    code = ErrorCode.RATE_LIMIT
+    default_retryable = True
+
+
+class Unauthorized(IntentusError):
+    code = ErrorCode.UNAUTHORIZED
+
+
 class EMCLFailure(IntentusError):
     code = ErrorCode.EMCL_FAILURE
 
