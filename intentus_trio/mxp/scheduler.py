@@ -175,6 +175,20 @@ class PacketAssembler:
         self.pacer = pacer
         self.control_sources = list(control_sources)
         self.ping_pending = False
+        self._paced: tuple[int, float] | None = None
+
+    def _pace(self, now: float) -> float:
+        """The pacer's next send time, after following any change of window or RTT (the pacer
+        stays unpaced until the first RTT sample)."""
+        pacer = self.pacer
+        assert pacer is not None
+        rtt = self.recovery.rtt
+        if rtt.has_sample:
+            current = (self.recovery.cc.cwnd, rtt.smoothed_rtt)
+            if current != self._paced:
+                self._paced = current
+                pacer.update(*current)
+        return pacer.next_send_time(now)
 
     def _has_eliciting_work(self) -> bool:
         return (
@@ -195,7 +209,7 @@ class PacketAssembler:
             return None
         if self.pacer is None or self.recovery.probes > 0:
             return now
-        return self.pacer.next_send_time(now)
+        return self._pace(now)
 
     def build(self, now: float, limit: int | None = None) -> OutgoingPacket | None:
         """One payload of at most ``limit`` bytes (default: what fits a 1,200-byte datagram),
@@ -208,7 +222,7 @@ class PacketAssembler:
         probes = recovery.probes
         may_send = probes > 0 or cc.bytes_in_flight < cc.cwnd
         pacer = self.pacer
-        if may_send and not probes and pacer is not None and pacer.next_send_time(now) > now:
+        if may_send and not probes and pacer is not None and self._pace(now) > now:
             may_send = False
         ack_due = acks.deadline is not None and now >= acks.deadline
         has_work = may_send and self._has_eliciting_work()

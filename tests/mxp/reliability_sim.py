@@ -75,8 +75,6 @@ class SimPeer:
         for frame in frames:
             if isinstance(frame, Ack):
                 self.recovery.on_ack_received(frame.ranges, frame.delay / 1e6, now)
-                if self.pacer is not None:
-                    self.pacer.update(self.cc.cwnd, self.recovery.rtt.smoothed_rtt)
             elif isinstance(frame, STREAM_FRAME_CLASSES):
                 if self.on_frame is not None and isinstance(frame, StreamFrame):
                     self.on_frame(frame)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -219,8 +220,8 @@ def test_probe_sends_a_ping_when_nothing_else_is_pending() -> None:
 
 def test_pacer_gates_data_but_not_acks() -> None:
     pacer = Pacer(1200, burst=2)
-    pacer.update(cwnd=12000, smoothed_rtt=0.1)
-    asm, streams, _ = make(pacer)
+    asm, streams, recovery = make(pacer)
+    recovery.rtt.update(0.1, 0.0, 0.025, 0.0)  # the assembler paces once an RTT is known
     sid = streams.open_stream()
     streams.write(sid, bytes(50_000))
     for pn in range(2):
@@ -236,3 +237,4 @@ def test_pacer_gates_data_but_not_acks() -> None:
     assert packet is not None and not packet.ack_eliciting
     packet = asm.build(later, 1176)
     assert packet is not None and packet.ack_eliciting
+    assert pacer.rate == pytest.approx(1.25 * recovery.cc.cwnd / 0.1)
