@@ -17,6 +17,7 @@ more than the occasional spurious wakeup.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Protocol
@@ -120,23 +121,34 @@ class _HasPublic(Protocol):
     def public(self) -> bytes: ...
 
 
-StaticKeyLike = KeyPair | _HasPrivate | bytes
+StaticKeyLike = KeyPair | _HasPrivate | bytes | str | os.PathLike[str]
 """A static X25519 private key: a ``KeyPair``, anything with ``.private`` (such as
-``intentus_trio.keys.X25519KeyPair`` from ``load_x25519``), or 32 raw bytes."""
+``intentus_trio.keys.X25519KeyPair``), 32 raw bytes, or the path of a private key file written
+by ``intentus-trio keygen x25519`` (read with ``intentus_trio.keys.load_x25519``)."""
 
-PublicKeyLike = bytes | _HasPublic
-"""A static X25519 public key: 32 raw bytes (``intentus_trio.keys.load_public_key``) or
-anything with ``.public``."""
+PublicKeyLike = bytes | _HasPublic | str | os.PathLike[str]
+"""A static X25519 public key: 32 raw bytes, anything with ``.public``, or the path of a
+``.pub`` file written by ``intentus-trio keygen x25519``."""
 
 
 def static_keypair(key: StaticKeyLike) -> KeyPair:
+    """A ``KeyPair`` from any of the forms ``StaticKeyLike`` allows."""
     if isinstance(key, KeyPair):
         return key
+    if isinstance(key, str | os.PathLike):
+        from intentus_trio.keys import load_x25519
+
+        key = load_x25519(key)
     private = key if isinstance(key, bytes | bytearray | memoryview) else key.private
     return KeyPair.from_private(bytes(private))
 
 
 def public_key_bytes(key: PublicKeyLike) -> bytes:
+    """The 32 raw bytes of any of the forms ``PublicKeyLike`` allows."""
+    if isinstance(key, str | os.PathLike):
+        from intentus_trio.keys import load_public_key
+
+        key = load_public_key(key, "x25519-public")
     raw = key if isinstance(key, bytes | bytearray | memoryview) else key.public
     raw = bytes(raw)
     if len(raw) != DHLEN:

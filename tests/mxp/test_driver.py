@@ -5,20 +5,24 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
+from intentus_trio import keys
 from intentus_trio.mxp.client import mxp_connect
-from intentus_trio.mxp.config import Configuration, allow_any
+from intentus_trio.mxp.config import Configuration, ServerConfiguration, allow_any
 from intentus_trio.mxp.connection import Connection
 from intentus_trio.mxp.driver import (
     ConnectionClosedError,
     DatagramTooLarge,
     HandshakeError,
     MxpConnection,
+    public_key_bytes,
+    static_keypair,
 )
 from intentus_trio.mxp.events import ErrorCode
 from intentus_trio.mxp.listener import MxpListener, mxp_listen, serve_mxp
@@ -449,29 +453,26 @@ async def test_listener_accept_after_close_raises(autojump_clock: trio.testing.M
 
 
 async def test_keys_from_the_shared_key_module(
-    autojump_clock: trio.testing.MockClock, tmp_path: object
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
-    keys = pytest.importorskip("intentus_trio.keys")
-    from pathlib import Path
-
-    path = Path(str(tmp_path)) / "server.key"
+    """Key files written as ``intentus-trio keygen x25519`` writes them are accepted as paths,
+    as loaded key pairs, or as raw bytes."""
+    path = tmp_path / "server.key"
     keys.save_x25519(path, keys.X25519KeyPair.generate())
     server_pair = keys.load_x25519(path)
-    server_public = keys.load_public_key(f"{path}.pub", "x25519-public")
     client_pair = keys.X25519KeyPair.generate()
-    from intentus_trio.mxp.config import ServerConfiguration
-    from intentus_trio.mxp.driver import static_keypair
-
-    config = ServerConfiguration(Configuration(static_keypair(server_pair)), allow_any)
+    config = ServerConfiguration(Configuration(static_keypair(path)), allow_any)
     async with (
         open_memory_network() as net,
         mxp_listen(net.bind(SERVER), config) as listener,
         mxp_connect(
-            SERVER, server_public, static_key=client_pair, carrier=net.bind(CLIENT)
+            SERVER, f"{path}.pub", static_key=client_pair, carrier=net.bind(CLIENT)
         ) as conn,
     ):
         server_side = await listener.accept()
         assert server_side.remote_static_key == client_pair.public
         assert conn.remote_static_key == server_pair.public
-    # raw 32-byte private keys work too
     assert static_keypair(client_pair.private).public == client_pair.public
+    assert public_key_bytes(server_pair) == server_pair.public
+    with pytest.raises(ValueError):
+        public_key_bytes(b"short")
