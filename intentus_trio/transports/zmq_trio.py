@@ -11,7 +11,9 @@ reading ``EVENTS``) may consume that news. So the rules here are:
   and what it shows is handed to whoever waits for it;
 * exactly one task sleeps on the FD (trio allows no more). Other tasks park on a ParkingLot;
   whoever leaves the FD wakes one of them to take over, and a task whose own send or receive
-  consumed the edge the FD sleeper was waiting for wakes it through the sleeper's cancel scope.
+  consumed the edge the FD sleeper was waiting for wakes it with ``notify_closing`` (the
+  sleeper then sees ``ClosedResourceError`` on a socket that is still open and re-checks).
+  A cancel scope would do the same but costs more than the rest of a wakeup together.
 
 Send-side backpressure is the high-water mark: a send that meets it waits for ``POLLOUT``.
 Closing wakes every waiter with ``trio.ClosedResourceError`` and closes the socket with a
@@ -71,7 +73,7 @@ class TrioSocket:
         "_closed",
         "_fd",
         "_fd_mask",
-        "_fd_scope",
+        "_fd_sleeper",
         "_readers",
         "_recv_shut",
         "_writers",
@@ -84,7 +86,7 @@ class TrioSocket:
         self._fd = _get(socket, int(zmq.FD))
         self._closed = False
         self._recv_shut = False
-        self._fd_scope: trio.CancelScope | None = None
+        self._fd_sleeper: object | None = None
         self._fd_mask = 0
         self._readers = trio.lowlevel.ParkingLot()
         self._writers = trio.lowlevel.ParkingLot()
@@ -114,7 +116,7 @@ class TrioSocket:
     def events(self) -> int:
         """``EVENTS`` now (``POLLIN``/``POLLOUT`` bits); passes readiness on to waiters."""
         events: int = _get(self.socket, _EVENTS)
-        if events and (self._fd_scope is not None or self._readers or self._writers):
+        if events and (self._fd_sleeper is not None or self._readers or self._writers):
             self._handoff(events)
         return events
 
@@ -129,13 +131,17 @@ class TrioSocket:
             self._readers.unpark()
         if events & POLLOUT and self._writers:
             self._writers.unpark_all()
-        scope = self._fd_scope
-        if scope is not None and events & self._fd_mask:
-            scope.cancel()
+        if self._fd_sleeper is not None and events & self._fd_mask:
+            self._kick()
+
+    def _kick(self) -> None:
+        """Wake the FD sleeper so it re-checks EVENTS."""
+        self._fd_sleeper = None
+        trio.lowlevel.notify_closing(self._fd)
 
     def _after_io(self) -> None:
         # The operation may have consumed the FD's edge: re-read EVENTS and pass it on.
-        if self._fd_scope is not None or self._readers or self._writers:
+        if self._fd_sleeper is not None or self._readers or self._writers:
             self._handoff(_get(self.socket, _EVENTS))
 
     async def wait(self, mask: int) -> None:
@@ -149,20 +155,23 @@ class TrioSocket:
                 return
             if events and (self._readers or self._writers):
                 self._handoff(events)
-            if self._fd_scope is None:
+            if self._fd_sleeper is None:
                 await self._sleep_on_fd(mask)
             else:
                 await (self._readers if mask & POLLIN else self._writers).park()
 
     async def _sleep_on_fd(self, mask: int) -> None:
-        scope = trio.CancelScope()
-        self._fd_scope = scope
+        token = self._fd_sleeper = object()
         self._fd_mask = mask
         try:
-            with scope:
-                await trio.lowlevel.wait_readable(self._fd)
+            await trio.lowlevel.wait_readable(self._fd)
+        except trio.ClosedResourceError:
+            if self._closed:
+                raise
+            # Kicked: the caller loops and re-checks EVENTS.
         finally:
-            self._fd_scope = None
+            if self._fd_sleeper is token:
+                self._fd_sleeper = None
             # Someone must sleep on the FD next (after re-checking EVENTS): hand the role on.
             if self._readers:
                 self._readers.unpark()
@@ -243,9 +252,8 @@ class TrioSocket:
         """
         self._recv_shut = True
         self._readers.unpark_all()
-        scope = self._fd_scope
-        if scope is not None and self._fd_mask & POLLIN:
-            scope.cancel()
+        if self._fd_sleeper is not None and self._fd_mask & POLLIN:
+            self._kick()
 
     def close(self, linger_ms: int | None = None) -> None:
         """Close now; waiting tasks get ``trio.ClosedResourceError``. Idempotent."""

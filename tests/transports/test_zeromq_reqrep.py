@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import orjson
 import pytest
@@ -14,6 +16,7 @@ import zmq
 from intentus_trio.protocol.enums import ErrorCode, TransportCode
 from intentus_trio.protocol.factory import new_intent
 from intentus_trio.protocol.models import AgentResponse, IntentEnvelope, JsonObject, StreamChunk
+from intentus_trio.routing.router import Router
 from intentus_trio.transports.registry import open_transport, server_for
 from intentus_trio.transports.zeromq import open_client, serve
 
@@ -102,9 +105,24 @@ async def test_no_server_is_a_connection_failure_then_reconnects() -> None:
             assert down.error is not None
             assert down.error.details["transportCode"] == TransportCode.CONNECTION_FAILURE
             for round_ in range(2):  # the node restarts on the same port; the socket follows
-                async with running_node(router, url):
+                async with node_on_port(router, url):
                     response = await c.send_intent(new_intent("echo", {"r": round_}))
                     assert response.payload == {"r": round_}
+
+
+@asynccontextmanager
+async def node_on_port(router: Router, url: str) -> AsyncIterator[None]:
+    """Bind ``url`` again, waiting while the OS still holds the previous listener."""
+    for _ in range(100):
+        try:
+            async with running_node(router, url):
+                yield
+                return
+        except* zmq.ZMQError as group:
+            if any(e.errno != errno.EADDRINUSE for e in group.exceptions):  # type: ignore[attr-defined]
+                raise
+        await trio.sleep(0.05)
+    raise AssertionError(f"{url} stayed in use")
 
 
 async def test_reference_req_client_shape() -> None:

@@ -1,9 +1,10 @@
 """The client: one DEALER socket multiplexing every call, plus a SUB socket per subscription.
 
-Calls are correlated by a request id in the ZeroMQ envelope (``wire.py``). No reader task:
-whichever caller is waiting receives the next reply and hands it to its owner (waking that
-caller through its cancel scope), so a lone call costs no task switch beyond the socket's own
-wakeup. A call that times out just forgets its id; its late reply is discarded and counted,
+Calls are correlated by a request id in the ZeroMQ envelope (``wire.py``). There is no reader
+task: one waiting caller at a time (the leader) receives replies and hands each to its owner;
+the others wait on an Event, and a leader whose own reply has come wakes one of them to lead.
+So a lone call costs no task switch beyond the socket's own wakeup. A call that times out
+just forgets its id; its late reply is discarded and counted,
 and the socket stays in use. ZeroMQ reconnects by itself; with ``ZMQ_IMMEDIATE`` a request
 is only queued on a live connection, so a call that could not be sent before its deadline
 reports CONNECTION_FAILURE, and one sent but unanswered reports TIMEOUT.
@@ -56,11 +57,12 @@ class ClientStats:
 
 
 class _Call:
-    __slots__ = ("items", "scope", "stream")
+    __slots__ = ("event", "items", "stream")
 
     def __init__(self, stream: bool) -> None:
         self.items: deque[StreamItem | IntentusError] = deque()
-        self.scope: trio.CancelScope | None = None
+        #: Set while the caller waits as a follower: an item arrived, or it should lead.
+        self.event: trio.Event | None = None
         self.stream = stream
 
 
@@ -99,6 +101,8 @@ class ZmqClient:
         )
         self._ids = itertools.count(1)
         self._calls: dict[bytes, _Call] = {}
+        self._leader: _Call | None = None
+        self._followers: dict[_Call, None] = {}
         self._sock: TrioSocket | None = None
         self._closed = False
         self._subscriptions: set[TrioSocket] = set()
@@ -185,28 +189,59 @@ class ZmqClient:
             del self._calls[frames[0]]
             self._cancel_remote(frames[0])
         items.append(item)
-        scope = call.scope
-        if scope is not None:
-            scope.cancel()
+        event = call.event
+        if event is not None:
+            self._followers.pop(call, None)
+            event.set()
 
     async def _next(
         self, sock: TrioSocket, call: _Call, deadline: float
     ) -> StreamItem | IntentusError | None:
         """The call's next item; None at the deadline. Receives for everyone meanwhile."""
         items = call.items
-        while not items:
-            with trio.CancelScope(deadline=deadline) as scope:
-                call.scope = scope
-                try:
-                    frames = await sock.receive()
-                except (trio.ClosedResourceError, trio.EndOfChannel):
-                    return ConnectionFailure("the transport was closed during the call")
-                finally:
-                    call.scope = None
-                self._dispatch(frames)
-            if not items and scope.cancelled_caught and trio.current_time() >= deadline:
+        if not items:
+            closed = False
+            if deadline == _INF:
+                closed = await self._wait(sock, call)
+            else:
+                with trio.move_on_at(deadline):
+                    closed = await self._wait(sock, call)
+            if closed:
+                return ConnectionFailure("the transport was closed during the call")
+            if not items:
                 return None
         return items.popleft()
+
+    async def _wait(self, sock: TrioSocket, call: _Call) -> bool:
+        """Until ``call`` has an item, leading or following; True if the socket closed."""
+        items = call.items
+        followers = self._followers
+        try:
+            while not items:
+                if self._leader is None:
+                    self._leader = call
+                    try:
+                        self._dispatch(await sock.receive())
+                    except (trio.ClosedResourceError, trio.EndOfChannel):
+                        return True
+                    finally:
+                        self._leader = None
+                else:
+                    event = call.event = trio.Event()
+                    followers[call] = None
+                    try:
+                        await event.wait()
+                    finally:
+                        call.event = None
+                        followers.pop(call, None)
+        finally:
+            if self._leader is None and followers:
+                # This caller stops receiving (done or cancelled): another one must lead.
+                follower = next(iter(followers))
+                del followers[follower]
+                assert follower.event is not None
+                follower.event.set()
+        return False
 
     def _cancel_remote(self, request_id: bytes) -> None:
         sock = self._sock
