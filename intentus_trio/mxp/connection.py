@@ -624,6 +624,16 @@ class Connection:
             self.bytes_sent_unvalidated += size
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        ack_at = self._ack_at
+        if (
+            not self._datagrams
+            and not self._ping_pending
+            and not self._send_handshake_packet
+            and not self._close_pending
+            and (ack_at is None or now < ack_at)
+            and self.configuration.key_update_after_packets is None
+        ):
+            return []  # asked after every input; usually there is nothing to send
         out: list[tuple[bytes, Address]] = []
         if self.state in (State.CLOSED, State.DRAINING):
             return out
