@@ -9,7 +9,7 @@ from .engine import Emcl, Opened
 from .envelope import EMCL_VERSION
 from .failures import Reason
 from .keyring import Keyring, SessionKey, derive_group_key, derive_pair_key, pair_key_id
-from .protector import EmclProtector, ReplyTo, Role, emcl_reason
+from .protector import EmclProtector, PendingRequests, Role, emcl_reason
 from .replay import ReplayGuard
 
 __all__ = [
@@ -21,9 +21,9 @@ __all__ = [
     "EmclProtector",
     "Keyring",
     "Opened",
+    "PendingRequests",
     "Reason",
     "ReplayGuard",
-    "ReplyTo",
     "Role",
     "SessionKey",
     "derive_group_key",

@@ -1,8 +1,9 @@
-"""Field encodings of EMCL v1: strict base64url, timestamps, length prefixes.
+"""Field encodings of EMCL v1: strict base64, timestamps, length prefixes.
 
-Receivers accept exactly one spelling of every value (see docs/emcl-spec.md §3): base64url
-without padding whose unused trailing bits are zero, and timestamps of the form
-``YYYY-MM-DDTHH:MM:SS.sssZ``.
+Receivers accept exactly one spelling of every value (see docs/emcl-spec.md §3): standard
+base64 (RFC 4648 §4) with its ``=`` padding and zero unused trailing bits, and timestamps of
+the form ``YYYY-MM-DDTHH:MM:SS.sssZ``. One strict ``a2b_base64`` call does the decoding and
+every check except the trailing bits, which is a look at one character.
 """
 
 from __future__ import annotations
@@ -13,38 +14,29 @@ import time
 from datetime import UTC, datetime
 from typing import Final
 
-_TO_URL: Final = bytes.maketrans(b"+/", b"-_")
-_FROM_URL: Final = bytes.maketrans(b"-_", b"+/")
-_PAD: Final = (b"", b"", b"==", b"=")
+_b2a = binascii.b2a_base64
+_a2b = binascii.a2b_base64
+_Error = binascii.Error
 # Characters whose 6-bit value has its low 4 (one byte left) or 2 (two bytes) bits zero.
-_LAST_OK_1: Final = frozenset(b"AQgw")
-_LAST_OK_2: Final = frozenset(b"AEIMQUYcgkosw048")
+_LAST_OK_1: Final = frozenset("AQgw")
+_LAST_OK_2: Final = frozenset("AEIMQUYcgkosw048")
 _TIMESTAMP: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
 
 
-def b64e(data: bytes) -> str:
-    """base64url without padding."""
-    return binascii.b2a_base64(data, newline=False).rstrip(b"=").translate(_TO_URL).decode()
+def b64e(data: bytes | bytearray | memoryview) -> str:
+    """Standard base64 with padding."""
+    return _b2a(data, newline=False).decode("ascii")
 
 
 def b64d(text: str) -> bytes | None:
-    """Decode canonical base64url without padding; None for any other spelling."""
+    """Decode canonical padded standard base64; None for any other spelling."""
     try:
-        raw = text.encode("ascii")
-    except (UnicodeEncodeError, AttributeError):
+        data = _a2b(text, strict_mode=True)
+    except (_Error, ValueError, TypeError):
         return None
-    n = len(raw)
-    rem = n & 3
-    if rem == 1 or b"=" in raw or b"+" in raw or b"/" in raw:
-        return None
-    if (rem == 2 and raw[-1] not in _LAST_OK_1) or (rem == 3 and raw[-1] not in _LAST_OK_2):
-        return None
-    try:
-        data = binascii.a2b_base64(raw.translate(_FROM_URL) + _PAD[rem])
-    except binascii.Error:
-        return None
-    # a2b_base64 skips characters outside the alphabet; a shorter result reveals them.
-    if len(data) != (n * 3) >> 2:
+    # Strict mode checks the alphabet, the padding and the length, not the unused bits.
+    if text[-1:] == "=" and (text[-3] not in _LAST_OK_1 if text[-2] == "="
+                             else text[-2] not in _LAST_OK_2):
         return None
     return data
 

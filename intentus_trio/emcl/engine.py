@@ -1,23 +1,30 @@
-"""Sealing and opening EMCL envelopes (bytes in, bytes out; frames are protector.py's job).
+"""Sealing and opening EMCL envelopes (bytes in, envelopes out; frames are protector.py's job).
 
 Opening checks, in this order, and stops at the first failure: structure and encodings,
 key id, MAC (constant-time compare), then — the envelope now being authentic — direction,
-sender, recipient, timestamp window and nonce cache, and only then decrypts (the AEAD tag is
-verified before any plaintext exists), verifies the identity chain and records the nonce.
+reply binding, sender, recipient, timestamp window and nonce cache, and only then decrypts
+(the AEAD tag is verified before any plaintext exists), verifies the identity chain and
+records the nonce.
+
+The hot path is one libsodium call per direction into a reused buffer, one keyed BLAKE2b
+over the AAD, nonce and tag, one strict base64 call per binary field, and AAD prefixes,
+header names and negotiation bytes from a cache. ``seal_object``/``open_object`` work on the
+envelope's JSON object directly; ``seal``/``open`` on the ``EMCLEnvelope`` model that frames
+carry. An engine is used by one thread (trio: one run).
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import os
 from collections.abc import Callable, Mapping
-from typing import Final
+from typing import Any, Final, NamedTuple, Protocol
 
-from attrs import frozen
-
+from ..protocol.codec import MAX_NAME_CHARS, emcl_from_json
 from ..protocol.enums import MessageType
-from ..protocol.errors import EMCLFailure
+from ..protocol.errors import EMCLFailure, IntentusError
 from ..protocol.models import EMCLEnvelope, IdentityEntry
 from . import _sodium
 from .chain import ChainPolicy, ChainSigner, body_digest, verify_chain
@@ -27,13 +34,11 @@ from .envelope import (
     EMCL_VERSION,
     MAC_BYTES,
     NONCE_BYTES,
+    REPLY_TO_HEADER,
     SALT_BYTES,
+    TAG_BYTES,
+    AadBuilder,
     RawEntry,
-    aad_prefix,
-    aad_tail,
-    bound_headers,
-    compute_mac,
-    seal_bytes,
 )
 from .failures import Reason, failure
 from .keyring import Keyring, SessionKey
@@ -42,31 +47,64 @@ from .replay import ReplayGuard
 log = logging.getLogger("intentus_trio.emcl")
 
 _REQUESTS: Final = frozenset({MessageType.INTENT, MessageType.EVENT, MessageType.EMCL})
+_INNER: Final = {t.value: t for t in (MessageType.INTENT, MessageType.RESPONSE,
+                                      MessageType.EVENT)}
+_RESPONSE: Final = MessageType.RESPONSE
 _EMPTY: Mapping[str, str] = {}
+_FRESH: Final = NONCE_BYTES + SALT_BYTES
+_MIN_CIPHERTEXT: Final = SALT_BYTES + TAG_BYTES
 _compare = hmac.compare_digest
-_PREFIX_CACHE: Final = 256
-_decrypt = _sodium.aead_decrypt
+_blake2b = hashlib.blake2b
+_encrypt = _sodium.encrypt_into
+_decrypt = _sodium.decrypt_into
+_view = _sodium.view
+_NULL = _sodium.NULL
 
 
-@frozen
-class Opened:
+class PendingReplies(Protocol):
+    """Requests awaiting replies: request ``hmac`` -> the agent expected to answer ("" any)."""
+
+    def get(self, binding: str, /) -> str | None: ...
+
+
+class Opened(NamedTuple):
     """An authenticated, decrypted envelope."""
 
     message_type: MessageType
     #: The serialised body (plaintext without its salt).
     body: bytes
-    #: The whole plaintext, salt included: what the chain signs and ``forward`` re-seals.
-    plaintext: bytes
+    #: The 16 random bytes sealed in front of the body.
+    salt: bytes
     sender: str
     recipient: str
     key: SessionKey
     chain: tuple[IdentityEntry, ...]
     timestamp: float
 
+    @property
+    def plaintext(self) -> bytes:
+        """The whole plaintext, salt included: what the chain signs and ``forward`` re-seals."""
+        return self.salt + self.body
 
-def _refuse(reason: Reason, key_id: str | None) -> EMCLFailure:
+
+def _refuse(reason: Reason, key_id: object) -> EMCLFailure:
     log.debug("refused an EMCL envelope: %s (key id %.64r)", reason.value, key_id)
     return failure(reason)
+
+
+def _raw_chain(chain: tuple[IdentityEntry, ...]) -> list[RawEntry]:
+    raw: list[RawEntry] = []
+    for e in chain:
+        public, signature = b64d(e.public_key), b64d(e.signature)
+        if public is None or signature is None:
+            raise ValueError("malformed identity chain entry")
+        raw.append((e.agent_id, public, e.timestamp, signature))
+    return raw
+
+
+def _chain_json(chain: tuple[IdentityEntry, ...]) -> list[dict[str, str]]:
+    return [{"agentId": e.agent_id, "publicKey": e.public_key, "timestamp": e.timestamp,
+             "signature": e.signature} for e in chain]
 
 
 class Emcl:
@@ -100,23 +138,13 @@ class Emcl:
         self.chain_policy = chain_policy
         self.require_chain = require_chain or chain_policy is not None
         self.random = random
+        self._aad = AadBuilder()
+        self._sealed = _sodium.Scratch()
+        self._opened = _sodium.Scratch()
         self._ts_second = -1
         self._ts_prefix = ""
         self._parsed_prefix = ""
         self._parsed_value = 0.0
-        self._aad_prefixes: dict[tuple[str, str, str, str], bytes] = {}
-
-    def _aad(self, key_id: str, mtype: str, sender: str, recipient: str, timestamp: str,
-             negotiation: tuple[str, str] | None, headers: Mapping[str, str],
-             chain: list[RawEntry]) -> bytes:
-        cache = self._aad_prefixes
-        prefix = cache.get((key_id, mtype, sender, recipient))
-        if prefix is None:
-            prefix = aad_prefix(EMCL_VERSION, key_id, mtype, sender, recipient)
-            if len(cache) >= _PREFIX_CACHE:
-                cache.clear()
-            cache[key_id, mtype, sender, recipient] = prefix
-        return prefix + aad_tail(timestamp, negotiation, bound_headers(headers), chain)
 
     def _parse_timestamp(self, text: str) -> float | None:
         # Most timestamps share their second with the previous one: skip the calendar then.
@@ -141,6 +169,24 @@ class Emcl:
             self._ts_second = second
         return f"{self._ts_prefix}{milli:03d}Z"
 
+    def _fresh(self) -> tuple[bytes, bytes]:
+        fresh = self.random(_FRESH)
+        if len(fresh) != _FRESH:
+            raise ValueError("the random source returned the wrong number of bytes")
+        return fresh[:NONCE_BYTES], fresh[NONCE_BYTES:]
+
+    def _origin(
+        self, body: bytes
+    ) -> tuple[bytes, bytes, str, tuple[IdentityEntry, ...]]:
+        """(nonce, plaintext, timestamp, chain) for a new envelope around ``body``."""
+        nonce, salt = self._fresh()
+        plaintext = salt + body
+        timestamp = self._timestamp()
+        chain: tuple[IdentityEntry, ...] = ()
+        if self.signer is not None:
+            chain = (self.signer.entry((), body_digest(plaintext), timestamp),)
+        return nonce, plaintext, timestamp, chain
+
     def seal(
         self,
         message_type: MessageType,
@@ -152,14 +198,29 @@ class Emcl:
         negotiation: tuple[str, str] | None = None,
     ) -> EMCLEnvelope:
         """Seal a serialised body; the chain holds this agent's entry if it has a signer."""
-        fresh = self.random(NONCE_BYTES + SALT_BYTES)
-        plaintext = fresh[NONCE_BYTES:] + body
-        timestamp = self._timestamp()
-        chain: tuple[IdentityEntry, ...] = ()
-        if self.signer is not None:
-            chain = (self.signer.entry((), body_digest(plaintext), timestamp),)
-        return self._seal(message_type, plaintext, fresh[:NONCE_BYTES], timestamp, key,
-                          recipient, headers, negotiation, chain)
+        nonce, plaintext, timestamp, chain = self._origin(body)
+        return self._seal(message_type, plaintext, nonce, timestamp, key, recipient, headers,
+                          negotiation, chain)
+
+    def seal_object(
+        self,
+        message_type: MessageType,
+        body: bytes,
+        *,
+        key: SessionKey,
+        recipient: str = "",
+        headers: Mapping[str, str] = _EMPTY,
+        negotiation: tuple[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """``seal``, returning the envelope's JSON object (what goes on the wire)."""
+        nonce, plaintext, timestamp, chain = self._origin(body)
+        ciphertext, nonce_text, mac = self._encrypt(
+            message_type, plaintext, nonce, timestamp, key, recipient, headers, negotiation,
+            chain)
+        return {"emclVersion": EMCL_VERSION, "ciphertext": ciphertext, "nonce": nonce_text,
+                "hmac": mac, "identityChain": _chain_json(chain) if chain else [],
+                "keyId": key.key_id, "sender": self.agent_id, "recipient": recipient,
+                "timestamp": timestamp, "messageType": message_type.value}
 
     def forward(
         self,
@@ -174,10 +235,11 @@ class Emcl:
         if self.signer is None:
             raise ValueError("forwarding needs a chain signer")
         timestamp = self._timestamp()
-        entry = self.signer.entry(opened.chain, body_digest(opened.plaintext), timestamp)
-        return self._seal(opened.message_type, opened.plaintext, self.random(NONCE_BYTES),
-                          timestamp, key, recipient, headers, negotiation,
-                          (*opened.chain, entry))
+        plaintext = opened.plaintext
+        entry = self.signer.entry(opened.chain, body_digest(plaintext), timestamp)
+        nonce, _ = self._fresh()
+        return self._seal(opened.message_type, plaintext, nonce, timestamp, key, recipient,
+                          headers, negotiation, (*opened.chain, entry))
 
     def _seal(
         self,
@@ -191,17 +253,37 @@ class Emcl:
         negotiation: tuple[str, str] | None,
         chain: tuple[IdentityEntry, ...],
     ) -> EMCLEnvelope:
-        raw_chain: list[RawEntry] = []
-        for e in chain:
-            public, signature = b64d(e.public_key), b64d(e.signature)
-            if public is None or signature is None:
-                raise ValueError("malformed identity chain entry")
-            raw_chain.append((e.agent_id, public, e.timestamp, signature))
+        ciphertext, nonce_text, mac = self._encrypt(
+            message_type, plaintext, nonce, timestamp, key, recipient, headers, negotiation,
+            chain)
+        return EMCLEnvelope(EMCL_VERSION, ciphertext, nonce_text, mac, chain, key.key_id,
+                            self.agent_id, recipient, timestamp, message_type)
+
+    def _encrypt(
+        self,
+        message_type: MessageType,
+        plaintext: bytes,
+        nonce: bytes,
+        timestamp: str,
+        key: SessionKey,
+        recipient: str,
+        headers: Mapping[str, str],
+        negotiation: tuple[str, str] | None,
+        chain: tuple[IdentityEntry, ...],
+    ) -> tuple[str, str, str]:
+        """(ciphertext, nonce, hmac) in their wire encodings."""
+        if len(nonce) != NONCE_BYTES:
+            raise ValueError("XChaCha20-Poly1305 takes a 24-byte nonce")
         aad = self._aad(key.key_id, message_type.value, self.agent_id, recipient, timestamp,
-                        negotiation, headers, raw_chain)
-        ciphertext, mac = seal_bytes(key.enc_key, key.mac_key, nonce, plaintext, aad)
-        return EMCLEnvelope(EMCL_VERSION, b64e(ciphertext), b64e(nonce), b64e(mac), chain,
-                            key.key_id, self.agent_id, recipient, timestamp, message_type)
+                        negotiation, headers, _raw_chain(chain) if chain else ())
+        size = len(plaintext) + TAG_BYTES
+        out = self._sealed.get(size)
+        _encrypt(out, _NULL, plaintext, len(plaintext), aad, len(aad), _NULL, nonce,
+                 key.enc_key)
+        sealed = _view(out, size)
+        mac = _blake2b(aad + nonce + sealed[size - TAG_BYTES:size], key=key.mac_key,
+                       digest_size=MAC_BYTES).digest()
+        return b64e(sealed), b64e(nonce), b64e(mac)
 
     # ------------------------------------------------------------------ opening
 
@@ -214,26 +296,84 @@ class Emcl:
         outer_type: MessageType | None = None,
         accept: frozenset[MessageType] | None = None,
         expected_sender: str | None = None,
+        replies: PendingReplies | None = None,
     ) -> Opened:
         """Authenticate and decrypt ``env`` or raise ``EMCLFailure`` with the reason.
 
         ``outer_type`` is the message type the frame claimed, ``accept`` the authenticated
-        types this endpoint takes, ``expected_sender`` the only sender it takes.
+        types this endpoint takes, ``expected_sender`` the only sender it takes. With
+        ``replies``, a response must carry the ``emclReplyTo`` header naming one of them.
         """
-        kid = env.key_id
-        sender, recipient = env.sender, env.recipient
+        kid, sender, recipient = env.key_id, env.sender, env.recipient
         ts_text, mtype = env.timestamp, env.message_type
-        if (env.emcl_version != EMCL_VERSION or kid is None or sender is None
-                or recipient is None or ts_text is None or mtype is None
-                or mtype is MessageType.EMCL):
+        if (kid is None or sender is None or recipient is None or ts_text is None
+                or mtype is None or mtype is MessageType.EMCL):
             raise _refuse(Reason.MALFORMED, kid)
-        nonce, tag, ciphertext = b64d(env.nonce), b64d(env.hmac), b64d(env.ciphertext)
+        return self._open(env.emcl_version, env.ciphertext, env.nonce, env.hmac,
+                          env.identity_chain, kid, sender, recipient, ts_text, mtype, headers,
+                          negotiation, outer_type, accept, expected_sender, replies)
+
+    def open_object(
+        self,
+        obj: Mapping[str, Any],
+        *,
+        headers: Mapping[str, str] = _EMPTY,
+        negotiation: tuple[str, str] | None = None,
+        outer_type: MessageType | None = None,
+        accept: frozenset[MessageType] | None = None,
+        expected_sender: str | None = None,
+        replies: PendingReplies | None = None,
+    ) -> Opened:
+        """``open`` for the envelope's parsed JSON object (as ``seal_object`` returns it)."""
+        get = obj.get
+        version, ciphertext, nonce, mac = (get("emclVersion"), get("ciphertext"),
+                                           get("nonce"), get("hmac"))
+        chain, kid, sender, recipient = (get("identityChain"), get("keyId"), get("sender"),
+                                         get("recipient"))
+        ts_text, inner = get("timestamp"), get("messageType")
+        mtype = _INNER.get(inner) if type(inner) is str else None
+        # The common shape, checked inline; anything else goes through the full decoder.
+        if (type(version) is str and type(ciphertext) is str and type(nonce) is str
+                and type(mac) is str and type(chain) is list and not chain
+                and type(kid) is str and type(sender) is str and type(recipient) is str
+                and type(ts_text) is str and mtype is not None
+                and max(len(kid), len(sender), len(recipient)) <= MAX_NAME_CHARS):
+            return self._open(version, ciphertext, nonce, mac, (), kid, sender, recipient,
+                              ts_text, mtype, headers, negotiation, outer_type, accept,
+                              expected_sender, replies)
+        try:
+            env = emcl_from_json(obj)
+        except IntentusError:
+            raise _refuse(Reason.MALFORMED, None) from None
+        return self.open(env, headers=headers, negotiation=negotiation, outer_type=outer_type,
+                         accept=accept, expected_sender=expected_sender, replies=replies)
+
+    def _open(
+        self,
+        version: str,
+        ciphertext_text: str,
+        nonce_text: str,
+        mac_text: str,
+        chain: tuple[IdentityEntry, ...],
+        kid: str,
+        sender: str,
+        recipient: str,
+        ts_text: str,
+        mtype: MessageType,
+        headers: Mapping[str, str],
+        negotiation: tuple[str, str] | None,
+        outer_type: MessageType | None,
+        accept: frozenset[MessageType] | None,
+        expected_sender: str | None,
+        replies: PendingReplies | None,
+    ) -> Opened:
+        # 1. Structure and canonical encodings.
+        nonce, tag, ciphertext = b64d(nonce_text), b64d(mac_text), b64d(ciphertext_text)
         timestamp = self._parse_timestamp(ts_text)
-        if (nonce is None or len(nonce) != NONCE_BYTES or tag is None or len(tag) != MAC_BYTES
-                or ciphertext is None or len(ciphertext) < SALT_BYTES + _sodium.TAG_BYTES
-                or timestamp is None):
+        if (version != EMCL_VERSION or nonce is None or len(nonce) != NONCE_BYTES
+                or tag is None or len(tag) != MAC_BYTES or ciphertext is None
+                or len(ciphertext) < _MIN_CIPHERTEXT or timestamp is None):
             raise _refuse(Reason.MALFORMED, kid)
-        chain = env.identity_chain
         raw_chain: list[RawEntry] = []
         for e in chain:
             public, signature = b64d(e.public_key), b64d(e.signature)
@@ -241,17 +381,22 @@ class Emcl:
                     or parse_timestamp(e.timestamp) is None):
                 raise _refuse(Reason.MALFORMED, kid)
             raw_chain.append((e.agent_id, public, e.timestamp, signature))
+        # 2. Key.
         key = self.keyring.lookup(kid)
         if key is None:
             raise _refuse(Reason.UNKNOWN_KEY, kid)
+        # 3-4. AAD and MAC.
         try:
             aad = self._aad(kid, mtype.value, sender, recipient, ts_text, negotiation, headers,
                             raw_chain)
         except UnicodeEncodeError:
             raise _refuse(Reason.MALFORMED, kid) from None
-        if not _compare(compute_mac(key.mac_key, aad, nonce, ciphertext), tag):
+        size = len(ciphertext)
+        expected = _blake2b(aad + nonce + ciphertext[size - TAG_BYTES:], key=key.mac_key,
+                            digest_size=MAC_BYTES).digest()
+        if not _compare(expected, tag):
             raise _refuse(Reason.TAMPERED, kid)
-        # Every field is authentic from here on.
+        # Every field is authentic from here on. 5. Direction and reply binding.
         if outer_type is not None and outer_type is not mtype and not (
             outer_type is MessageType.EMCL and mtype is MessageType.INTENT
         ):
@@ -259,6 +404,14 @@ class Emcl:
                           else Reason.TAMPERED, kid)
         if accept is not None and mtype not in accept:
             raise _refuse(Reason.REFLECTED, kid)
+        if replies is not None and mtype is _RESPONSE:
+            binding = headers.get(REPLY_TO_HEADER)
+            answers = None if binding is None else replies.get(binding)
+            if answers is None:
+                raise _refuse(Reason.UNMATCHED_REPLY, kid)
+            if answers and answers != sender:
+                raise _refuse(Reason.UNEXPECTED_SENDER, kid)
+        # 6. Sender. 7. Recipient.
         if key.peer is not None and sender != key.peer:
             raise _refuse(Reason.REFLECTED if sender == self.agent_id
                           else Reason.UNEXPECTED_SENDER, kid)
@@ -267,19 +420,26 @@ class Emcl:
                           else Reason.UNEXPECTED_SENDER, kid)
         if recipient and recipient != self.agent_id:
             raise _refuse(Reason.MISDIRECTED, kid)
+        # 8. Freshness.
         now = self.clock()
         replay = self.replay
         reason = replay.check(sender, nonce, timestamp, now)
         if reason is not None:
             raise _refuse(reason, kid)
-        plaintext = _decrypt(ciphertext, aad, nonce, key.enc_key)
-        if plaintext is None:
+        # 9. Decrypt (libsodium checks the tag before writing any plaintext).
+        size -= TAG_BYTES
+        out = self._opened.get(size)
+        if _decrypt(out, _NULL, _NULL, ciphertext, len(ciphertext), aad, len(aad), nonce,
+                    key.enc_key):
             raise _refuse(Reason.TAMPERED, kid)
-        if (chain or self.require_chain) and not self._chain_trusted(chain, sender, plaintext):
+        plain = _view(out, size)
+        salt, body = plain[:SALT_BYTES], plain[SALT_BYTES:size]
+        # 10. Identity chain. 11. Record.
+        if (chain or self.require_chain) and not self._chain_trusted(chain, sender,
+                                                                     salt + body):
             raise _refuse(Reason.UNTRUSTED_CHAIN, kid)
         replay.record(sender, nonce, timestamp, now)
-        return Opened(mtype, plaintext[SALT_BYTES:], plaintext, sender, recipient, key, chain,
-                      timestamp)
+        return Opened(mtype, body, salt, sender, recipient, key, chain, timestamp)
 
     def _chain_trusted(
         self, chain: tuple[IdentityEntry, ...], sender: str, plaintext: bytes

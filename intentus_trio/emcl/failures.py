@@ -27,6 +27,8 @@ class Reason(StrEnum):
     MISDIRECTED = "misdirected"
     #: The sender is not the agent this key or this channel belongs to.
     UNEXPECTED_SENDER = "unexpected_sender"
+    #: A response that does not answer a request this endpoint is waiting for.
+    UNMATCHED_REPLY = "unmatched_reply"
     #: The identity chain is broken, does not end at the sender, or fails the trust policy.
     UNTRUSTED_CHAIN = "untrusted_chain"
     #: No key to seal with (local configuration).
@@ -42,6 +44,7 @@ _MESSAGES = {
     Reason.REFLECTED: "EMCL envelope was reflected",
     Reason.MISDIRECTED: "EMCL envelope is addressed to another agent",
     Reason.UNEXPECTED_SENDER: "EMCL envelope comes from an unexpected sender",
+    Reason.UNMATCHED_REPLY: "EMCL response does not answer a pending request",
     Reason.UNTRUSTED_CHAIN: "EMCL identity chain is not trusted",
     Reason.NO_KEY: "no EMCL key to seal with",
 }

@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterator
 from typing import Final
 
-from attrs import field, frozen
+from attrs import Attribute, field, frozen
 
 from ..keys import X25519KeyPair, x25519
 from .clock import Clock, system_clock
@@ -39,13 +39,19 @@ def check_key_id(key_id: str) -> str:
     return key_id
 
 
+def _key_bytes(instance: object, attribute: Attribute[bytes], value: bytes) -> None:
+    # libsodium reads exactly 32 bytes through a raw pointer: enforce it here, once.
+    if type(value) is not bytes or len(value) != 32:
+        raise ValueError(f"{attribute.name} must be 32 bytes")
+
+
 @frozen(repr=False)
 class SessionKey:
     """The derived keys of one key id. ``peer`` is set for pair keys."""
 
     key_id: str
-    enc_key: bytes = field(eq=False)
-    mac_key: bytes = field(eq=False)
+    enc_key: bytes = field(eq=False, validator=_key_bytes)
+    mac_key: bytes = field(eq=False, validator=_key_bytes)
     peer: str | None = None
     not_after: float | None = None
 

@@ -6,20 +6,23 @@ and its version negotiation, so neither can be changed in transit.
 
 ``role`` says which way this endpoint talks, so a request can never be accepted as a reply
 or the reverse: a ``client`` seals intents and events and opens responses, a ``server`` the
-opposite, a ``peer`` both. A server replies with the key and to the agent of the request it
-answers: transports that go through ``FrameDispatcher`` get this automatically (the request
-is remembered per task between ``open`` and the final reply's ``seal``); others may pass the
-``ReplyTo`` from ``open_request`` to ``seal`` explicitly.
+opposite, a ``peer`` both.
+
+Replies are bound to requests without any per-task state: the server passes the request
+frame it received (still sealed) as ``seal(reply, reply_to=request)``, which seals for that
+request's sender, under its key, with the bound header ``emclReplyTo`` set to the request's
+MAC. The requesting endpoint remembers the MACs of the requests it sealed until their final
+reply and refuses a response that does not name one of them (``unmatched_reply``); given the
+request itself (``open(reply, request=...)``) it requires exactly that one.
 """
 
 from __future__ import annotations
 
-import contextvars
+from collections import OrderedDict
 from enum import StrEnum
 from typing import Final
 
 import orjson
-from attrs import frozen
 
 from ..protocol import headers as h
 from ..protocol.codec import body_from_json, body_to_json
@@ -28,8 +31,8 @@ from ..protocol.errors import EMCLFailure, IntentusError
 from ..protocol.models import EMCLEnvelope, TransportEnvelope
 from .chain import ChainPolicy, ChainSigner
 from .clock import Clock
-from .engine import Emcl, Opened
-from .envelope import EMCL_VERSION
+from .engine import Emcl, Opened, PendingReplies
+from .envelope import EMCL_VERSION, REPLY_TO_HEADER
 from .failures import Reason, failure
 from .keyring import Keyring
 from .replay import ReplayGuard
@@ -37,8 +40,14 @@ from .replay import ReplayGuard
 _REQUEST_TYPES: Final = frozenset({MessageType.INTENT, MessageType.EVENT})
 _RESPONSE_TYPES: Final = frozenset({MessageType.RESPONSE})
 _ALL_TYPES: Final = _REQUEST_TYPES | _RESPONSE_TYPES
-#: How many unanswered requests one task remembers (nested in-process calls).
-_MAX_PENDING: Final = 64
+_RESPONSE: Final = MessageType.RESPONSE
+#: Header names the protector adds and removes again on opening.
+_INTERNAL_HEADERS: Final = frozenset({h.EMCL, REPLY_TO_HEADER})
+#: Requests awaiting a reply, per protector (the oldest is forgotten beyond this).
+DEFAULT_MAX_PENDING: Final = 65536
+#: Events awaiting an acknowledgement (kept apart so unacknowledged events never push
+#: out the requests of long streams).
+DEFAULT_MAX_PENDING_EVENTS: Final = 4096
 
 
 class Role(StrEnum):
@@ -51,12 +60,39 @@ _SEALS = {Role.CLIENT: _REQUEST_TYPES, Role.SERVER: _RESPONSE_TYPES, Role.PEER: 
 _OPENS = {Role.CLIENT: _RESPONSE_TYPES, Role.SERVER: _REQUEST_TYPES, Role.PEER: _ALL_TYPES}
 
 
-@frozen
-class ReplyTo:
-    """Whom a reply goes to, and with which key (the request's)."""
+class PendingRequests:
+    """MACs of the requests an endpoint sealed, until their final reply; bounded, O(1)."""
 
-    sender: str
-    key_id: str
+    __slots__ = ("_events", "_intents", "max_events", "max_intents")
+
+    def __init__(self, max_intents: int = DEFAULT_MAX_PENDING,
+                 max_events: int = DEFAULT_MAX_PENDING_EVENTS) -> None:
+        if max_intents <= 0 or max_events <= 0:
+            raise ValueError("pending request limits must be positive")
+        self.max_intents = max_intents
+        self.max_events = max_events
+        self._intents: OrderedDict[str, str] = OrderedDict()
+        self._events: OrderedDict[str, str] = OrderedDict()
+
+    def add(self, binding: str, recipient: str, *, event: bool = False) -> None:
+        """Expect replies to the request whose ``hmac`` is ``binding``, from ``recipient``."""
+        table, limit = ((self._events, self.max_events) if event
+                        else (self._intents, self.max_intents))
+        table[binding] = recipient
+        if len(table) > limit:
+            table.popitem(last=False)
+
+    def get(self, binding: str, /) -> str | None:
+        found = self._intents.get(binding)
+        return found if found is not None else self._events.get(binding)
+
+    def done(self, binding: str) -> None:
+        """The final reply arrived: no further reply to that request is accepted."""
+        if self._intents.pop(binding, None) is None:
+            self._events.pop(binding, None)
+
+    def __len__(self) -> int:
+        return len(self._intents) + len(self._events)
 
 
 class EmclProtector:
@@ -79,6 +115,7 @@ class EmclProtector:
         chain_policy: ChainPolicy | None = None,
         require_chain: bool = False,
         engine: Emcl | None = None,
+        pending: PendingRequests | None = None,
     ) -> None:
         self.engine = engine or Emcl(
             keyring, agent_id, clock=clock, replay=replay, signer=signer,
@@ -89,9 +126,9 @@ class EmclProtector:
         self.role = Role(role)
         self._seals = _SEALS[self.role]
         self._opens = _OPENS[self.role]
-        self._pending: contextvars.ContextVar[tuple[ReplyTo, ...]] = contextvars.ContextVar(
-            f"emcl_pending_{id(self)}", default=()
-        )
+        #: Requests sealed here and awaiting replies (only for roles that open responses).
+        self.pending = pending if pending is not None else PendingRequests()
+        self._tracks = _RESPONSE in self._opens
 
     @property
     def keyring(self) -> Keyring:
@@ -100,8 +137,9 @@ class EmclProtector:
     # ------------------------------------------------------------------ sealing
 
     def seal(
-        self, frame: TransportEnvelope, *, reply_to: ReplyTo | None = None
+        self, frame: TransportEnvelope, *, reply_to: TransportEnvelope | None = None
     ) -> TransportEnvelope:
+        """Seal ``frame``; a response answering a request takes that request, as received."""
         body = frame.body
         mtype = frame.message_type
         if isinstance(body, EMCLEnvelope):
@@ -109,12 +147,20 @@ class EmclProtector:
         if mtype not in self._seals:
             raise ValueError(f"a {self.role.value} endpoint does not seal {mtype.value} frames")
         headers = dict(frame.headers)
-        if reply_to is None and mtype is MessageType.RESPONSE:
-            reply_to = self._take_pending(headers.get(h.STREAM) != h.STREAM_CHUNK)
         keyring = self.engine.keyring
         if reply_to is not None:
-            key = keyring.lookup(reply_to.key_id) or keyring.sealing_key(reply_to.sender)
-            recipient = reply_to.sender
+            request = reply_to.body
+            if mtype is not _RESPONSE:
+                raise ValueError("only a response is sealed in reply to a request")
+            if (not isinstance(request, EMCLEnvelope) or request.sender is None
+                    or request.key_id is None):
+                raise ValueError("reply_to must be the sealed request frame as received")
+            recipient = request.sender
+            key = keyring.lookup(request.key_id) or keyring.sealing_key(recipient)
+            if key is not None and key.peer is not None and key.peer != recipient:
+                # An opened request always passes this: its key belongs to its sender.
+                raise ValueError("reply_to is not a request this endpoint has opened")
+            headers[REPLY_TO_HEADER] = request.hmac
         else:
             key = keyring.sealing_key(self.peer_id)
             recipient = self.peer_id or ""
@@ -127,53 +173,52 @@ class EmclProtector:
             headers=headers, negotiation=None if neg is None else (neg.min_version,
                                                                    neg.max_version),
         )
+        if self._tracks and mtype is not _RESPONSE:
+            self.pending.add(env.hmac, recipient, event=mtype is MessageType.EVENT)
         return TransportEnvelope(frame.protocol, mtype, env, headers, neg)
 
     # ------------------------------------------------------------------ opening
 
-    def open_request(self, frame: TransportEnvelope) -> tuple[TransportEnvelope, ReplyTo]:
-        """Open a frame and return whom to reply to, without remembering it per task."""
-        opened, out = self._open(frame)
-        return out, ReplyTo(opened.sender, opened.key.key_id)
-
-    def open(self, frame: TransportEnvelope) -> TransportEnvelope:
-        opened, out = self._open(frame)
-        if opened.message_type in _REQUEST_TYPES and MessageType.RESPONSE in self._seals:
-            pending = self._pending.get()
-            self._pending.set((*pending[-(_MAX_PENDING - 1):],
-                               ReplyTo(opened.sender, opened.key.key_id)))
-        return out
-
-    def open_envelope(self, frame: TransportEnvelope) -> Opened:
-        """Authenticate and decrypt a sealed frame, returning the engine's result."""
-        env = frame.body
-        if not isinstance(env, EMCLEnvelope) or frame.headers.get(h.EMCL) != env.emcl_version:
-            raise failure(Reason.MALFORMED)
-        neg = frame.protocol_negotiation
-        return self.engine.open(
-            env, headers=frame.headers,
-            negotiation=None if neg is None else (neg.min_version, neg.max_version),
-            outer_type=frame.message_type, accept=self._opens, expected_sender=self.peer_id,
-        )
-
-    def _open(self, frame: TransportEnvelope) -> tuple[Opened, TransportEnvelope]:
-        opened = self.open_envelope(frame)
+    def open(
+        self, frame: TransportEnvelope, *, request: TransportEnvelope | None = None
+    ) -> TransportEnvelope:
+        """Open a sealed frame. A response must answer a pending request of ours — exactly
+        ``request`` (the sealed frame as sent) when given."""
+        opened = self.open_envelope(frame, request=request)
         mtype = opened.message_type
         try:
             body = body_from_json(mtype, orjson.loads(opened.body))
         except (IntentusError, orjson.JSONDecodeError):
             raise failure(Reason.MALFORMED) from None
-        headers = {k: v for k, v in frame.headers.items() if k != h.EMCL}
-        return opened, TransportEnvelope(frame.protocol, mtype, body, headers,
-                                         frame.protocol_negotiation)
+        headers = {k: v for k, v in frame.headers.items() if k not in _INTERNAL_HEADERS}
+        if (mtype is _RESPONSE and self._tracks
+                and headers.get(h.STREAM) != h.STREAM_CHUNK):
+            self.pending.done(frame.headers[REPLY_TO_HEADER])
+        return TransportEnvelope(frame.protocol, mtype, body, headers,
+                                 frame.protocol_negotiation)
 
-    def _take_pending(self, final: bool) -> ReplyTo | None:
-        pending = self._pending.get()
-        if not pending:
-            return None
-        if final:
-            self._pending.set(pending[:-1])
-        return pending[-1]
+    def open_envelope(
+        self, frame: TransportEnvelope, *, request: TransportEnvelope | None = None
+    ) -> Opened:
+        """Authenticate and decrypt a sealed frame, returning the engine's result."""
+        env = frame.body
+        if not isinstance(env, EMCLEnvelope) or frame.headers.get(h.EMCL) != env.emcl_version:
+            raise failure(Reason.MALFORMED)
+        replies: PendingReplies | None = None
+        if request is not None:
+            sent = request.body
+            if not isinstance(sent, EMCLEnvelope):
+                raise ValueError("request must be the sealed request frame as sent")
+            replies = {sent.hmac: sent.recipient or ""}
+        elif self._tracks:
+            replies = self.pending
+        neg = frame.protocol_negotiation
+        return self.engine.open(
+            env, headers=frame.headers,
+            negotiation=None if neg is None else (neg.min_version, neg.max_version),
+            outer_type=frame.message_type, accept=self._opens, expected_sender=self.peer_id,
+            replies=replies,
+        )
 
 
 def emcl_reason(exc: BaseException) -> str | None:

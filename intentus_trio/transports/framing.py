@@ -9,6 +9,7 @@ serving. Transports differ only in how bytes move.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from typing import Protocol
@@ -41,11 +42,27 @@ _NEGOTIATION = SUPPORTED_VERSIONS
 
 
 class FrameProtector(Protocol):
-    """Seals and opens frame bodies (EMCL). ``open`` raises ``EMCLFailure`` on any fault."""
+    """Seals and opens frame bodies (EMCL). ``open`` raises ``EMCLFailure`` on any fault.
 
-    def seal(self, frame: TransportEnvelope) -> TransportEnvelope: ...
+    ``reply_to`` is the request a reply answers, exactly as received (still sealed): the
+    protector seals the reply for that request's sender and binds it to that request.
+    """
+
+    def seal(
+        self, frame: TransportEnvelope, *, reply_to: TransportEnvelope | None = None
+    ) -> TransportEnvelope: ...
 
     def open(self, frame: TransportEnvelope) -> TransportEnvelope: ...
+
+
+def _takes_reply_to(protector: object) -> bool:
+    """Whether ``protector.seal`` accepts ``reply_to`` (protectors written before it did not)."""
+    try:
+        params = inspect.signature(protector.seal).parameters  # type: ignore[attr-defined]
+    except (AttributeError, TypeError, ValueError):
+        return False
+    return "reply_to" in params or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def is_sealed(frame: TransportEnvelope) -> bool:
@@ -208,6 +225,7 @@ class FrameDispatcher:
         self.protector = protector
         #: Refuse plaintext requests (only meaningful with a protector).
         self.require_emcl = require_emcl
+        self._binding: tuple[object, bool] = (None, False)
 
     # -------------------------------------------------------------- decoding
 
@@ -265,18 +283,26 @@ class FrameDispatcher:
                               details={"reason": "plaintext"})
         return frame, False
 
-    def _seal_reply(self, reply: TransportEnvelope, sealed: bool) -> TransportEnvelope:
-        if sealed and self.protector is not None:
-            return self.protector.seal(reply)
-        return reply
+    def _seal_reply(
+        self, reply: TransportEnvelope, request: TransportEnvelope | None
+    ) -> TransportEnvelope:
+        """Seal a reply to ``request`` (the sealed frame as received; None: it was plaintext)."""
+        protector = self.protector
+        if request is None or protector is None:
+            return reply
+        if self._binding[0] is not protector:
+            self._binding = (protector, _takes_reply_to(protector))
+        if self._binding[1]:
+            return protector.seal(reply, reply_to=request)
+        return protector.seal(reply)
 
     async def handle_frame(self, frame: TransportEnvelope) -> TransportEnvelope:
         """Route a decoded frame and return the reply frame (sealed if the request was)."""
         try:
-            frame, sealed = self.open_request(frame)
+            opened, sealed = self.open_request(frame)
         except IntentusError as exc:
             return self.error_frame(exc, request=frame)
-        return self._seal_reply(await self._handle_plain(frame), sealed)
+        return self._seal_reply(await self._handle_plain(opened), frame if sealed else None)
 
     async def _handle_plain(self, frame: TransportEnvelope) -> TransportEnvelope:
         request_id = frame.headers.get(h.REQUEST_ID)
@@ -308,6 +334,7 @@ class FrameDispatcher:
         self, frame: TransportEnvelope
     ) -> AsyncGenerator[TransportEnvelope, None]:
         """Reply frames for a streamed intent: chunk frames, then one final response."""
+        received, sealed = frame, False
         try:
             frame, sealed = self.open_request(frame)
             version = negotiate(frame.protocol_negotiation, self.supported)
@@ -315,10 +342,13 @@ class FrameDispatcher:
             if not isinstance(body, IntentEnvelope):
                 raise ProtocolError("a stream must be requested with an intent frame")
         except IntentusError as exc:
-            yield self.error_frame(exc, request=frame)
+            # Sealed like any reply once the request has been opened.
+            yield self._seal_reply(self.error_frame(exc, request=frame),
+                                   received if sealed else None)
             return
         request_id = frame.headers.get(h.REQUEST_ID)
+        request = received if sealed else None
         async with aclosing(self.router.route_stream(body)) as items:
             async for item in items:
                 reply = response_frame(item, frame.protocol, request_id=request_id, version=version)
-                yield self._seal_reply(reply, sealed)
+                yield self._seal_reply(reply, request)

@@ -21,7 +21,7 @@ import trio
 from .._deadline import Timeout, run_with_timeout
 from ..protocol.enums import TransportProtocol
 from ..protocol.errors import IntentusError, TransportTimeout
-from ..protocol.models import AgentResponse, Event, IntentEnvelope, StreamChunk, TransportEnvelope
+from ..protocol.models import AgentResponse, Event, IntentEnvelope, StreamChunk
 from ..routing.events import Subscription
 from ..routing.router import Router
 from .base import StreamItem
@@ -130,7 +130,7 @@ class InProcessTransport:
         if self.protector is not None:
             assert self.server_protector is not None
             frame = self.protector.seal(event_frame(event, TransportProtocol.LOCAL))
-            opened, _ = _open_request(self.server_protector, frame)
+            opened = self.server_protector.open(frame)
             if not isinstance(opened.body, Event):
                 raise TypeError("an event frame did not open to an event")
             event = opened.body
@@ -154,7 +154,7 @@ class InProcessTransport:
         trace_id = env.metadata.trace_id
         frame = client.seal(request_frame(env, TransportProtocol.LOCAL))
         try:
-            opened, reply_to = _open_request(server, frame)
+            opened = server.open(frame)
         except IntentusError as exc:
             # Refused before reaching the router: the answer is a plain error response.
             yield exc.to_response(trace_id=trace_id)
@@ -168,8 +168,7 @@ class InProcessTransport:
             items = _single(self.router.route_intent(body))
         async with aclosing(items):
             async for item in items:
-                reply = _seal_reply(server, response_frame(item, TransportProtocol.LOCAL),
-                                    reply_to)
+                reply = server.seal(response_frame(item, TransportProtocol.LOCAL), reply_to=frame)
                 try:
                     out = reply_item(client.open(reply))
                 except IntentusError as exc:
@@ -182,26 +181,6 @@ class InProcessTransport:
 
 async def _single(call: Awaitable[AgentResponse]) -> AsyncGenerator[StreamItem, None]:
     yield await call
-
-
-def _open_request(
-    protector: FrameProtector, frame: TransportEnvelope
-) -> tuple[TransportEnvelope, object]:
-    """Open a request, keeping what the reply needs when the protector offers it."""
-    open_request = getattr(protector, "open_request", None)
-    if open_request is not None:
-        result: tuple[TransportEnvelope, object] = open_request(frame)
-        return result
-    return protector.open(frame), None
-
-
-def _seal_reply(
-    protector: FrameProtector, frame: TransportEnvelope, reply_to: object
-) -> TransportEnvelope:
-    if reply_to is None:
-        return protector.seal(frame)
-    sealed: TransportEnvelope = protector.seal(frame, reply_to=reply_to)  # type: ignore[call-arg]
-    return sealed
 
 
 def _timed_out(env: IntentEnvelope, limit: float | None) -> AgentResponse:

@@ -121,8 +121,7 @@ def test_insider_cannot_reorder_drop_or_move_entries(
 
     def reseal(new_chain: tuple[object, ...], plaintext: bytes = first.plaintext) -> EMCLEnvelope:
         # gateway holds the pair key, so it can produce a valid MAC over any chain it likes.
-        fake = attrs.evolve(first, chain=new_chain, plaintext=plaintext)  # type: ignore[arg-type]
-        env = gateway.emcl._seal(MessageType.INTENT, fake.plaintext, bytes(range(24)),
+        env = gateway.emcl._seal(MessageType.INTENT, plaintext, bytes(range(24)),
                                  gateway.emcl._timestamp(), key, "target", {}, None,
                                  tuple(new_chain))  # type: ignore[arg-type]
         clock.advance(0.001)

@@ -60,17 +60,19 @@ def test_nonces_are_fresh(pair: tuple[Emcl, Emcl]) -> None:
     assert len({seal(alice).nonce for _ in range(100)}) == 100
 
 
-# Every authenticated field, changed: the MAC fails before anything is decrypted.
-@pytest.mark.parametrize("field", ["ciphertext", "nonce", "hmac", "sender", "recipient",
-                                   "timestamp", "message_type"])
+# Every authenticated field, changed: the MAC fails before anything is decrypted. The MAC
+# covers the AEAD tag (the ciphertext's last 16 bytes); a change before the tag fails the
+# AEAD, which checks the tag before it writes any plaintext.
+@pytest.mark.parametrize("field", ["ciphertext", "tag", "nonce", "hmac", "sender",
+                                   "recipient", "timestamp", "message_type"])
 def test_tampered_fields(pair: tuple[Emcl, Emcl], field: str, monkeypatch: pytest.MonkeyPatch,
                          clock: FakeClock) -> None:
     alice, bob = pair
     env = seal(alice)
-    value = getattr(env, field)
-    if field in ("ciphertext", "nonce", "hmac"):
+    value = getattr(env, "ciphertext" if field == "tag" else field)
+    if field in ("ciphertext", "tag", "nonce", "hmac"):
         raw = bytearray(b64d(value) or b"")
-        raw[len(raw) // 2] ^= 0x40
+        raw[-3 if field == "tag" else len(raw) // 2] ^= 0x40
         changed: object = b64e(bytes(raw))
     elif field == "timestamp":
         changed = format_timestamp(clock.now + 1)
@@ -81,8 +83,9 @@ def test_tampered_fields(pair: tuple[Emcl, Emcl], field: str, monkeypatch: pytes
     decrypts: list[int] = []
     real = engine_module._decrypt
     monkeypatch.setattr(engine_module, "_decrypt", lambda *a: decrypts.append(1) or real(*a))
-    assert refused(bob, attrs.evolve(env, **{field: changed})) == "tampered"
-    assert decrypts == []
+    name = "ciphertext" if field == "tag" else field
+    assert refused(bob, attrs.evolve(env, **{name: changed})) == "tampered"
+    assert decrypts == ([1] if field == "ciphertext" else [])
     assert opens(bob, env) == BODY  # the receiver keeps working
 
 

@@ -35,10 +35,6 @@ class Counting:
         self.calls.append("open")
         return self.inner.open(frame)
 
-    def open_request(self, frame: Any) -> Any:
-        self.calls.append("open")
-        return self.inner.open_request(frame)
-
 
 def make_router(inner: list[InProcessTransport] | None = None) -> Router:
     router = Router()

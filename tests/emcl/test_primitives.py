@@ -87,21 +87,27 @@ def test_hkdf_matches_cryptography() -> None:
 @given(st.binary(max_size=200))
 def test_b64_round_trip_and_matches_stdlib(data: bytes) -> None:
     text = b64e(data)
-    assert text == base64.urlsafe_b64encode(data).decode().rstrip("=")
+    assert text == base64.b64encode(data).decode()
     assert b64d(text) == data
 
 
 @pytest.mark.parametrize("text", [
     "A",            # impossible length
-    "AB",           # non-zero unused bits (canonical is "AA")
-    "AAB",          # non-zero unused bits (canonical is "AAA")
-    "AA==",         # padding
-    "AA+A",         # standard alphabet
-    "AA/A",
+    "AA",           # padding missing
+    "AAA",
+    "AB==",         # non-zero unused bits (canonical is "AA==")
+    "AAB=",         # non-zero unused bits (canonical is "AAA=")
+    "AA=",          # short padding
+    "AA=A",         # padding inside
+    "AA==AA==",     # data after padding
+    "====",
+    "AA-A",         # base64url alphabet
+    "AA_A",
     "AA A",         # space
     "AA\nA",
+    "AAAA\n",
     "AA!A",
-    "AAé",          # not ASCII
+    "AAé=",         # not ASCII
     "AAAA\x00",
 ])
 def test_b64_rejects_other_spellings(text: str) -> None:

@@ -6,6 +6,7 @@ helpers — so they test the implementation against the written spec, not agains
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -42,10 +43,8 @@ def hkdf32(salt: bytes, ikm: bytes, info: bytes) -> bytes:
     return hmac.new(prk, info + b"\x01", hashlib.sha256).digest()
 
 
-def b64url(text: str) -> bytes:
-    import base64
-
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+def b64(text: str) -> bytes:
+    return base64.b64decode(text, validate=True)
 
 
 def spec_aad(v: dict[str, Any]) -> bytes:
@@ -62,8 +61,8 @@ def spec_aad(v: dict[str, Any]) -> bytes:
         out += lp(k) + lp(val)
     out += u32(len(env["identityChain"]))
     for e in env["identityChain"]:
-        out += lp(e["agentId"]) + lp(b64url(e["publicKey"])) + lp(e["timestamp"]) + lp(
-            b64url(e["signature"]))
+        out += lp(e["agentId"]) + lp(b64(e["publicKey"])) + lp(e["timestamp"]) + lp(
+            b64(e["signature"]))
     return out
 
 
@@ -94,17 +93,19 @@ def test_vector_matches_the_spec(v: dict[str, Any]) -> None:
     aad = spec_aad(v)
     assert aad.hex() == v["aad"]
     nonce, plaintext = bytes.fromhex(v["nonce"]), bytes.fromhex(v["plaintext"])
-    assert b64url(env["nonce"]) == nonce and len(nonce) == 24
+    assert b64(env["nonce"]) == nonce and len(nonce) == 24
     assert plaintext == bytes.fromhex(v["salt"]) + v["body"].encode()
     ciphertext = b.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, aad, nonce, enc_key)
-    assert ciphertext.hex() == v["ciphertext"] and b64url(env["ciphertext"]) == ciphertext
-    mac = hashlib.blake2b(aad + nonce + ciphertext, key=mac_key, digest_size=32).digest()
-    assert mac.hex() == v["mac"] and b64url(env["hmac"]) == mac
+    assert ciphertext.hex() == v["ciphertext"] and b64(env["ciphertext"]) == ciphertext
+    tag = ciphertext[-16:]
+    assert tag.hex() == v["tag"]
+    mac = hashlib.blake2b(aad + nonce + tag, key=mac_key, digest_size=32).digest()
+    assert mac.hex() == v["mac"] and b64(env["hmac"]) == mac
     digest = hashlib.blake2b(plaintext, digest_size=32).digest()
     assert digest.hex() == v["bodyDigest"]
     link = bytes(32)
     for entry in env["identityChain"]:
-        public, signature = b64url(entry["publicKey"]), b64url(entry["signature"])
+        public, signature = b64(entry["publicKey"]), b64(entry["signature"])
         assert public.hex() == v["signingPublicKeys"][entry["agentId"]]
         message = (b"intentus-trio emcl v1 chain\x00" + link + digest + lp(entry["agentId"])
                    + lp(public) + lp(entry["timestamp"]))
@@ -124,9 +125,11 @@ def receiver(v: dict[str, Any]) -> Emcl:
     return Emcl(ring, v["receiver"], signer=signer)
 
 
-def open_vector(v: dict[str, Any], envelope: dict[str, Any]) -> bytes:
+def open_vector(v: dict[str, Any], envelope: dict[str, Any],
+                headers: dict[str, str] | None = None) -> bytes:
     neg = v["negotiation"]
-    return receiver(v).open(emcl_from_json(envelope), headers=v["headers"],
+    return receiver(v).open(emcl_from_json(envelope), headers=v["headers"] if headers is None
+                            else headers,
                             negotiation=(neg["minVersion"], neg["maxVersion"])).body
 
 
@@ -139,8 +142,18 @@ def test_implementation_opens_vector(v: dict[str, Any]) -> None:
 def test_invalid_vectors_are_refused(case: dict[str, Any]) -> None:
     v = DATA["vectors"][case["vector"]]
     with pytest.raises(EMCLFailure) as info:
-        open_vector(v, case["envelope"])
+        open_vector(v, case["envelope"], case.get("headers"))
     assert reason_of(info.value) == case["reason"]
+
+
+def test_reply_vector_is_bound_to_its_request() -> None:
+    by_index = DATA["vectors"]
+    for v in by_index:
+        if "replyTo" in v:
+            request = by_index[v["replyTo"]]["envelope"]
+            assert v["headers"]["emclReplyTo"] == request["hmac"]
+            assert v["envelope"]["recipient"] == request["sender"]
+            assert v["envelope"]["keyId"] == request["keyId"]
 
 
 def test_vectors_file_is_reproducible() -> None:

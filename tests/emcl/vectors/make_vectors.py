@@ -21,7 +21,7 @@ import orjson
 
 from intentus_trio.emcl import ChainSigner, Emcl, Keyring, derive_pair_key
 from intentus_trio.emcl.encoding import b64d, b64e
-from intentus_trio.emcl.envelope import EMCL_VERSION, bound_headers, build_aad
+from intentus_trio.emcl.envelope import EMCL_VERSION, REPLY_TO_HEADER, bound_headers, build_aad
 from intentus_trio.keys import Ed25519KeyPair, X25519KeyPair, x25519
 from intentus_trio.protocol.codec import emcl_to_json
 from intentus_trio.protocol.enums import MessageType
@@ -88,13 +88,15 @@ def details(env: EMCLEnvelope, enc_key: bytes, mac_key: bytes, headers: dict[str
 
     plaintext = b.crypto_aead_xchacha20poly1305_ietf_decrypt(ciphertext, aad, nonce, enc_key)
     assert plaintext[16:] == body
+    mac = hashlib.blake2b(aad + nonce + ciphertext[-16:], key=mac_key, digest_size=32).digest()
+    assert b64d(env.hmac) == mac
     return {
         "encKey": enc_key.hex(), "macKey": mac_key.hex(),
         "headers": headers, "boundHeaders": [list(p) for p in bound_headers(headers)],
         "negotiation": {"minVersion": NEGOTIATION[0], "maxVersion": NEGOTIATION[1]},
         "body": body.decode(), "salt": plaintext[:16].hex(), "plaintext": plaintext.hex(),
         "nonce": nonce.hex(), "aad": aad.hex(), "ciphertext": ciphertext.hex(),
-        "mac": (b64d(env.hmac) or b"").hex(),
+        "tag": ciphertext[-16:].hex(), "mac": mac.hex(),
         "bodyDigest": hashlib.blake2b(plaintext, digest_size=32).hexdigest(),
         "envelope": emcl_to_json(env),
     }
@@ -109,7 +111,12 @@ def invalid_cases(env: EMCLEnvelope) -> Iterator[tuple[str, EMCLEnvelope, str]]:
            "tampered")
     yield ("messageType changed", attrs.evolve(env, message_type=MessageType.EVENT), "tampered")
     yield ("unknown key id", attrs.evolve(env, key_id="g9"), "unknown_key")
-    yield ("padded base64", attrs.evolve(env, nonce=env.nonce + "="), "malformed")
+    yield ("base64url alphabet", attrs.evolve(
+        env, nonce=env.nonce.replace("+", "-").replace("/", "_") if "+" in env.nonce
+        or "/" in env.nonce else "-" + env.nonce[1:]), "malformed")
+    yield ("padding removed", attrs.evolve(env, hmac=env.hmac.rstrip("=")), "malformed")
+    yield ("tag bit flipped", attrs.evolve(
+        env, ciphertext=b64e(ct[:-1] + bytes([ct[-1] ^ 1]))), "tampered")
     yield ("wrong version", attrs.evolve(env, emcl_version="2.0"), "malformed")
 
 
@@ -131,30 +138,58 @@ def build() -> dict[str, Any]:
         invalid.append({"name": name, "vector": 0, "envelope": emcl_to_json(bad),
                         "reason": reason})
 
-    # 2. Pair mode: bob -> alice, the response, from X25519 static keys.
+    # 2. Pair mode: alice -> bob, an intent, and 3. bob's response bound to it.
     a_static = X25519KeyPair.from_private(fixed("alice x25519"))
     b_static = X25519KeyPair.from_private(fixed("bob x25519"))
+    ring_a = Keyring(clock=clock)
+    ring_a.set_static_key(a_static)
+    ring_a.add_peer("bob", b_static.public)
     ring_b = Keyring(clock=clock)
     ring_b.set_static_key(b_static)
     ring_b.add_peer("alice", a_static.public)
     pair_key = ring_b.pair_key("alice")
-    assert pair_key is not None
+    alice_key = ring_a.pair_key("bob")
+    assert pair_key is not None and alice_key is not None
+    assert pair_key.key_id == alice_key.key_id
     assert pair_key.enc_key == derive_pair_key(a_static, b_static.public).enc_key
+    pair_statics = {"senderStaticPrivate": a_static.private.hex(),
+                    "senderStaticPublic": a_static.public.hex(),
+                    "receiverStaticPrivate": b_static.private.hex(),
+                    "receiverStaticPublic": b_static.public.hex(),
+                    "sharedSecret": x25519(a_static.private, b_static.public).hex()}
+    request_headers = {"contentType": "application/json", "requestId": "43",
+                       "traceId": "7d3b1a52-2c39-4c5e-9a0e-5b1f3b0c9e11", "emcl": "1.0"}
+    alice_pair = Emcl(ring_a, "alice", random=fixed_random("pair-request"))
+    request = alice_pair.seal(MessageType.INTENT, INTENT_BODY, key=alice_key, recipient="bob",
+                              headers=request_headers, negotiation=NEGOTIATION)
+    vectors.append({
+        "name": "pair key, intent alice -> bob", "mode": "pair", **pair_statics,
+        "keyId": pair_key.key_id, "receiver": "bob",
+        **details(request, alice_key.enc_key, alice_key.mac_key, request_headers, INTENT_BODY),
+    })
     bob = Emcl(ring_b, "bob", random=fixed_random("pair"))
-    headers = {"contentType": "application/json", "protocolVersion": "1.0", "requestId": "42",
-               "traceId": "7d3b1a52-2c39-4c5e-9a0e-5b1f3b0c9e11", "emcl": "1.0"}
+    headers = {"contentType": "application/json", "protocolVersion": "1.0", "requestId": "43",
+               "traceId": "7d3b1a52-2c39-4c5e-9a0e-5b1f3b0c9e11", "emcl": "1.0",
+               REPLY_TO_HEADER: request.hmac}
     env2 = bob.seal(MessageType.RESPONSE, RESPONSE_BODY, key=pair_key, recipient="alice",
                     headers=headers, negotiation=NEGOTIATION)
     vectors.append({
-        "name": "pair key, response bob -> alice", "mode": "pair",
+        "name": "pair key, response bob -> alice in reply to vector 1", "mode": "pair",
         "senderStaticPrivate": b_static.private.hex(),
         "senderStaticPublic": b_static.public.hex(),
         "receiverStaticPrivate": a_static.private.hex(),
         "receiverStaticPublic": a_static.public.hex(),
         "sharedSecret": x25519(a_static.private, b_static.public).hex(),
-        "keyId": pair_key.key_id, "receiver": "alice",
+        "keyId": pair_key.key_id, "receiver": "alice", "replyTo": 1,
         **details(env2, pair_key.enc_key, pair_key.mac_key, headers, RESPONSE_BODY),
     })
+    invalid.append({"name": "bound to another request", "vector": 2,
+                    "envelope": emcl_to_json(env2),
+                    "headers": {**headers, REPLY_TO_HEADER: env.hmac}, "reason": "tampered"})
+    invalid.append({"name": "reply binding removed", "vector": 2,
+                    "envelope": emcl_to_json(env2),
+                    "headers": {k: v for k, v in headers.items() if k != REPLY_TO_HEADER},
+                    "reason": "tampered"})
 
     # 3. Identity chain: origin alice seals to gateway bob, bob forwards to carol.
     sign_a = Ed25519KeyPair.from_seed(fixed("alice ed25519"))
@@ -179,7 +214,8 @@ def build() -> dict[str, Any]:
     })
     return {
         "description": "EMCL v1 test vectors (docs/emcl-spec.md). Binary values are hex here; "
-                       "inside 'envelope' they are base64url as on the wire. Open each vector "
+                       "inside 'envelope' they are base64 as on the wire. "
+                       "'mac' is keyed BLAKE2b-256 over aad || nonce || tag. Open each vector "
                        "with the receiver's clock at 'now'.",
         "emclVersion": EMCL_VERSION,
         "now": "2026-01-01T00:00:00.250Z",
