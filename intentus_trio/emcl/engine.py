@@ -143,6 +143,8 @@ class Emcl:
         self._opened = _sodium.Scratch()
         self._ts_second = -1
         self._ts_prefix = ""
+        self._ts_ms = -1
+        self._ts_text = ""
         self._parsed_prefix = ""
         self._parsed_value = 0.0
 
@@ -163,11 +165,15 @@ class Emcl:
 
     def _timestamp(self) -> str:
         ms = int(self.clock() * 1000)
+        if ms == self._ts_ms:
+            return self._ts_text
         second, milli = divmod(ms, 1000)
         if second != self._ts_second:
             self._ts_prefix = format_timestamp(second)[:20]
             self._ts_second = second
-        return f"{self._ts_prefix}{milli:03d}Z"
+        self._ts_ms = ms
+        self._ts_text = text = f"{self._ts_prefix}{milli:03d}Z"
+        return text
 
     def _fresh(self) -> tuple[bytes, bytes]:
         fresh = self.random(_FRESH)

@@ -32,6 +32,7 @@ RawEntry = tuple[str, bytes, str, bytes]
 _u32 = struct.Struct(">I").pack
 _blake2b = hashlib.blake2b
 _CACHE_LIMIT: Final = 256
+_NO_HEADERS_NO_CHAIN: Final = bytes(8)
 
 
 def bound_headers(headers: Mapping[str, str]) -> list[tuple[str, str]]:
@@ -139,6 +140,8 @@ class AadBuilder:
             if len(self._negotiations) < _CACHE_LIMIT:
                 self._negotiations[negotiation] = neg
         ts = timestamp.encode()
+        if not headers and not chain:
+            return b"".join((prefix, _u32(len(ts)), ts, neg, _NO_HEADERS_NO_CHAIN))
         parts = [prefix, _u32(len(ts)), ts, neg, b""]
         count = 0
         if headers:
