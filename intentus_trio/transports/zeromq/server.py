@@ -1,10 +1,11 @@
 """The node side: a ROUTER for request/reply, an XPUB event hub, optionally a distributor.
 
-Requests are served by a fixed pool of tasks that all receive from the ROUTER socket: the
-task that takes a request also answers it, so a request costs no task spawn and no channel
-hop, and the pool size bounds concurrency (beyond it, requests wait in ZeroMQ's queues and
-the high-water mark pushes back on clients). Bad input never stops the server: a message with a
-usable routing envelope gets an error reply, one without is dropped and counted.
+Requests are served by a fixed pool of tasks (``pool.py``): the task that takes a request
+also answers it, and another task takes over receiving only if that request's agent suspends.
+So a request costs no task spawn and no channel hop, and the pool size bounds concurrency
+(beyond it, requests wait in ZeroMQ's queues and the high-water mark pushes back on clients).
+Bad input never stops the server: a message with a usable routing envelope gets an error
+reply, one without is dropped and counted.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ..framing import ClientFraming, FrameDispatcher, FrameProtector
 from ..zmq_trio import TrioSocket
 from . import wire
 from .endpoints import Role, check_url, connectable, endpoint, split_tcp
+from .pool import ServingPool
 from .workers import Distributor
 
 log = logging.getLogger("intentus_trio.zeromq")
@@ -201,25 +203,9 @@ class ZmqServer:
                     helpers.start_soon(self._answer_subscriptions, self._xpub)
                 if self.distributor is not None:
                     helpers.start_soon(self.distributor.run)
-                async with trio.open_nursery() as pool:
-                    for _ in range(self.max_concurrency):
-                        pool.start_soon(self._serve_requests)
+                assert self._rpc is not None
+                await ServingPool(self._rpc, self._handle, self.max_concurrency).run()
                 helpers.cancel_scope.cancel()
-
-    async def _serve_requests(self) -> None:
-        assert self._rpc is not None
-        receive = self._rpc.receive
-        handled = 0
-        while True:
-            try:
-                frames = await receive()
-            except (trio.EndOfChannel, trio.ClosedResourceError):
-                return
-            await self._handle(frames)
-            handled += 1
-            if not handled & 63:
-                # Neither receiving a queued message nor a quick agent yields: stay fair.
-                await trio.lowlevel.checkpoint()
 
     # ------------------------------------------------------------------ requests
 

@@ -36,11 +36,13 @@ from ...protocol.codec import DEFAULT_MAX_FRAME_BYTES, FrameCodec
 from ...protocol.enums import TransportProtocol
 from ...protocol.errors import AgentUnavailable, IntentusError
 from ...protocol.models import AgentResponse, IntentEnvelope
+from ...protocol.versions import negotiate
 from ...routing.router import Router
 from ..framing import ClientFraming, FrameDispatcher, FrameProtector
 from ..zmq_trio import TrioSocket
 from . import wire
 from .endpoints import endpoint
+from .pool import ServingPool
 
 log = logging.getLogger("intentus_trio.zeromq.workers")
 
@@ -51,6 +53,8 @@ RENEW = b"L"
 
 #: Leases are checked this often relative to ``lease_timeout``.
 _REAP_FRACTION = 0.25
+#: Acks are sent when the worker runs out of work, or after this many.
+ACK_BATCH = 64
 #: Worker-side receive queue per unit of concurrency: small, so a dying worker strands little.
 _WORKER_PREFETCH = 2
 
@@ -305,6 +309,9 @@ class Distributor:
 class WorkerStats:
     received: int = 0
     completed: int = 0
+    #: One-way intents that could not be decoded or whose agent returned an error (nobody
+    #: awaits their response, so this count is where such failures show).
+    failed: int = 0
     dropped_malformed: int = 0
 
 
@@ -336,7 +343,7 @@ class Worker:
         )
         self._running: set[bytes] = set()
         self._acks: list[bytes] = [ACK]
-        self._acks_ready = trio.lowlevel.ParkingLot()
+        self._push: TrioSocket | None = None
 
     async def run(
         self, work_url: str, results_url: str, *, task_status: Any = trio.TASK_STATUS_IGNORED
@@ -345,56 +352,60 @@ class Worker:
                 TrioSocket.open(zmq.PUSH, options=self._options) as push:
             pull.socket.connect(work_url)
             push.socket.connect(results_url)
+            self._push = push
+            pool = ServingPool(pull, self._run_one, self.concurrency,
+                               idle_hook=self._flush_acks)
             async with trio.open_nursery() as nursery:
-                for _ in range(self.concurrency):
-                    nursery.start_soon(self._work, pull, push)
-                nursery.start_soon(self._send_acks, push)
+                nursery.start_soon(pool.run)
                 nursery.start_soon(self._renew, push)
                 task_status.started()
 
-    async def _work(self, pull: TrioSocket, push: TrioSocket) -> None:
+    async def _run_one(self, frames: list[bytes]) -> None:
+        self.stats.received += 1
+        if len(frames) != 3:
+            self.stats.dropped_malformed += 1
+            return
+        work_id, kind, data = frames
         dispatcher = self.dispatcher
-        handled = 0
-        while True:
-            frames = await pull.receive()
-            self.stats.received += 1
-            if len(frames) != 3:
-                self.stats.dropped_malformed += 1
-                continue
-            work_id, kind, data = frames
-            self._running.add(work_id)
-            try:
-                if kind == RESULT:
-                    reply = await dispatcher.handle_bytes(data)
-                else:
-                    # Nobody awaits the result: route it and skip encoding a reply.
-                    try:
-                        frame = dispatcher.decode(data)
-                    except IntentusError:
-                        self.stats.dropped_malformed += 1
-                    else:
-                        await dispatcher.handle_frame(frame)
-            finally:
-                self._running.discard(work_id)
-            self.stats.completed += 1
+        self._running.add(work_id)
+        try:
             if kind == RESULT:
-                await push.send([RESULT, work_id, reply])
+                reply = await dispatcher.handle_bytes(data)
             else:
-                acks = self._acks
-                acks.append(work_id)
-                if len(acks) == 2:
-                    self._acks_ready.unpark()
-            handled += 1
-            if not handled & 63:
-                await trio.lowlevel.checkpoint()
+                await self._route_one_way(data)
+        finally:
+            self._running.discard(work_id)
+        self.stats.completed += 1
+        if kind == RESULT:
+            assert self._push is not None
+            await self._push.send([RESULT, work_id, reply])
+        else:
+            self._acks.append(work_id)
+            if len(self._acks) > ACK_BATCH:
+                await self._flush_acks()
 
-    async def _send_acks(self, push: TrioSocket) -> None:
+    async def _route_one_way(self, data: bytes) -> None:
+        """Nobody awaits the result: route the intent and build no reply frame."""
+        dispatcher = self.dispatcher
+        try:
+            frame, _ = dispatcher.open_request(dispatcher.decode(data))
+            negotiate(frame.protocol_negotiation, dispatcher.supported)
+        except IntentusError:
+            self.stats.failed += 1
+            return
+        body = frame.body
+        if not isinstance(body, IntentEnvelope):
+            self.stats.failed += 1
+            return
+        response = await dispatcher.router.route_intent(body)
+        if response.error is not None:
+            self.stats.failed += 1
+
+    async def _flush_acks(self) -> None:
         """One ack message for everything finished since the last one."""
-        while True:
-            if len(self._acks) == 1:
-                await self._acks_ready.park()
+        if len(self._acks) > 1 and self._push is not None:
             batch, self._acks = self._acks, [ACK]
-            await push.send(batch)
+            await self._push.send(batch)
 
     async def _renew(self, push: TrioSocket) -> None:
         while True:
