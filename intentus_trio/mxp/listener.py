@@ -91,10 +91,14 @@ class MxpListener:
     def half_open_count(self) -> int:
         return self.endpoint.half_open_count()
 
-    async def accept(self) -> MxpConnection:
-        """The next established connection; ``trio.ClosedResourceError`` once closed."""
+    async def accept(self, *, timeout: float | None = None) -> MxpConnection:
+        """The next established connection; ``trio.ClosedResourceError`` once closed,
+        ``trio.TooSlowError`` if ``timeout`` expires first."""
         try:
-            return await self._accept_recv.receive()
+            if timeout is None:
+                return await self._accept_recv.receive()
+            with trio.fail_after(timeout):
+                return await self._accept_recv.receive()
         except trio.EndOfChannel:
             raise trio.ClosedResourceError("the listener is closed") from None
 

@@ -445,6 +445,8 @@ async def test_no_leaked_tasks_after_close(autojump_clock: trio.testing.MockCloc
 async def test_listener_accept_after_close_raises(autojump_clock: trio.testing.MockClock) -> None:
     async with open_memory_network() as net:
         async with mxp_listen(net.bind(SERVER), server_config()) as listener:
+            with pytest.raises(trio.TooSlowError):
+                await listener.accept(timeout=1.0)
             listener.close()
             with pytest.raises(trio.ClosedResourceError):
                 await listener.accept()
