@@ -180,7 +180,7 @@ class IdentityEntry:
 
 @frozen
 class EMCLEnvelope:
-    """An EMCL-sealed body (RFC-0007 §6). Binary fields are base64url strings."""
+    """An EMCL-sealed body (RFC-0007 §6). Binary fields are standard base64 strings."""
 
     emcl_version: str
     ciphertext: str
