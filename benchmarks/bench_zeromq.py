@@ -62,7 +62,7 @@ def child_raw_pull(url: str, count: int) -> None:
     print("ready", flush=True)
     while True:
         for _ in range(count):
-            sock.recv()
+            sock.recv_multipart()
         done.send(b"done")
 
 
@@ -87,6 +87,13 @@ def child_worker(work_url: str, results_url: str) -> None:
             print("ready", flush=True)
 
     trio.run(main)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU time of a process (all its threads), from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def spawn(*args: str) -> tuple[subprocess.Popen[str], str]:
@@ -162,15 +169,27 @@ def bench_reqrep(rounds: int, per_round: int) -> dict[str, Any]:
         raw: list[float] = []
         ours: list[float] = []
         reference: list[float] = []
+        cpu = {"raw_client": 0.0, "raw_server": 0.0, "our_client": 0.0, "our_node": 0.0}
         for _ in range(rounds):  # interleaved so machine noise hits all alike
+            c0, s0 = time.process_time(), cpu_seconds(raw_proc.pid)
             raw += raw_round_trips(raw_url, per_round)
+            cpu["raw_client"] += time.process_time() - c0
+            cpu["raw_server"] += cpu_seconds(raw_proc.pid) - s0
+            c0, s0 = time.process_time(), cpu_seconds(node_proc.pid)
             ours += trio.run(our_round_trips, node_url, per_round)
+            cpu["our_client"] += time.process_time() - c0
+            cpu["our_node"] += cpu_seconds(node_proc.pid) - s0
             reference += reference_round_trips(node_url, per_round)
     finally:
         raw_proc.kill()
         node_proc.kill()
-    out = {"raw_pyzmq_req_rep": summary(raw), "ours_dealer_to_node": summary(ours),
-           "reference_req_to_node": summary(reference)}
+    calls = rounds * per_round
+    out: dict[str, Any] = {
+        "raw_pyzmq_req_rep": summary(raw), "ours_dealer_to_node": summary(ours),
+        "reference_req_to_node": summary(reference),
+        # CPU per round trip (process incl. its ZeroMQ I/O thread); less load-sensitive.
+        "cpu_us_per_call": {k: round(v / calls * 1e6, 1) for k, v in cpu.items()},
+    }
     out["ratio_median"] = round(
         out["ours_dealer_to_node"]["median_us"] / out["raw_pyzmq_req_rep"]["median_us"], 2)
     return out
@@ -202,10 +221,12 @@ def raw_push_pull(count: int, rounds: int) -> float:
     return best
 
 
-async def queue_throughput(workers: int, count: int, rounds: int) -> float:
+async def queue_throughput(workers: int, count: int, rounds: int) -> tuple[float, float]:
+    """Best items/s over ``rounds``, and the workers' CPU microseconds per item."""
     distributor = Distributor(max_queue=count)
-    processes = []
+    processes: list[subprocess.Popen[str]] = []
     best = 0.0
+    worker_cpu = 0.0
     async with trio.open_nursery() as nursery:
         work_url, results_url = await nursery.start(
             distributor.serve, "tcp://127.0.0.1:0", "tcp://127.0.0.1:0")
@@ -213,29 +234,34 @@ async def queue_throughput(workers: int, count: int, rounds: int) -> float:
             processes.extend(spawn("worker", work_url, results_url)[0] for _ in range(workers))
             envs = [new_intent("echo", PAYLOAD) for _ in range(count)]
             for _ in range(rounds):
+                before = sum(cpu_seconds(p.pid) for p in processes)
                 start = time.perf_counter()
                 for env in envs:
                     await distributor.submit(env)
                 await distributor.wait_idle()
                 best = max(best, count / (time.perf_counter() - start))
+                worker_cpu += sum(cpu_seconds(p.pid) for p in processes) - before
         finally:
             for process in processes:
                 process.kill()
         nursery.cancel_scope.cancel()
     assert distributor.stats.redelivered == 0
-    return best
+    return best, worker_cpu / (rounds * count) * 1e6
 
 
 def bench_queue(count: int, rounds: int) -> dict[str, Any]:
     raw = raw_push_pull(count, rounds)
-    one = trio.run(queue_throughput, 1, count, rounds)
-    two = trio.run(queue_throughput, 2, count, rounds)
+    one, one_cpu = trio.run(queue_throughput, 1, count, rounds)
+    two, _ = trio.run(queue_throughput, 2, count, rounds)
     return {
         "raw_pyzmq_push_pull_per_s": round(raw),
         "one_worker_per_s": round(one),
         "two_workers_per_s": round(two),
         "two_vs_one": round(two / one, 2),
         "one_worker_vs_raw": round(one / raw, 3),
+        # What one worker could do with a whole core to itself.
+        "worker_cpu_us_per_item": round(one_cpu, 1),
+        "one_worker_cpu_bound_per_s": round(1e6 / one_cpu) if one_cpu else None,
     }
 
 
@@ -257,17 +283,20 @@ def main() -> None:
     rounds, per_round = (3, 500) if options.quick else (7, 2000)
     count, queue_rounds = (10_000, 2) if options.quick else (40_000, 3)
     reqrep = bench_reqrep(rounds, per_round)
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     print(f"request/reply 64 B: raw pyzmq REQ/REP {reqrep['raw_pyzmq_req_rep']}, "
           f"ours {reqrep['ours_dealer_to_node']}, ratio {reqrep['ratio_median']} "
           f"(target <= 1.5); reference REQ client -> our node "
-          f"{reqrep['reference_req_to_node']}")
+          f"{reqrep['reference_req_to_node']}; CPU us/call {reqrep['cpu_us_per_call']}")
     queue = bench_queue(count, queue_rounds)
     print(f"worker queue one-way: raw PUSH/PULL {queue['raw_pyzmq_push_pull_per_s']}/s, "
           f"1 worker {queue['one_worker_per_s']}/s (target >= 25000, "
           f"{queue['one_worker_vs_raw']} of raw), 2 workers {queue['two_workers_per_s']}/s "
-          f"(x{queue['two_vs_one']})")
+          f"(x{queue['two_vs_one']}); worker CPU {queue['worker_cpu_us_per_item']} us/item "
+          f"= {queue['one_worker_cpu_bound_per_s']}/s on a free core")
     print(json.dumps({"bench": "zeromq", "quick": options.quick, "reqrep": reqrep,
-                      "queue": queue, "cpus": os.cpu_count()}))
+                      "queue": queue, "cpus": os.cpu_count(),
+                      "load_average": round(os.getloadavg()[0], 2)}))
 
 
 if __name__ == "__main__":

@@ -74,6 +74,7 @@ class TrioSocket:
         "_fd",
         "_fd_mask",
         "_fd_sleeper",
+        "_interrupt",
         "_readers",
         "_recv_shut",
         "_writers",
@@ -86,6 +87,7 @@ class TrioSocket:
         self._fd = _get(socket, int(zmq.FD))
         self._closed = False
         self._recv_shut = False
+        self._interrupt = False
         self._fd_sleeper: object | None = None
         self._fd_mask = 0
         self._readers = trio.lowlevel.ParkingLot()
@@ -148,8 +150,12 @@ class TrioSocket:
         """Return once ``EVENTS`` has a bit of ``mask`` (``POLLIN`` and/or ``POLLOUT``)."""
         while True:
             self._check_open()
-            if mask & POLLIN and self._recv_shut:
-                raise trio.EndOfChannel
+            if mask & POLLIN:
+                if self._recv_shut:
+                    raise trio.EndOfChannel
+                if self._interrupt:
+                    self._interrupt = False
+                    raise trio.WouldBlock
             events: int = _get(self.socket, _EVENTS)
             if events & mask:
                 return
@@ -243,6 +249,17 @@ class TrioSocket:
         return self._recv_frames()
 
     # ------------------------------------------------------------------ lifecycle
+
+    def interrupt_receive(self) -> None:
+        """Make one waiting (or the next) ``receive`` raise ``trio.WouldBlock``.
+
+        For an owner that keeps a single receiving task and must wake it for its own
+        reasons (a deadline) without the cost of a cancel scope around every receive.
+        """
+        self._interrupt = True
+        self._readers.unpark()
+        if self._fd_sleeper is not None and self._fd_mask & POLLIN:
+            self._kick()
 
     def shutdown_receive(self) -> None:
         """Make current and later receives raise ``trio.EndOfChannel``; sending still works.

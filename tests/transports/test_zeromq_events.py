@@ -41,6 +41,8 @@ async def test_events_from_node_agents_and_late_joiners() -> None:
     async with running_node(router) as server, open_client(server.urls["rpc"]) as client:
         with trio.fail_after(TIMEOUT):
             router.events.publish(new_event("early", {"n": 0}))  # nobody subscribed yet
+            await trio.testing.wait_all_tasks_blocked()  # the hub has sent it to nobody
+            assert server.stats.events_published == 1
             async with client.subscribe("early") as sub:
                 router.events.publish(new_event("early", {"n": 1}))
                 event = await sub.__anext__()

@@ -12,11 +12,12 @@ reports CONNECTION_FAILURE, and one sent but unanswered reports TIMEOUT.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import os
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from fnmatch import fnmatchcase
 from types import TracebackType
 from typing import Any
@@ -57,13 +58,15 @@ class ClientStats:
 
 
 class _Call:
-    __slots__ = ("event", "items", "stream")
+    __slots__ = ("done", "event", "expired", "items", "stream")
 
     def __init__(self, stream: bool) -> None:
         self.items: deque[StreamItem | IntentusError] = deque()
         #: Set while the caller waits as a follower: an item arrived, or it should lead.
         self.event: trio.Event | None = None
         self.stream = stream
+        self.expired = False
+        self.done = False
 
 
 class ZmqClient:
@@ -106,23 +109,29 @@ class ZmqClient:
         self._sock: TrioSocket | None = None
         self._closed = False
         self._subscriptions: set[TrioSocket] = set()
+        # Deadlines of waiting calls, served by one timer task: a cancel scope per call
+        # would cost more than the rest of the call's trio overhead.
+        self._deadlines: list[tuple[float, int, _Call]] = []
+        self._deadline_ids = itertools.count()
+        self._timer_scope: trio.CancelScope | None = None
+        self._nursery_cm: AbstractAsyncContextManager[trio.Nursery] | None = None
+        self._nursery: trio.Nursery | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
-    def connect(self) -> None:
+    async def __aenter__(self) -> ZmqClient:
         if self._sock is not None or self._closed:
-            raise RuntimeError("the client is already connected or closed")
+            raise RuntimeError("the client is already open or closed")
         sock = TrioSocket.open(zmq.DEALER, options={**self._options, zmq.IMMEDIATE: 1})
         try:
             sock.socket.connect(self.url)
+            self._nursery_cm = trio.open_nursery()
+            self._nursery = await self._nursery_cm.__aenter__()
         except BaseException:
             sock.close(0)
             raise
         self._sock = sock
-
-    async def __aenter__(self) -> ZmqClient:
-        if self._sock is None:
-            self.connect()
+        await self._nursery.start(self._run_timer)
         return self
 
     async def __aexit__(
@@ -134,13 +143,56 @@ class ZmqClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close every socket; calls still waiting return CONNECTION_FAILURE."""
+        """Close every socket and stop the timer; calls still waiting get CONNECTION_FAILURE."""
         self._closed = True
         for sub in list(self._subscriptions):
             sub.close(0)
         if self._sock is not None:
             self._sock.close()
-        await trio.lowlevel.checkpoint()
+        nursery_cm, self._nursery_cm = self._nursery_cm, None
+        if nursery_cm is not None and self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+            await nursery_cm.__aexit__(None, None, None)
+        else:
+            await trio.lowlevel.checkpoint()
+
+    # ------------------------------------------------------------------ deadlines
+
+    async def _run_timer(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        heap = self._deadlines
+        task_status.started()
+        while True:
+            with trio.CancelScope(deadline=heap[0][0] if heap else _INF) as scope:
+                self._timer_scope = scope
+                await trio.sleep_forever()
+            self._timer_scope = None
+            now = trio.current_time()
+            while heap and heap[0][0] <= now:
+                call = heapq.heappop(heap)[2]
+                if not call.done and not call.items:
+                    call.expired = True
+                    self._wake(call)
+
+    def _arm(self, call: _Call, deadline: float) -> None:
+        if deadline == _INF:
+            return
+        heap = self._deadlines
+        if len(heap) > 2 * len(self._calls) + 64:
+            heap[:] = [entry for entry in heap if not entry[2].done]
+            heapq.heapify(heap)
+        heapq.heappush(heap, (deadline, next(self._deadline_ids), call))
+        scope = self._timer_scope
+        if scope is not None and deadline < scope.deadline:
+            scope.deadline = deadline
+
+    def _wake(self, call: _Call) -> None:
+        """Make a waiting call look at its state (an item, a deadline, or leadership)."""
+        event = call.event
+        if event is not None:
+            self._followers.pop(call, None)
+            event.set()
+        elif self._leader is call and self._sock is not None:
+            self._sock.interrupt_receive()
 
     def _socket(self) -> TrioSocket:
         if self._closed or self._sock is None:
@@ -189,10 +241,8 @@ class ZmqClient:
             del self._calls[frames[0]]
             self._cancel_remote(frames[0])
         items.append(item)
-        event = call.event
-        if event is not None:
-            self._followers.pop(call, None)
-            event.set()
+        if call.event is not None:
+            self._wake(call)
 
     async def _next(
         self, sock: TrioSocket, call: _Call, deadline: float
@@ -200,13 +250,9 @@ class ZmqClient:
         """The call's next item; None at the deadline. Receives for everyone meanwhile."""
         items = call.items
         if not items:
-            closed = False
-            if deadline == _INF:
-                closed = await self._wait(sock, call)
-            else:
-                with trio.move_on_at(deadline):
-                    closed = await self._wait(sock, call)
-            if closed:
+            if call.expired:
+                return None
+            if await self._wait(sock, call):
                 return ConnectionFailure("the transport was closed during the call")
             if not items:
                 return None
@@ -217,11 +263,13 @@ class ZmqClient:
         items = call.items
         followers = self._followers
         try:
-            while not items:
+            while not items and not call.expired:
                 if self._leader is None:
                     self._leader = call
                     try:
                         self._dispatch(await sock.receive())
+                    except trio.WouldBlock:
+                        continue  # interrupted: the deadline may have passed
                     except (trio.ClosedResourceError, trio.EndOfChannel):
                         return True
                     finally:
@@ -277,12 +325,14 @@ class ZmqClient:
         request_id = b"%x" % next(self._ids)
         call = _Call(False)
         self._calls[request_id] = call
+        self._arm(call, deadline)
         self.stats.requests += 1
         try:
             if not await self._send(sock, [request_id, b"", data], deadline):
                 return _not_connected(env, self.url, limit)
             return self._response(await self._next(sock, call, deadline), env, limit)
         finally:
+            call.done = True
             del self._calls[request_id]
 
     async def send_stream(
@@ -298,6 +348,7 @@ class ZmqClient:
         request_id = b"%x" % next(self._ids)
         call = _Call(True)
         self._calls[request_id] = call
+        self._arm(call, deadline)
         self.stats.requests += 1
         finished = False
         try:
@@ -322,6 +373,7 @@ class ZmqClient:
                 yield self._response(item, env, limit)
                 return
         finally:
+            call.done = True
             if self._calls.pop(request_id, None) is not None and not finished:
                 self._cancel_remote(request_id)
 
@@ -339,11 +391,13 @@ class ZmqClient:
         request_id = b"%x" % next(self._ids)
         call = _Call(False)
         self._calls[request_id] = call
+        self._arm(call, deadline)
         try:
             if not await self._send(sock, [request_id, b"", data], deadline):
                 raise ConnectionFailure(f"no connection to {self.url} within {limit} s")
             item = await self._next(sock, call, deadline)
         finally:
+            call.done = True
             del self._calls[request_id]
         if item is None:
             raise TransportTimeout(f"no acknowledgement within {limit} s")
@@ -463,9 +517,5 @@ def _not_connected(env: IntentEnvelope, url: str, limit: float | None) -> AgentR
 @asynccontextmanager
 async def open_client(url: str, **options: Any) -> AsyncIterator[ZmqClient]:
     """``async with open_client("tcp://host:port") as transport: ...``"""
-    client = ZmqClient(url, **options)
-    client.connect()
-    try:
+    async with ZmqClient(url, **options) as client:
         yield client
-    finally:
-        await client.aclose()
