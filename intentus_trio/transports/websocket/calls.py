@@ -27,6 +27,10 @@ class ReplySlot:
         self.result: AgentResponse | None = None
         self.trace_id = trace_id
 
+    @property
+    def done(self) -> bool:
+        return self.result is not None
+
     def deliver(self, item: StreamItem) -> bool:
         """Settle the call with a received item; True (a unary call is then over)."""
         if isinstance(item, StreamChunk):

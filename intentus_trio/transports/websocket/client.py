@@ -1,14 +1,16 @@
 """The WebSocket client: one persistent connection carrying many concurrent calls.
 
-A supervisor task owns the connection: it connects, runs the session (a reader task that
-routes replies by ``requestId`` and events by subscription id, and a heartbeat task), and
-when the connection is lost fails every in-flight call at once with CONNECTION_FAILURE,
-then reconnects with exponential backoff and re-subscribes. Calls made while there is no
-connection wait for the outcome of the next connection attempt, within their deadline.
+A supervisor task owns the connection: it connects, runs the session (received frames are
+routed by ``requestId`` to calls and by subscription id to subscriptions, straight from the
+WebSocket library's reader task; a heartbeat task), and when the connection is lost fails
+every in-flight call at once with CONNECTION_FAILURE, then reconnects with exponential
+backoff and re-subscribes. Calls made while there is no connection wait for the outcome of
+the next connection attempt, within their deadline.
 """
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import logging
 import math
@@ -16,13 +18,20 @@ import random
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from functools import partial
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import orjson
 import trio
-from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, wrap_client_stream
+from trio_websocket import (
+    CloseReason,
+    ConnectionClosed,
+    HandshakeError,
+    WebSocketConnection,
+    wrap_client_stream,
+)
 
 from ...protocol import headers as h
 from ...protocol.codec import DEFAULT_MAX_FRAME_BYTES, FrameCodec
@@ -42,6 +51,7 @@ from ._groups import single_exceptions
 from .calls import ReplySlot, StreamSlot, WebSocketSubscription
 from .endpoint import Endpoint
 from .link import Link, describe_close
+from .stream import DirectStream, deliver_messages
 
 log = logging.getLogger("intentus_trio.transports.websocket")
 
@@ -49,7 +59,7 @@ _UNSET: Any = object()
 _NETWORK_ERRORS = (OSError, HandshakeError, ConnectionClosed, trio.BrokenResourceError,
                    trio.TooSlowError)
 
-Stream = trio.SocketStream | trio.SSLStream[trio.SocketStream]
+Stream = DirectStream | trio.SSLStream[trio.SocketStream]
 
 
 @attrs.define
@@ -100,26 +110,27 @@ class _Session:
 
     def __init__(
         self, client: WebSocketClient, ws: WebSocketConnection, nursery: trio.Nursery,
-        peer_max: int,
+        peer_max: int, stream: Stream,
     ) -> None:
         self.ws = ws
         self.nursery = nursery
         #: The largest frame the server accepts (and we send).
         self.peer_max = peer_max
         self.pending: dict[str, ReplySlot | StreamSlot] = {}
-        self.read_scope = trio.CancelScope()
+        self.ended = trio.Event()
         self.end_reason: str | None = None
         #: The peer is unresponsive: skip the closing handshake.
         self.dead = False
         self.alive = True
         self.started_at = trio.current_time()
         self.link = Link(ws, send_timeout=client.send_timeout,
-                         close_timeout=client.close_timeout, on_broken=self.die)
+                         close_timeout=client.close_timeout, on_broken=self.die,
+                         direct=stream if isinstance(stream, DirectStream) else None)
 
     def end(self, reason: str) -> None:
         if self.end_reason is None:
             self.end_reason = reason
-        self.read_scope.cancel()
+        self.ended.set()
 
     def die(self, reason: str) -> None:
         self.dead = True
@@ -194,6 +205,12 @@ class WebSocketClient:
         self._started = False
         self._background = trio.CancelScope()
         self._stopped = trio.Event()
+        #: Deadlines of unary calls waiting for their reply: (deadline, seq, slot, limit).
+        self._deadlines: list[tuple[float, int, ReplySlot, float | None]] = []
+        self._deadline_seq = itertools.count()
+        self._waiting = 0
+        self._expiry = trio.CancelScope()
+        self._expiry_wait: trio.CancelScope | None = None
         self._cm: AbstractAsyncContextManager[WebSocketClient] | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -218,6 +235,7 @@ class WebSocketClient:
         self._started = True
         with single_exceptions():
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._expire_calls)
                 nursery.start_soon(self._supervise)
                 try:
                     yield self
@@ -282,6 +300,36 @@ class WebSocketClient:
                         await trio.sleep(delay * (0.5 + random.random() / 2))
         finally:
             self._stopped.set()
+            self._expiry.cancel()
+
+    # ------------------------------------------------------------------ deadlines
+
+    async def _expire_calls(self) -> None:
+        """The one timer of every call waiting for its reply: a call's deadline costs a
+        heap entry, not a cancel scope of its own."""
+        heap = self._deadlines
+        with self._expiry:
+            while True:
+                with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as wait:
+                    self._expiry_wait = wait
+                    await trio.sleep_forever()
+                self._expiry_wait = None
+                now = trio.current_time()
+                while heap and heap[0][0] <= now:
+                    _, _, slot, limit = heapq.heappop(heap)
+                    slot.fail(TransportTimeout(f"no response within {limit} s",
+                                               details={"timeout": limit}))
+
+    def _expire_at(self, deadline: float, slot: ReplySlot, limit: float | None) -> None:
+        heap = self._deadlines
+        if len(heap) > 1024 and len(heap) > 4 * self._waiting:
+            # Entries of calls that were answered stay until their deadline; drop them.
+            heap[:] = [entry for entry in heap if not entry[2].done]
+            heapq.heapify(heap)
+        heapq.heappush(heap, (deadline, next(self._deadline_seq), slot, limit))
+        wait = self._expiry_wait
+        if wait is not None and deadline < wait.deadline:
+            wait.deadline = deadline
 
     def _attempt_failed(self, reason: str) -> None:
         self._last_failure = reason
@@ -293,7 +341,7 @@ class WebSocketClient:
         ep = self.endpoint
         tcp = await trio.open_tcp_stream(ep.host, ep.port)
         if self.ssl_context is None:
-            return tcp
+            return DirectStream(tcp, self.send_timeout)
         tls = trio.SSLStream(tcp, self.ssl_context, server_hostname=ep.host,
                              https_compatible=True)
         try:
@@ -317,13 +365,15 @@ class WebSocketClient:
             async with trio.open_nursery() as nursery:
                 with trio.fail_after(self.connect_timeout):
                     ws = await wrap_client_stream(
-                        nursery, stream, self.endpoint.host_header, self.endpoint.resource,
+                        nursery, cast(Any, stream), self.endpoint.host_header,
+                        self.endpoint.resource,
                         extra_headers=self._http_headers,
                         message_queue_size=self.message_queue_size,
                         max_message_size=2 * self.max_frame_bytes,
                     )
                 peer_max = wire.parse_max_frame(ws.handshake_headers) or self.max_frame_bytes
-                session = _Session(self, ws, nursery, min(peer_max, self.max_frame_bytes))
+                session = _Session(self, ws, nursery, min(peer_max, self.max_frame_bytes),
+                                   stream)
                 await self._run_session(session)
         except BaseExceptionGroup as group:
             matched, rest = group.split(_NETWORK_ERRORS)
@@ -350,8 +400,9 @@ class WebSocketClient:
         for sub in subs:
             nursery.start_soon(self._establish, session, sub)
         try:
-            with session.read_scope:
-                await self._read(session)
+            await deliver_messages(session.ws, nursery, partial(self._on_message, session),
+                                   partial(self._on_closed, session))
+            await session.ended.wait()
         finally:
             reason = session.end_reason or "connection closed"
             session.alive = False
@@ -380,45 +431,40 @@ class WebSocketClient:
                 session.die(f"no pong within {self.heartbeat_timeout} s")
                 return
 
-    async def _read(self, session: _Session) -> None:
-        """Route every received frame; never waits on a consumer."""
-        get_message = session.ws.get_message
-        decode = self.framing.decode_frame
-        pending = session.pending
-        subs = self._subs
-        while True:
-            try:
-                message = await get_message()
-            except ConnectionClosed as exc:
-                session.end("closed by the server: " + describe_close(exc.reason))
+    def _on_closed(self, session: _Session, reason: CloseReason | None) -> None:
+        session.end("closed by the server: " + describe_close(reason))
+
+    async def _on_message(self, session: _Session, message: str | bytes) -> None:
+        """Route one received frame; never waits on a consumer."""
+        try:
+            frame = self.framing.decode_frame(message)
+        except IntentusError as exc:
+            self._undecodable(session, message, exc)
+            return
+        headers = frame.headers
+        if frame.message_type is MessageType.RESPONSE:
+            rid = headers.get(h.REQUEST_ID)
+            pending = session.pending
+            slot = pending.get(rid) if rid is not None else None
+            if slot is None:
+                self.stats.unmatched += 1
                 return
             try:
-                frame = decode(message)
+                item = reply_item(frame)
             except IntentusError as exc:
-                self._undecodable(session, message, exc)
-                continue
-            if frame.message_type is MessageType.RESPONSE:
-                rid = frame.headers.get(h.REQUEST_ID)
-                slot = pending.get(rid) if rid is not None else None
-                if slot is None:
-                    self.stats.unmatched += 1
-                    continue
-                try:
-                    item = reply_item(frame)
-                except IntentusError as exc:
-                    slot.fail(exc)
-                    del pending[rid]  # type: ignore[arg-type]
-                    continue
-                if slot.deliver(item):
-                    del pending[rid]  # type: ignore[arg-type]
-            elif frame.message_type is MessageType.EVENT and isinstance(frame.body, Event):
-                sub = subs.get(frame.headers.get(wire.SUBSCRIPTION, ""))
-                if sub is None:
-                    self.stats.unmatched += 1
-                    continue
-                sub.push(frame.body, _count(frame.headers.get(wire.DROPPED)))
-            else:
+                slot.fail(exc)
+                del pending[rid]  # type: ignore[arg-type]
+                return
+            if slot.deliver(item):
+                del pending[rid]  # type: ignore[arg-type]
+        elif frame.message_type is MessageType.EVENT and isinstance(frame.body, Event):
+            sub = self._subs.get(headers.get(wire.SUBSCRIPTION, ""))
+            if sub is None:
                 self.stats.unmatched += 1
+                return
+            sub.push(frame.body, _count(headers.get(wire.DROPPED)))
+        else:
+            self.stats.unmatched += 1
 
     def _undecodable(self, session: _Session, message: str | bytes, exc: IntentusError) -> None:
         rid = _request_id_of(message)
@@ -510,26 +556,55 @@ class WebSocketClient:
         deadline: float,
         session: _Session | None = None,
     ) -> AgentResponse:
-        """Send one request frame and wait for its reply, within ``deadline``."""
-        slot = ReplySlot(trace_id)
-        rid = ""
-        sent = False
-        try:
-            with trio.move_on_at(deadline):
-                try:
-                    if session is None:
+        """Send one request frame and wait for its reply, within ``deadline``.
+
+        On the usual path (connected, nothing else being written) no cancel scope is
+        entered: the frame is written without waiting and the deadline timer settles the
+        reply slot if the reply is late.
+        """
+        if session is None:
+            session = self._session
+            if session is None or not session.alive or session.link.broken is not None:
+                with trio.move_on_at(deadline):
+                    try:
                         session = await self._ready(deadline)
-                    rid = self._next_id()
-                    text = encode(rid, session.peer_max)
-                    session.pending[rid] = slot
-                    await session.link.send(text)
-                    sent = True
-                except IntentusError as exc:
-                    return exc.to_response(trace_id=trace_id)
-                return await slot.wait()
-            return self._timed_out(limit, trace_id)
+                    except IntentusError as exc:
+                        return exc.to_response(trace_id=trace_id)
+                if session is None:
+                    return self._timed_out(limit, trace_id)
+        slot = ReplySlot(trace_id)
+        rid = self._next_id()
+        try:
+            text = encode(rid, session.peer_max)
+        except IntentusError as exc:
+            return exc.to_response(trace_id=trace_id)
+        link = session.link
+        pending = session.pending
+        pending[rid] = slot
+        sent = False
+        self._waiting += 1
+        try:
+            try:
+                if not session.alive:
+                    raise ConnectionFailure(
+                        f"WebSocket connection lost: {session.end_reason}",
+                        details={"reason": session.end_reason})
+                if link.can_send_now():
+                    await link.send(text)  # written at once, without waiting
+                else:
+                    with trio.move_on_at(deadline) as scope:
+                        await link.send(text)
+                    if scope.cancelled_caught:  # still waiting for its turn: nothing sent
+                        return self._timed_out(limit, trace_id)
+            except IntentusError as exc:
+                return exc.to_response(trace_id=trace_id)
+            sent = True
+            if deadline != math.inf:
+                self._expire_at(deadline, slot, limit)
+            return await slot.wait()
         finally:
-            if session is not None and rid and session.pending.pop(rid, None) is not None:
+            self._waiting -= 1
+            if pending.pop(rid, None) is not None:
                 self._cancel_remote(session, rid, sent)
 
     def _cancel_remote(self, session: _Session, rid: str, sent: bool) -> None:

@@ -1,11 +1,15 @@
-"""One accepted WebSocket connection on the server: its reader, its calls, its subscriptions.
+"""One accepted WebSocket connection on the server: its frames, its calls, its subscriptions.
 
-The reader task decodes each message and starts a task per request, so one slow agent
-never delays another call on the same connection. Admission is bounded: past
-``max_concurrent`` calls the reader stops reading, and TCP carries the backpressure to the
-client. Replies go out through the Link (whole frames, ``send_timeout`` per frame); a client
-that stops reading is disconnected. Each subscription is a task draining a bounded
-EventBus subscription that drops its oldest event when the client falls behind.
+Each received message is decoded in the WebSocket library's reader task and every request
+is handed to a call worker of its own, so one slow agent never delays another call on the
+same connection. Workers are kept for the next request once their call is done (a few
+idle ones at most): handing a request to a waiting worker is a single task switch, the
+cost a bare WebSocket echo pays too, where starting a task per request costs several.
+Admission is bounded: past ``max_concurrent`` calls the reader stops reading, and TCP
+carries the backpressure to the client. Replies go out through the Link (whole frames,
+``send_timeout`` per frame); a client that stops reading is disconnected. Each
+subscription is a task draining a bounded EventBus subscription that drops its oldest
+event when the client falls behind.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection
+from trio_websocket import CloseReason, WebSocketConnection
 
 from ...protocol import headers as h
 from ...protocol.enums import TransportProtocol
@@ -35,6 +39,7 @@ from ...routing.events import Subscription
 from ..framing import event_frame, response_frame
 from . import wire
 from .link import Link, describe_close
+from .stream import DirectStream, deliver_messages
 
 if TYPE_CHECKING:
     from .server import WebSocketServer
@@ -68,8 +73,18 @@ class _Call:
         self.credit -= 1
 
 
+#: Call workers kept waiting for the next request, per connection.
+MAX_IDLE_WORKERS = 8
+
+_Job = tuple[TransportEnvelope, "str | None", _Call, bool, "trio.Event | None",
+             "trio.Event | None"]
+
+
 class ServerConnection:
-    def __init__(self, server: WebSocketServer, ws: WebSocketConnection, peer_max: int) -> None:
+    def __init__(
+        self, server: WebSocketServer, ws: WebSocketConnection, peer_max: int,
+        direct: DirectStream | None = None,
+    ) -> None:
         self.server = server
         self.ws = ws
         self.dispatcher = server.dispatcher
@@ -77,14 +92,22 @@ class ServerConnection:
         #: The largest reply frame this client accepts.
         self.reply_limit = min(server.max_frame_bytes, peer_max)
         self.link = Link(ws, send_timeout=server.send_timeout,
-                         close_timeout=server.close_timeout, on_broken=self._broken)
+                         close_timeout=server.close_timeout, on_broken=self._broken,
+                         direct=direct)
+        #: Idle workers wait on the receiving end; a request is handed over with
+        #: ``send_nowait``, which succeeds only when one is waiting.
+        self._jobs, self._job_queue = trio.open_memory_channel[_Job](0)
+        self.idle_workers = 0
         self.calls: dict[str, _Call] = {}
         #: Requests being processed, with or without a requestId.
         self.active = 0
         self.subs: dict[str, tuple[trio.CancelScope, Subscription]] = {}
         self.capacity = trio.Semaphore(server.max_concurrent)
         self.scope = trio.CancelScope()
-        self.read_scope = trio.CancelScope()
+        #: Set when no more requests are read (closed, idle, draining, aborted).
+        self.reading_ended = trio.Event()
+        #: Cancels an admission wait in the reader when reading ends.
+        self._admission_scope: trio.CancelScope | None = None
         self.last_activity = trio.current_time()
         self.stalled = False
         self.stalls = 0
@@ -105,8 +128,8 @@ class ServerConnection:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
                     nursery.start_soon(self._keepalive)
-                    with self.read_scope:
-                        await self._read()
+                    await deliver_messages(self.ws, nursery, self._on_message, self._on_closed)
+                    await self.reading_ended.wait()
                     if self.draining:
                         await self._drain()
                     nursery.cancel_scope.cancel()
@@ -121,7 +144,12 @@ class ServerConnection:
         """Stop reading and close the connection with ``code``."""
         if self.close_reason is None:
             self.close_code, self.close_reason = code, reason
-        self.read_scope.cancel()
+        self._stop_reading()
+
+    def _stop_reading(self) -> None:
+        self.reading_ended.set()
+        if self._admission_scope is not None:
+            self._admission_scope.cancel()
 
     def abort(self, code: int, reason: str) -> None:
         """Stop everything on this connection at once."""
@@ -130,6 +158,7 @@ class ServerConnection:
         self.aborted = True
         self.server.stats.aborted += 1
         log.info("WebSocket connection aborted: %s", reason)
+        self._stop_reading()
         self.scope.cancel()
 
     def _broken(self, reason: str) -> None:
@@ -174,53 +203,72 @@ class ServerConnection:
 
     # ------------------------------------------------------------------ reading
 
-    async def _read(self) -> None:
-        get_message = self.ws.get_message
-        decode = self.dispatcher.decode
+    def _on_closed(self, reason: CloseReason | None) -> None:
+        self.end(1000, describe_close(reason))
+
+    async def _on_message(self, message: str | bytes) -> None:
+        """Handle one received message (runs in the library's reader task)."""
+        if self.reading_ended.is_set():
+            return
+        try:
+            await self._handle_message(message)
+        except Exception:
+            # A bug here must cost one connection, never the server.
+            log.exception("WebSocket frame handling failed")
+            if self.close_reason is None:
+                self.close_code, self.close_reason = 1011, "internal error"
+            self._stop_reading()
+
+    async def _handle_message(self, message: str | bytes) -> None:
         stats = self.server.stats
-        while True:
-            try:
-                message = await get_message()
-            except ConnectionClosed as exc:
-                self.end(1000, describe_close(exc.reason))
-                return
-            self.last_activity = trio.current_time()
-            stats.frames_in += 1
-            if isinstance(message, bytes):
-                stats.malformed += 1
-                await self._reply_error(MalformedMessage(
-                    "binary WebSocket messages are not accepted: "
-                    "send each frame as one UTF-8 JSON text message"), data=message)
-                continue
-            try:
-                frame = decode(message)
-            except IntentusError as exc:
-                stats.malformed += 1
-                await self._reply_error(exc, data=message)
-                continue
-            if wire.CONTROL in frame.headers:
-                await self._control(frame)
-                continue
-            rid = frame.headers.get(h.REQUEST_ID)
-            if rid is not None and rid in self.calls:
-                await self._reply_error(ProtocolError(
-                    "this requestId is already in flight on this connection",
-                    details={"requestId": rid}), request=frame)
-                continue
-            await self._admit()
+        self.last_activity = trio.current_time()
+        stats.frames_in += 1
+        if isinstance(message, bytes):
+            stats.malformed += 1
+            await self._reply_error(MalformedMessage(
+                "binary WebSocket messages are not accepted: "
+                "send each frame as one UTF-8 JSON text message"), data=message)
+            return
+        try:
+            frame = self.dispatcher.decode(message)
+        except IntentusError as exc:
+            stats.malformed += 1
+            await self._reply_error(exc, data=message)
+            return
+        headers = frame.headers
+        if wire.CONTROL in headers:
+            await self._control(frame)
+            return
+        rid = headers.get(h.REQUEST_ID)
+        if rid is not None and rid in self.calls:
+            await self._reply_error(ProtocolError(
+                "this requestId is already in flight on this connection",
+                details={"requestId": rid}), request=frame)
+            return
+        if await self._admit():
             self._start(frame, rid)
 
-    async def _admit(self) -> None:
+    async def _admit(self) -> bool:
+        """Take a call slot, waiting while ``max_concurrent`` calls run; False if reading
+        ended meanwhile."""
         try:
             self.capacity.acquire_nowait()
         except trio.WouldBlock:
-            self.stalled = True
-            self.stalls += 1
-            self.server.stats.stalls += 1
-            try:
-                await self.capacity.acquire()
-            finally:
-                self.stalled = False
+            pass
+        else:
+            return True
+        self.stalled = True
+        self.stalls += 1
+        self.server.stats.stalls += 1
+        try:
+            with trio.CancelScope() as self._admission_scope:
+                if not self.reading_ended.is_set():
+                    await self.capacity.acquire()
+                    return True
+            return False
+        finally:
+            self._admission_scope = None
+            self.stalled = False
 
     def _start(self, frame: TransportEnvelope, rid: str | None) -> None:
         timeout = wire.timeout_seconds(frame.headers, self.server.max_call_timeout)
@@ -237,8 +285,24 @@ class ServerConnection:
         self.active += 1
         stats = self.server.stats
         stats.peak_active = max(stats.peak_active, self.active)
-        assert self._nursery is not None
-        self._nursery.start_soon(self._serve, frame, rid, call, stream, before, done)
+        job: _Job = (frame, rid, call, stream, before, done)
+        try:
+            self._jobs.send_nowait(job)
+        except trio.WouldBlock:
+            assert self._nursery is not None
+            self._nursery.start_soon(self._worker, job)
+
+    async def _worker(self, job: _Job) -> None:
+        """Serve ``job``, then wait for further requests while few workers are idle."""
+        while True:
+            await self._serve(*job)
+            if self.idle_workers >= MAX_IDLE_WORKERS:
+                return
+            self.idle_workers += 1
+            try:
+                job = await self._job_queue.receive()
+            finally:
+                self.idle_workers -= 1
 
     # ------------------------------------------------------------------ calls
 

@@ -5,6 +5,12 @@ of the stream as garbage. So a frame whose write has begun is always finished, s
 from the caller's cancellation but bounded by ``send_timeout``; waiting for one's turn is
 cancellable. A peer that does not read for ``send_timeout`` is treated as gone: the link
 breaks, ``on_broken`` ends the connection, and every later send fails at once.
+
+Over plain TCP the ``DirectStream`` below the library keeps that promise itself (a write
+either completes at once or is finished shielded), and the library's own lock orders the
+writers, so a send costs no cancel scope of its own, and usually no yield either
+(``DirectWriter``). Over TLS the whole send is shielded: the TLS layer cannot be
+interrupted half way through a record either.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import trio
 from trio_websocket import CloseReason, ConnectionClosed, WebSocketConnection
 
 from ...protocol.errors import ConnectionFailure
+from .stream import DirectStream, DirectWriter
 
 
 def describe_close(reason: CloseReason | None) -> str:
@@ -33,8 +40,12 @@ class Link:
         send_timeout: float,
         close_timeout: float,
         on_broken: Callable[[str], None],
+        direct: DirectStream | None = None,
     ) -> None:
         self.ws = ws
+        #: The plain TCP stream under ``ws``, whose writes are already atomic; None for TLS.
+        self.direct = direct
+        self.writer = DirectWriter.of(ws, direct)
         self.send_timeout = send_timeout
         self.close_timeout = close_timeout
         self.on_broken = on_broken
@@ -50,10 +61,32 @@ class Link:
         return ConnectionFailure(f"WebSocket connection lost: {self.broken}",
                                  details={"reason": self.broken})
 
+    def can_send_now(self) -> bool:
+        """True when ``send`` would write at once, without waiting (and so without a
+        cancellation point)."""
+        writer = self.writer
+        return self.broken is None and writer is not None and writer.ready()
+
     async def send(self, text: str) -> None:
         """Write one message; raises ``ConnectionFailure`` if the connection is unusable."""
         if self.broken is not None:
             raise self._break(self.broken)
+        direct = self.direct
+        if direct is not None:
+            writer = self.writer
+            if writer is not None and writer.ready():
+                try:
+                    await writer.send(text)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    raise self._break(direct.failure or "connection lost") from None
+                self.sent += 1
+                return
+            try:
+                await self.ws.send_message(text)
+            except ConnectionClosed as exc:
+                raise self._break(direct.failure or describe_close(exc.reason)) from None
+            self.sent += 1
+            return
         try:
             self._lock.acquire_nowait()
         except trio.WouldBlock:

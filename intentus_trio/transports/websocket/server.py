@@ -8,13 +8,13 @@ only then cancels whatever is left.
 
 from __future__ import annotations
 
+import logging
 import ssl
-from functools import partial
 from typing import Any
 
 import attrs
 import trio
-from trio_websocket import WebSocketRequest, serve_websocket
+from trio_websocket import WebSocketRequest, wrap_server_stream
 
 from ...protocol.codec import DEFAULT_MAX_FRAME_BYTES, FrameCodec
 from ...protocol.enums import TransportProtocol
@@ -24,6 +24,9 @@ from . import wire
 from ._groups import single_exceptions
 from .connection import ServerConnection
 from .endpoint import Endpoint
+from .stream import DirectStream
+
+log = logging.getLogger("intentus_trio.transports.websocket")
 
 
 @attrs.define
@@ -143,17 +146,39 @@ class WebSocketServer:
         self, listening: trio.CancelScope, workers: trio.Nursery, *, task_status: Any
     ) -> None:
         with listening:
+            host, port = self.endpoint.host, self.endpoint.port
+            tcp = await trio.open_tcp_listeners(port, host=host)
+            bound = tcp[0].socket.getsockname()[1]
+            task_status.started(bound)
+            if self.ssl_context is None:
+                await trio.serve_listeners(self._accepted, tcp, handler_nursery=workers)
+            else:
+                tls = [trio.SSLListener(listener, self.ssl_context) for listener in tcp]
+                await trio.serve_listeners(self._accepted, tls, handler_nursery=workers)
+
+    async def _accepted(
+        self, stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
+    ) -> None:
+        """One TCP (or TLS) connection: the opening handshake, then the WebSocket session."""
+        plain = DirectStream(stream, self.send_timeout) if isinstance(
+            stream, trio.SocketStream) else None
+        try:
             async with trio.open_nursery() as nursery:
-                server = await nursery.start(partial(
-                    serve_websocket, self._handle, self.endpoint.host, self.endpoint.port,
-                    self.ssl_context,
-                    handler_nursery=workers,
-                    message_queue_size=self.message_queue_size,
-                    max_message_size=2 * self.max_frame_bytes,
-                    connect_timeout=self.handshake_timeout,
-                    disconnect_timeout=self.close_timeout,
-                ))
-                task_status.started(server.port)
+                request: WebSocketRequest | None = None
+                with trio.move_on_after(self.handshake_timeout):
+                    request = await wrap_server_stream(
+                        nursery, plain or stream,
+                        message_queue_size=self.message_queue_size,
+                        max_message_size=2 * self.max_frame_bytes,
+                    )
+                if request is not None:
+                    await self._handle(request, plain)
+                nursery.cancel_scope.cancel()
+        except Exception:
+            # A bug here must cost one connection, never the server.
+            log.exception("WebSocket connection failed")
+        finally:
+            await trio.aclose_forcefully(stream)
 
     async def _shutdown(self, listening: trio.CancelScope) -> None:
         self._draining = True
@@ -164,17 +189,18 @@ class WebSocketServer:
             with trio.move_on_after(self.shutdown_timeout):
                 await self._drained.wait()
 
-    async def _handle(self, request: WebSocketRequest) -> None:
+    async def _handle(self, request: WebSocketRequest, plain: DirectStream | None) -> None:
         refusal = self._refusal(request)
         if refusal is not None:
             self.stats.rejected += 1
             status, text = refusal
-            await request.reject(status, body=text.encode())
+            with trio.move_on_after(self.close_timeout):
+                await request.reject(status, body=text.encode())
             return
         peer_max = wire.parse_max_frame(request.headers) or self.max_frame_bytes
         ws = await request.accept(
             extra_headers=[(wire.MAX_FRAME_HTTP_HEADER, str(self.max_frame_bytes).encode())])
-        conn = ServerConnection(self, ws, peer_max)
+        conn = ServerConnection(self, ws, peer_max, plain)
         self.connections.add(conn)
         self.stats.connections += 1
         self._connections_change()
