@@ -478,3 +478,29 @@ async def test_keys_from_the_shared_key_module(
     assert public_key_bytes(server_pair) == server_pair.public
     with pytest.raises(ValueError):
         public_key_bytes(b"short")
+
+
+async def test_leaving_the_listener_closes_its_connections(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    leave, ready = trio.Event(), trio.Event()
+
+    async def serve(net: MemoryNetwork) -> None:
+        async with mxp_listen(net.bind(SERVER), server_config()) as listener:
+            ready.set()
+            await listener.accept()
+            await leave.wait()
+
+    async with open_memory_network() as net, trio.open_nursery() as nursery:
+        nursery.start_soon(serve, net)
+        await ready.wait()
+        async with dial(net) as conn:
+            leave.set()
+            reason = await conn.wait_closed()
+            assert (reason.error_code, reason.reason, reason.by_peer) == (
+                ErrorCode.NO_ERROR,
+                "server closing",
+                True,
+            )
+            with pytest.raises(ConnectionClosedError, match="server closing"):
+                await conn.send_datagram(b"anyone?")
