@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import trio
 
@@ -258,7 +258,7 @@ async def serve_mxp(
     config: ServerConfiguration,
     *,
     task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED,
-    **options: int,
+    **options: Any,
 ) -> NoReturn:
     """Run ``handler(conn)`` in its own task for every connection until cancelled;
     ``await nursery.start(serve_mxp, handler, ("127.0.0.1", 0), config)`` returns the bound
