@@ -219,7 +219,7 @@ def event_payload(event: Event) -> bytes:
 
 
 def event_from_payload(
-    obj: JsonObject, *, default_type: str, event_id: str, source: str, trace_id: str
+    obj: JsonObject, *, default_type: str, event_id: str, source: str, trace_id: str | None
 ) -> Event:
     """An Event from our Event JSON, or from any object an MXP agent publishes.
 

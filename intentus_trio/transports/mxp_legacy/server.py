@@ -29,6 +29,7 @@ from ...protocol.errors import (
     UnsupportedMessageType,
 )
 from ...protocol.factory import new_id
+from ...protocol.models import IntentEnvelope
 from ...routing.router import Router
 from .payloads import (
     call_envelope,
@@ -79,6 +80,14 @@ class LegacyServerStats:
     """Datagrams that are not one valid MXP message, by `DecodeErrorReason` value."""
 
 
+@attrs.frozen
+class _Job:
+    message: MxpMessage
+    peer: Address
+    env: IntentEnvelope
+    echo: str | None
+
+
 _NO_REPLY: Final = b""
 """Reply-cache value of a request that was handled and has nothing to resend (an Event)."""
 
@@ -94,7 +103,7 @@ class _LegacyServer:
         reply_cache_size: int,
         call_timeout: float | None,
         default_event_type: str,
-        queue: trio.MemorySendChannel[tuple[MxpMessage, Address]],
+        queue: trio.MemorySendChannel[_Job],
     ) -> None:
         self.router = router
         self.carrier = carrier
@@ -188,8 +197,15 @@ class _LegacyServer:
                 "compressed or encrypted payloads are not supported by the legacy MXP adapter",
                 details={"flags": int(message.flags)}))
         elif kind is MessageType.CALL:
+            # Decoded here, not in a worker: malformed Calls never take a worker's place.
             try:
-                self.queue.send_nowait((message, peer))
+                env, echo = call_envelope(json_object(message.payload),
+                                          trace_id=self._trace(message), source=self.source)
+            except IntentusError as exc:
+                self._error(message, peer, exc)
+                return
+            try:
+                self.queue.send_nowait(_Job(message, peer, env, echo))
             except trio.WouldBlock:
                 stats.saturated += 1
                 return
@@ -216,7 +232,7 @@ class _LegacyServer:
                 default_type=self.default_event_type,
                 event_id=f"mxp-{message.message_id:016x}",
                 source=self.source,
-                trace_id=self._trace(message),
+                trace_id=self.trace_ids.from_wire(message.trace_id) if message.trace_id else None,
             )
         except IntentusError as exc:
             self._error(message, peer, exc)
@@ -228,27 +244,21 @@ class _LegacyServer:
 
     # ------------------------------------------------------------------ calls
 
-    async def worker(self, jobs: trio.MemoryReceiveChannel[tuple[MxpMessage, Address]]) -> None:
-        async for message, peer in jobs:
-            kind, payload = await self._call(message, peer)
-            self._reply(message, peer, kind, payload)
+    async def worker(self, jobs: trio.MemoryReceiveChannel[_Job]) -> None:
+        async for job in jobs:
+            payload = await self._call(job.env, job.echo)
+            self._reply(job.message, job.peer, MessageType.RESPONSE, payload)
 
-    async def _call(self, message: MxpMessage, peer: Address) -> tuple[MessageType, bytes]:
-        try:
-            env, echo = call_envelope(json_object(message.payload), trace_id=self._trace(message),
-                                      source=self.source)
-        except IntentusError as exc:
-            return MessageType.ERROR, error_payload(exc)
+    async def _call(self, env: IntentEnvelope, echo: str | None) -> bytes:
         trace_id = env.metadata.trace_id
         self.trace_ids.to_wire(trace_id)
         with trio.move_on_after(self.call_timeout):
             response = await self.router.route_intent(env)
             try:
-                return MessageType.RESPONSE, check_size(response_payload(response, echo))
+                return check_size(response_payload(response, echo))
             except PayloadTooLarge as exc:
-                return MessageType.RESPONSE, response_payload(
-                    exc.to_response(trace_id=trace_id), echo)
-        return MessageType.RESPONSE, response_payload(AgentTimeout(
+                return response_payload(exc.to_response(trace_id=trace_id), echo)
+        return response_payload(AgentTimeout(
             f"no response within {self.call_timeout} s",
             details={"timeout": self.call_timeout}).to_response(trace_id=trace_id), echo)
 
@@ -280,7 +290,7 @@ async def serve_legacy(
     own = carrier is None
     if carrier is None:
         carrier = await open_udp_carrier(host, port)
-    send, receive = trio.open_memory_channel[tuple[MxpMessage, Address]](queue_size)
+    send, receive = trio.open_memory_channel[_Job](queue_size)
     server = _LegacyServer(
         router, carrier,
         stats=stats if stats is not None else LegacyServerStats(),
