@@ -48,21 +48,41 @@ log = logging.getLogger("intentus_trio.transports.websocket")
 
 
 class _Call:
-    """A call in progress: its cancel scope (deadline) and, for streams, its credit."""
+    """A request in progress: what it asked for, how to cancel it, its stream credit."""
 
-    __slots__ = ("_more", "credit", "peer_cancelled", "scope")
+    __slots__ = ("_more", "before", "credit", "deadline", "done", "frame", "peer_cancelled",
+                 "rid", "scope", "stream")
 
-    def __init__(self, deadline: float, window: int | None) -> None:
-        self.scope = trio.CancelScope(deadline=deadline)
+    def __init__(
+        self, frame: TransportEnvelope, rid: str | None, deadline: float, stream: bool,
+        window: int | None,
+    ) -> None:
+        self.frame = frame
+        self.rid = rid
+        self.deadline = deadline
+        self.stream = stream
+        #: The cancel scope the call runs in, while it runs.
+        self.scope: trio.CancelScope | None = None
         self.peer_cancelled = False
         #: Chunks the client can still take; None when it does no flow control.
         self.credit = window
-        self._more = trio.Event()
+        self._more: trio.Event | None = None
+        #: For requests without a requestId: the previous one's ``done`` (answers leave in
+        #: arrival order) and this one's.
+        self.before: trio.Event | None = None
+        self.done: trio.Event | None = None
+
+    def cancel(self) -> None:
+        """The client cancelled the call: stop it, and do not answer."""
+        self.peer_cancelled = True
+        if self.scope is not None:
+            self.scope.cancel()
 
     def grant(self, n: int) -> None:
         if self.credit is not None:
             self.credit += n
-            self._more.set()
+            if self._more is not None:
+                self._more.set()
 
     async def take(self) -> None:
         if self.credit is None:
@@ -75,9 +95,6 @@ class _Call:
 
 #: Call workers kept waiting for the next request, per connection.
 MAX_IDLE_WORKERS = 8
-
-_Job = tuple[TransportEnvelope, "str | None", _Call, bool, "trio.Event | None",
-             "trio.Event | None"]
 
 
 class ServerConnection:
@@ -96,7 +113,7 @@ class ServerConnection:
                          direct=direct)
         #: Idle workers wait on the receiving end; a request is handed over with
         #: ``send_nowait``, which succeeds only when one is waiting.
-        self._jobs, self._job_queue = trio.open_memory_channel[_Job](0)
+        self._jobs, self._job_queue = trio.open_memory_channel[_Call](0)
         self.idle_workers = 0
         self.calls: dict[str, _Call] = {}
         #: Requests being processed, with or without a requestId.
@@ -271,85 +288,114 @@ class ServerConnection:
             self.stalled = False
 
     def _start(self, frame: TransportEnvelope, rid: str | None) -> None:
-        timeout = wire.timeout_seconds(frame.headers, self.server.max_call_timeout)
+        headers = frame.headers
+        timeout = wire.timeout_seconds(headers, self.server.max_call_timeout)
         deadline = math.inf if timeout is None else trio.current_time() + timeout
-        stream = frame.headers.get(h.STREAM) == wire.STREAM_OPEN
-        call = _Call(deadline, wire.window(frame.headers) if stream else None)
-        before: trio.Event | None = None
-        done: trio.Event | None = None
+        stream = headers.get(h.STREAM) == wire.STREAM_OPEN
+        call = _Call(frame, rid, deadline, stream, wire.window(headers) if stream else None)
         if rid is None:
-            before, done = self._uncorrelated_tail, trio.Event()
-            self._uncorrelated_tail = done
+            call.before, call.done = self._uncorrelated_tail, trio.Event()
+            self._uncorrelated_tail = call.done
         else:
             self.calls[rid] = call
         self.active += 1
         stats = self.server.stats
-        stats.peak_active = max(stats.peak_active, self.active)
-        job: _Job = (frame, rid, call, stream, before, done)
+        if self.active > stats.peak_active:
+            stats.peak_active = self.active
         try:
-            self._jobs.send_nowait(job)
+            self._jobs.send_nowait(call)
         except trio.WouldBlock:
             assert self._nursery is not None
-            self._nursery.start_soon(self._worker, job)
-
-    async def _worker(self, job: _Job) -> None:
-        """Serve ``job``, then wait for further requests while few workers are idle."""
-        while True:
-            await self._serve(*job)
-            if self.idle_workers >= MAX_IDLE_WORKERS:
-                return
-            self.idle_workers += 1
-            try:
-                job = await self._job_queue.receive()
-            finally:
-                self.idle_workers -= 1
+            self._nursery.start_soon(self._worker, call)
 
     # ------------------------------------------------------------------ calls
 
-    async def _serve(
-        self,
-        frame: TransportEnvelope,
-        rid: str | None,
-        call: _Call,
-        stream: bool,
-        before: trio.Event | None,
-        done: trio.Event | None,
-    ) -> None:
-        try:
-            reply: TransportEnvelope | None = None
-            with call.scope:
-                if stream:
-                    await self._stream(frame, call, before)
-                else:
-                    reply = await self.dispatcher.handle_frame(frame)
-            if call.scope.cancelled_caught:
-                reply = None if call.peer_cancelled else self.dispatcher.error_frame(
-                    TransportTimeout("the call did not finish within its deadline",
-                                     details={"requestId": rid}), request=frame)
-                if reply is None:
-                    self.server.stats.cancelled += 1
-                else:
-                    self.server.stats.timeouts += 1
-            if before is not None:
-                await before.wait()
-            if reply is not None:
-                await self._send(reply, frame)
-        finally:
-            if done is not None:
-                done.set()
-            if rid is not None:
-                self.calls.pop(rid, None)
-            self.capacity.release()
-            self.active -= 1
-            if not self.active:
-                self.last_activity = trio.current_time()
-                self._quiet.set()
+    async def _worker(self, first: _Call) -> None:
+        """Run calls, one at a time: ``first``, then whatever comes while few workers wait.
 
-    async def _stream(
-        self, frame: TransportEnvelope, call: _Call, before: trio.Event | None
-    ) -> None:
-        if before is not None:
-            await before.wait()
+        Calls run in a cancel scope that serves one call after another (its deadline set
+        to each call's) until one is cancelled: entering a scope per call would cost more
+        than the rest of the worker's bookkeeping together.
+        """
+        call: _Call | None = first
+        try:
+            while call is not None:
+                reply: TransportEnvelope | None = None
+                with trio.CancelScope() as scope:
+                    while True:
+                        reply = None
+                        scope.deadline = call.deadline
+                        call.scope = scope
+                        if call.peer_cancelled:
+                            scope.cancel()
+                        if call.stream:
+                            await self._stream(call)
+                        else:
+                            reply = await self.dispatcher.handle_frame(call.frame)
+                        call.scope = None
+                        if scope.cancel_called:
+                            break  # cancelled just as it finished: this scope is spent
+                        scope.deadline = math.inf
+                        finished, call = call, None
+                        await self._answer(finished, reply)
+                        call = await self._next_call()
+                        if call is None:
+                            return
+                assert call is not None
+                call.scope = None
+                if scope.cancelled_caught:
+                    reply = self._interrupted(call)
+                finished, call = call, None
+                await self._answer(finished, reply)
+                call = await self._next_call()
+        finally:
+            if call is not None:
+                self._release(call)
+
+    async def _next_call(self) -> _Call | None:
+        """The next request handed to this worker; None: enough workers wait already."""
+        if self.idle_workers >= MAX_IDLE_WORKERS:
+            return None
+        self.idle_workers += 1
+        try:
+            return await self._job_queue.receive()
+        finally:
+            self.idle_workers -= 1
+
+    def _interrupted(self, call: _Call) -> TransportEnvelope | None:
+        """The answer to a call stopped by its deadline; none if the client cancelled it."""
+        if call.peer_cancelled:
+            self.server.stats.cancelled += 1
+            return None
+        self.server.stats.timeouts += 1
+        return self.dispatcher.error_frame(
+            TransportTimeout("the call did not finish within its deadline",
+                             details={"requestId": call.rid}), request=call.frame)
+
+    async def _answer(self, call: _Call, reply: TransportEnvelope | None) -> None:
+        try:
+            if call.before is not None:
+                await call.before.wait()
+            if reply is not None:
+                await self._send(reply, call.frame)
+        finally:
+            self._release(call)
+
+    def _release(self, call: _Call) -> None:
+        if call.done is not None:
+            call.done.set()
+        if call.rid is not None:
+            self.calls.pop(call.rid, None)
+        self.capacity.release()
+        self.active -= 1
+        if not self.active:
+            self.last_activity = trio.current_time()
+            self._quiet.set()
+
+    async def _stream(self, call: _Call) -> None:
+        if call.before is not None:
+            await call.before.wait()
+        frame = call.frame
         async with aclosing(self.dispatcher.handle_stream(frame)) as replies:
             async for reply in replies:
                 if reply.headers.get(h.STREAM) == h.STREAM_CHUNK:
@@ -399,8 +445,7 @@ class ServerConnection:
                     if amount:
                         call.grant(amount)
                     else:
-                        call.peer_cancelled = True
-                        call.scope.cancel()
+                        call.cancel()
                 return
             if op is wire.Control.SUBSCRIBE:
                 result = await self._subscribe(payload, sealed)
