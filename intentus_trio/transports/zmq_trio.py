@@ -148,23 +148,28 @@ class TrioSocket:
 
     async def wait(self, mask: int) -> None:
         """Return once ``EVENTS`` has a bit of ``mask`` (``POLLIN`` and/or ``POLLOUT``)."""
-        while True:
-            self._check_open()
+        self._check_open()
+        await self._wait(mask, _get(self.socket, _EVENTS))
+
+    async def _wait(self, mask: int, events: int) -> None:
+        """``wait`` given a fresh reading of ``EVENTS``."""
+        while not events & mask:
             if mask & POLLIN:
                 if self._recv_shut:
                     raise trio.EndOfChannel
                 if self._interrupt:
                     self._interrupt = False
                     raise trio.WouldBlock
-            events: int = _get(self.socket, _EVENTS)
-            if events & mask:
-                return
             if events and (self._readers or self._writers):
                 self._handoff(events)
             if self._fd_sleeper is None:
                 await self._sleep_on_fd(mask)
             else:
                 await (self._readers if mask & POLLIN else self._writers).park()
+            self._check_open()
+            if mask & POLLIN and self._recv_shut:
+                raise trio.EndOfChannel
+            events = _get(self.socket, _EVENTS)
 
     async def _sleep_on_fd(self, mask: int) -> None:
         token = self._fd_sleeper = object()
@@ -244,8 +249,9 @@ class TrioSocket:
         self._check_open()
         if self._recv_shut:
             raise trio.EndOfChannel
-        if not _get(self.socket, _EVENTS) & POLLIN:
-            await self.wait(POLLIN)
+        events = _get(self.socket, _EVENTS)
+        if not events & POLLIN:
+            await self._wait(POLLIN, events)
         return self._recv_frames()
 
     # ------------------------------------------------------------------ lifecycle

@@ -93,12 +93,14 @@ class ServingPool:
                     continue
                 self._receiving = True
                 try:
-                    try:
-                        frames = sock.receive_nowait()
-                    except trio.WouldBlock:
-                        if self.idle_hook is not None:
-                            await self.idle_hook()
+                    if self.idle_hook is None:
                         frames = await sock.receive()
+                    else:
+                        try:
+                            frames = sock.receive_nowait()
+                        except trio.WouldBlock:
+                            await self.idle_hook()
+                            frames = await sock.receive()
                 finally:
                     self._receiving = False
                 await run_inline(self.handle(frames), self._take_over)
