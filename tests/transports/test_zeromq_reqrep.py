@@ -262,3 +262,33 @@ async def test_no_tasks_left_behind() -> None:
     assert task_count() == before
     with pytest.raises(trio.ClosedResourceError):
         await c.send_intent(new_intent("echo", {}))
+
+
+async def test_stream_that_falls_behind_ends_with_an_error_and_is_cancelled() -> None:
+    router = make_router()
+    stopped = trio.Event()
+
+    @router.agent("firehose", "firehose")
+    async def firehose(env: IntentEnvelope) -> AsyncIterator[JsonObject]:
+        try:
+            for i in range(100_000):
+                yield {"i": i}
+                await trio.sleep(0.001)
+        finally:
+            stopped.set()
+
+    async with running_node(router) as server, \
+            open_client(server.urls["rpc"], stream_buffer=5) as c:
+        with trio.fail_after(TIMEOUT):
+            stream = c.send_stream(new_intent("firehose", {}))
+            first = await stream.__anext__()
+            assert isinstance(first, StreamChunk)
+            # While this task waits for another call, it receives the stream's chunks too.
+            assert (await c.send_intent(new_intent("sleep", {"seconds": 0.2}))).ok
+            final = await stream.__anext__()
+            assert isinstance(final, AgentResponse) and final.error is not None
+            assert "behind" in final.error.message
+            await stream.aclose()
+            await stopped.wait()
+        assert c.stats.streams_overflowed == 1
+        assert server.stats.streams_cancelled == 1
