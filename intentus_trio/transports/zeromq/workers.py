@@ -96,6 +96,7 @@ class Distributor:
         protector: FrameProtector | None = None,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         hwm: int = 1000,
+        prefetch: int = 100,
         heartbeat: float | None = 2.0,
     ) -> None:
         if lease_timeout <= 0 or max_attempts < 1 or max_queue < 1:
@@ -111,6 +112,9 @@ class Distributor:
             hwm=hwm, max_message_bytes=max_frame_bytes * wire.MAXMSGSIZE_FACTOR,
             heartbeat=heartbeat,
         )
+        #: Messages queued towards each worker on this side (``SNDHWM`` of the PUSH socket):
+        #: small, so a dying worker strands little and a slow one hoards little.
+        self.prefetch = prefetch
         self._ids = itertools.count(1)
         self._pending: deque[_Work] = deque()
         self._leased: dict[bytes, _Work] = {}
@@ -133,6 +137,7 @@ class Distributor:
 
     def attach(self, push: TrioSocket, pull: TrioSocket) -> None:
         """Use bound sockets (a node binds them next to its request/reply endpoint)."""
+        push.socket.setsockopt(zmq.SNDHWM, self.prefetch)
         self._push, self._pull = push, pull
 
     async def serve(
@@ -141,9 +146,9 @@ class Distributor:
         """Bind the two endpoints and run until cancelled (a standalone distributor)."""
         with TrioSocket.open(zmq.PUSH, options=self._options) as push, \
                 TrioSocket.open(zmq.PULL, options=self._options) as pull:
+            self.attach(push, pull)
             push.socket.bind(work_url)
             pull.socket.bind(results_url)
-            self.attach(push, pull)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self.run)
                 task_status.started((push.socket.getsockopt_string(zmq.LAST_ENDPOINT),
