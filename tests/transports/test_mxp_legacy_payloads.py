@@ -15,7 +15,13 @@ from intentus_trio.protocol.enums import ErrorCode
 from intentus_trio.protocol.errors import MalformedMessage, ValidationError
 from intentus_trio.protocol.factory import new_intent
 from intentus_trio.protocol.models import AgentResponse
-from intentus_trio.transports.mxp_legacy import TraceIdMap, trace_text, wire_trace
+from intentus_trio.routing.router import Router
+from intentus_trio.transports.mxp_legacy import (
+    LegacyServerStats,
+    TraceIdMap,
+    trace_text,
+    wire_trace,
+)
 from intentus_trio.transports.mxp_legacy.payloads import (
     PayloadStyle,
     call_envelope,
@@ -25,8 +31,9 @@ from intentus_trio.transports.mxp_legacy.payloads import (
     reply_response,
     response_payload,
 )
+from intentus_trio.transports.mxp_legacy.server import _LegacyServer
 
-from .test_mxp_legacy_helpers import SERVER, exchange, raw_encode, sim_pair
+from .test_mxp_legacy_helpers import SERVER, exchange, raw_decode, raw_encode, sim_pair
 
 U64 = st.integers(min_value=0, max_value=(1 << 64) - 1)
 
@@ -133,3 +140,37 @@ async def test_reply_cache_is_bounded(autojump_clock: trio.testing.MockClock) ->
         assert s.echo.calls == 3 and s.stats.duplicates == 1
         await exchange(peer, raw_encode(0x10, body, 1, 1), SERVER)  # forgotten: runs again
         assert s.echo.calls == 4
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["intent", "type", "payload", "metadata", "context", "eventType",
+                         "request_id", "name", "version", "traceId", "routing", "x"]),
+        inner, max_size=4),
+    max_leaves=12,
+)
+
+
+class _Sink:
+    local_address = ("10.0.0.1", 9000)
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def send_nowait(self, data: bytes, address: tuple[str, int]) -> bool:
+        self.sent.append(data)
+        return True
+
+
+@given(st.sampled_from([0x01, 0x02, 0x03, 0x10, 0x11, 0x12, 0x20, 0xF0, 0xF1]),
+       st.integers(0, 15), st.one_of(JSON.map(orjson.dumps), st.binary(max_size=64)))
+def test_server_never_raises_on_any_message(type_: int, flags: int, payload: bytes) -> None:
+    send, _receive = trio.open_memory_channel[object](10)
+    sink = _Sink()
+    server = _LegacyServer(Router(), sink, stats=LegacyServerStats(),  # type: ignore[arg-type]
+                           trace_ids=TraceIdMap(), reply_cache_size=8, call_timeout=1.0,
+                           default_event_type="e", queue=send)  # type: ignore[arg-type]
+    server.handle_datagram(raw_encode(type_, payload, 1, 2, flags), ("10.0.0.2", 1))
+    for data in sink.sent:
+        assert raw_decode(data).message_id == 1
