@@ -143,7 +143,7 @@ async def test_reply_cache_is_bounded(autojump_clock: trio.testing.MockClock) ->
 
 
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=8),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
         st.sampled_from(["intent", "type", "payload", "metadata", "context", "eventType",
                          "request_id", "name", "version", "traceId", "routing", "x"]),
