@@ -38,6 +38,7 @@ from typing import Any, NoReturn
 import attrs
 import trio
 
+from intentus_trio._groups import unwrap_single
 from intentus_trio.mxp.carrier import Address, CarrierStats
 
 __all__ = [
@@ -54,7 +55,6 @@ __all__ = [
     "Partition",
     "Transmission",
     "open_memory_network",
-    "unwrap_single_exception",
 ]
 
 MAX_DATAGRAM_SIZE = 65507
@@ -652,33 +652,6 @@ class MemoryNetwork:
         self._record(EventKind.DELIVERED, src, dst, data)
 
 
-def _single_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return None if isinstance(exc, BaseExceptionGroup) else exc
-
-
-@contextmanager
-def unwrap_single_exception() -> Iterator[None]:
-    """Re-raise a lone exception from a nursery as itself, not as a one-member ExceptionGroup.
-
-    Used around the nurseries that `open_*` context managers own, so an error in the user's
-    block reaches the user unchanged.
-    """
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        leaf = _single_leaf(group)
-        if leaf is None:
-            raise
-        context = leaf.__context__
-        try:
-            raise leaf
-        finally:
-            leaf.__context__ = context
-
-
 @asynccontextmanager
 async def open_memory_network(
     *,
@@ -694,7 +667,7 @@ async def open_memory_network(
     network = MemoryNetwork(
         seed=seed, conditions=conditions, receive_queue_size=receive_queue_size, trace=trace
     )
-    with unwrap_single_exception():
+    with unwrap_single():
         async with trio.open_nursery() as nursery:
             await nursery.start(network.run)
             try:

@@ -27,13 +27,13 @@ from typing import NoReturn
 import attrs
 import trio
 
+from intentus_trio._groups import unwrap_single
 from intentus_trio.mxp.carrier import Address, UdpCarrier, open_udp_carrier
 from intentus_trio.testing.netsim import (
     DelayLine,
     ImpairmentStats,
     LinkConditions,
     LinkModel,
-    unwrap_single_exception,
 )
 
 __all__ = ["RelayStats", "UdpRelay", "open_udp_relay", "serve_udp_relay"]
@@ -390,7 +390,7 @@ async def open_udp_relay(
         max_clients=max_clients,
         idle_timeout=idle_timeout,
     )
-    with unwrap_single_exception():
+    with unwrap_single():
         async with trio.open_nursery() as nursery:
             await nursery.start(relay.serve)
             try:

@@ -21,6 +21,7 @@ import attrs
 import httpx
 import trio
 
+from ..._groups import lone_exception
 from ...protocol.codec import (
     DEFAULT_MAX_FRAME_BYTES,
     FrameCodec,
@@ -43,7 +44,6 @@ from ...protocol.models import AgentResponse, Event, IntentEnvelope, StreamChunk
 from ..base import StreamItem
 from ..framing import ClientFraming, FrameProtector, request_frame
 from . import jsonrpc, wire
-from ._groups import lone_exception
 from .retry import RetryPolicy, parse_retry_after
 
 T = TypeVar("T")

@@ -18,9 +18,9 @@ from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 from hypercorn.typing import Framework
 
+from ..._groups import unwrap_single
 from ...routing.router import Router
 from ..framing import FrameProtector
-from ._groups import unwrap_single
 from .app import HttpApp, ServerLimits
 from .tasks import TaskStore
 

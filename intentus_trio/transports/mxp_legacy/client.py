@@ -23,6 +23,7 @@ from typing import Any, Final
 import attrs
 import trio
 
+from ..._groups import unwrap_single
 from ...mxp.carrier import Address, DatagramCarrier, open_udp_carrier
 from ...mxp.message import MessageFlags, MessageType, MxpDecodeError, MxpMessage, decode, encode
 from ...protocol.codec import loads
@@ -327,20 +328,6 @@ async def _resolve(host: str, port: int) -> tuple[Address, str]:
     return peer, "::" if family == socket.AF_INET6 else "0.0.0.0"
 
 
-@contextmanager
-def _lone_exception() -> Iterator[None]:
-    """Re-raise a nursery's lone exception as itself: users never see one-member groups."""
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        exc: BaseException = group
-        while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-            exc = exc.exceptions[0]
-        if isinstance(exc, BaseExceptionGroup):
-            raise
-        raise exc from None
-
-
 @asynccontextmanager
 async def open_legacy_client(
     host: str,
@@ -364,7 +351,7 @@ async def open_legacy_client(
         peer = (host, port)
     client = LegacyMxpClient(carrier, peer, **options)
     try:
-        with _lone_exception():
+        with unwrap_single():
             async with trio.open_nursery() as nursery:
                 await nursery.start(client.run)
                 try:

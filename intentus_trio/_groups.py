@@ -1,4 +1,9 @@
-"""Exception groups that hold a single exception are unwrapped before users see them."""
+"""Exception groups that hold a single exception are unwrapped before users see them.
+
+Nurseries wrap whatever escapes them in an ExceptionGroup; a user of ``open_client``,
+``serve`` or any other context manager of this package should see the one exception that
+happened, not a group around it.
+"""
 
 from __future__ import annotations
 
@@ -25,4 +30,9 @@ def unwrap_single() -> Iterator[None]:
         lone = lone_exception(group)
         if lone is None:
             raise
-        raise lone from None
+        context = lone.__context__
+        try:
+            raise lone
+        finally:
+            lone.__context__ = context
+            del lone, context
