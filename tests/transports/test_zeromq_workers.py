@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import pytest
 import trio
 import zmq
 
@@ -18,7 +20,7 @@ from intentus_trio.routing.router import Router
 from intentus_trio.transports.zeromq import WORKERS_AGENT, open_client, run_worker
 from intentus_trio.transports.zmq_trio import TrioSocket
 
-from .zmq_helpers import running_node
+from .zmq_helpers import URL, running_node
 
 TIMEOUT = 20.0
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -72,14 +74,16 @@ def node_router() -> Router:
     return Router(name="distributor")  # no local agents: every job goes to the workers
 
 
-async def test_requests_run_on_an_in_process_worker() -> None:
+@pytest.mark.parametrize("scheme", ["tcp", "ipc"])
+async def test_requests_run_on_an_in_process_worker(scheme: str) -> None:
+    url = URL if scheme == "tcp" else f"ipc://{tempfile.mkdtemp()}/node"
     worker_router = Router(name="worker")
 
     @worker_router.agent("job", "job")
     async def job(env: IntentEnvelope) -> JsonObject:
         return {"n": env.payload["n"] * 2}
 
-    async with running_node(node_router(), distribute="job") as server:
+    async with running_node(node_router(), url, distribute="job") as server:
         with trio.fail_after(TIMEOUT):
             async with trio.open_nursery() as nursery:
                 await nursery.start(run_worker, worker_router, server.urls["rpc"])
