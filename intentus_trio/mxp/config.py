@@ -17,7 +17,13 @@ DEFAULT_PROLOGUE = b"intentus-mxp/1"
 
 @attrs.frozen
 class Configuration:
-    """Settings shared by both roles; all durations in seconds."""
+    """Settings shared by both roles; all durations in seconds, sizes in bytes.
+
+    The stream settings are what this side grants the peer (receive windows, which auto-tune
+    from the initial value up to the ``*_window`` cap, and stream counts) plus how much
+    unacknowledged data one stream may buffer before its writer waits (``stream_send_buffer``).
+    See docs/mxp-tuning.md.
+    """
 
     static_key: KeyPair
     idle_timeout: float = 30.0
@@ -33,6 +39,16 @@ class Configuration:
     replay_window: int = 1024
     max_pending_datagrams: int = 256
     prologue: bytes = DEFAULT_PROLOGUE
+    congestion_control: str = "newreno"
+    pacing: bool = True
+    ack_eliciting_threshold: int = 2
+    max_data: int = 1 << 20
+    max_data_window: int = 16 << 20
+    max_stream_data: int = 256 << 10
+    max_stream_window: int = 4 << 20
+    max_streams_bidi: int = 100
+    max_streams_uni: int = 100
+    stream_send_buffer: int = 1 << 20
 
 
 def allow_keys(keys: set[bytes] | frozenset[bytes] | list[bytes]) -> ClientPolicy:

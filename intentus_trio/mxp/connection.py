@@ -9,6 +9,12 @@ Handshake (Noise IK, two messages): the client's INITIAL carries message 1 and i
 backoff until the server's HANDSHAKE (message 2) arrives; the server resends message 2 until the
 client's first protected packet proves the client holds the session keys, which also validates
 the client's address and lifts the 3x anti-amplification limit.
+
+Once established, protected packets are built and received by the reliability layers (see
+docs/mxp-reliability.md): an ``AckTracker`` and ``LossRecovery`` with a congestion controller
+and pacer, a ``StreamManager`` for reliable streams, and a ``PacketAssembler`` that fills each
+packet. The connection itself contributes DATAGRAM and PING frames as a control source and
+learns through a delivery record when the peer confirmed a new key phase.
 """
 
 from __future__ import annotations
@@ -19,10 +25,12 @@ import hmac
 import math
 import os
 from collections.abc import Callable
+from typing import Any
 
 import attrs
 
 from intentus_trio.mxp.config import Address, Configuration
+from intentus_trio.mxp.congestion import make_controller
 from intentus_trio.mxp.events import (
     ConnectionClosed,
     DatagramReceived,
@@ -31,20 +39,21 @@ from intentus_trio.mxp.events import (
     HandshakeCompleted,
     KeyUpdated,
 )
+from intentus_trio.mxp.flow import FlowControlError
 from intentus_trio.mxp.frames import (
     Ack,
     Close,
     Datagram,
     Frame,
     FrameError,
-    FrameType,
+    Padding,
     Ping,
     datagram_overhead,
-    decode_frames,
     encode_frame,
 )
 from intentus_trio.mxp.keyupdate import OneRttKeys
 from intentus_trio.mxp.noise import HandshakeState, NoiseError
+from intentus_trio.mxp.pacing import Pacer
 from intentus_trio.mxp.packet import (
     CID_LEN,
     LONG_HEADER_LEN,
@@ -64,17 +73,21 @@ from intentus_trio.mxp.params import (
     encode_handshake_payload,
 )
 from intentus_trio.mxp.protection import TAG_LEN
-from intentus_trio.mxp.rangeset import RangeSet
-from intentus_trio.mxp.stats import Drop, Stats
+from intentus_trio.mxp.recovery import AckError, AckTracker, Delivery, LossRecovery
+from intentus_trio.mxp.scheduler import PacketAssembler
+from intentus_trio.mxp.stats import Drop, PathStats, Stats
+from intentus_trio.mxp.stream_frames import STREAM_FRAME_CLASSES, StreamFrame, decode_payload
+from intentus_trio.mxp.streams import StreamLimits, StreamManager
 from intentus_trio.mxp.tokens import retry_integrity_tag
 from intentus_trio.mxp.varint import DecodeError, encode_varint
 
 AMPLIFICATION_FACTOR = 3
 _NOISE_MSG1_OVERHEAD = 32 + 48 + 16
 _MAX_CLOSE_REPEATS = 3
-_MAX_SENT_RECORDS = 4096
-_DATAGRAM_TYPE = bytes((FrameType.DATAGRAM,))
-_PING_TYPE = bytes((FrameType.PING,))
+_DATAGRAM_TYPE = 0x04
+_PING_TYPE = 0x01
+# the timer answer when the assembler claims work it then does not build (never expected)
+_SEND_RETRY_DELAY = 0.001
 
 
 class State(enum.Enum):
@@ -152,29 +165,24 @@ class Connection:
         self._hs_message1 = b""
         self._message1 = b""
         self._heard_protected = False
-        # 1-RTT state
+        # 1-RTT state; the reliability layers are built when the handshake completes
         self._next_pn = 0
-        self._largest_acked: int | None = None
-        # send times of ack-eliciting packets not yet acknowledged
-        self._sent: dict[int, float] = {}
-        self._received = RangeSet()
-        self._ack_eliciting_unacked = 0
-        self._ack_at: float | None = None
-        self._largest_received_time = now
         self._ping_pending = False
         self._datagrams: collections.deque[bytes] = collections.deque()
-        self._send_gen_first_pn = 0
         self._key_phase_confirmed = False
         self._packets_in_generation = 0
         self._last_received = now
         self._last_activity = now
         self._last_ping_sent = now
-        self._srtt: float | None = None
-        self._rttvar = 0.0
+        self._recovery: LossRecovery | None = None
+        self._acks: AckTracker | None = None
+        self._streams: StreamManager | None = None
+        self._assembler: PacketAssembler | None = None
+        self._send_at: float | None = None
+        self._key_phase_delivery = _KeyPhaseConfirmation(self)
         self._close_frame: Close | None = None
         self._close_pending = False
         self._close_repeats = 0
-        self._unacked_received = False
         self._close_end: float | None = None
         self._max_datagram_cache: tuple[TransportParameters | None, int] | None = None
 
@@ -320,6 +328,43 @@ class Connection:
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
 
+    @property
+    def streams(self) -> StreamManager | None:
+        """The stream manager (None until the handshake completes): open, write, read, reset.
+        After calling into it, call ``datagrams_to_send`` as after any input."""
+        return self._streams
+
+    def path_stats(self) -> PathStats:
+        """RTT, congestion window and loss-recovery counters (zeros before the handshake)."""
+        recovery = self._recovery
+        if recovery is None:
+            return PathStats()
+        rtt = recovery.rtt
+        cc = recovery.cc
+        pacer = self._assembler.pacer if self._assembler is not None else None
+        acks = self._acks
+        streams = self._streams
+        return PathStats(
+            smoothed_rtt=rtt.smoothed_rtt,
+            min_rtt=rtt.min_rtt,
+            rttvar=rtt.rttvar,
+            latest_rtt=rtt.latest_rtt,
+            cwnd=cc.cwnd,
+            ssthresh=cc.ssthresh,
+            bytes_in_flight=cc.bytes_in_flight,
+            congestion_events=cc.congestion_events,
+            pacing_rate=pacer.rate if pacer is not None else math.inf,
+            packets_sent=recovery.stats.packets_sent,
+            packets_acked=recovery.stats.packets_acked,
+            packets_lost=recovery.stats.packets_lost,
+            spurious_losses=recovery.stats.spurious_losses,
+            ptos=recovery.stats.ptos,
+            persistent_congestion=recovery.stats.persistent_congestion,
+            packet_threshold=recovery.packet_threshold,
+            acks_sent=acks.acks_sent if acks is not None else 0,
+            open_streams=len(streams) if streams is not None else 0,
+        )
+
     def max_datagram_size(self) -> int:
         """The largest payload ``send_datagram`` accepts now: what fits in one packet and, once
         known, what the peer accepts (its ``max_datagram_frame_size``)."""
@@ -375,6 +420,7 @@ class Connection:
         self._record_close(error_code, reason, by_peer=False)
         self.state = State.CLOSING
         self._close_end = now + 3 * self._pto()
+        self._discard_in_flight()
 
     # ------------------------------------------------------------------ receive
 
@@ -496,17 +542,61 @@ class Connection:
         self._handshake_packet = None
         self._send_handshake_packet = False
         self._retransmit_at = None
-        self._rtt_sample(now - self._created)
-        self._established(now)
+        self._established(now, now - self._created)
         self._ping_pending = True
 
-    def _established(self, now: float) -> None:
+    def _established(self, now: float, handshake_rtt: float) -> None:
         self.state = State.ESTABLISHED
         self._last_received = now
         self._last_activity = now
+        self._build_reliability(now, handshake_rtt)
         self.stats.handshakes_completed += 1
         assert self.remote_static is not None
         self._events.append(HandshakeCompleted(self.host_cid, self.remote_static))
+
+    def _build_reliability(self, now: float, handshake_rtt: float) -> None:
+        """Loss recovery, congestion control, pacing, ACKs and streams for 1-RTT packets, from
+        our configuration and the peer's transport parameters."""
+        cfg = self.configuration
+        peer = self.peer_params
+        assert peer is not None
+        size = self._packet_size()
+        recovery = LossRecovery(
+            make_controller(cfg.congestion_control, size), max_ack_delay=peer.max_ack_delay
+        )
+        # the handshake round trip is the first sample (it may include a retransmission)
+        recovery.rtt.update(handshake_rtt, 0.0, peer.max_ack_delay, now)
+        acks = AckTracker(
+            max_ack_delay=cfg.max_ack_delay, ack_eliciting_threshold=cfg.ack_eliciting_threshold
+        )
+        local = StreamLimits(
+            max_data=cfg.max_data,
+            max_data_window=cfg.max_data_window,
+            max_stream_data=cfg.max_stream_data,
+            max_stream_window=cfg.max_stream_window,
+            max_streams_bidi=cfg.max_streams_bidi,
+            max_streams_uni=cfg.max_streams_uni,
+            send_buffer=cfg.stream_send_buffer,
+        )
+        granted = StreamLimits(
+            max_data=peer.initial_max_data,
+            max_stream_data=peer.initial_max_stream_data,
+            max_streams_bidi=peer.initial_max_streams_bidi,
+            max_streams_uni=peer.initial_max_streams_uni,
+        )
+        streams = StreamManager(
+            is_client=self.is_client, local=local, peer=granted, rtt=recovery.rtt
+        )
+        self._recovery = recovery
+        self._acks = acks
+        self._streams = streams
+        self._assembler = PacketAssembler(
+            streams,
+            acks,
+            recovery,
+            Pacer(size) if cfg.pacing else None,
+            control_sources=[_ConnectionFrames(self)],
+        )
 
     def _receive_short(self, data: bytes, now: float) -> None:
         keys = self._keys
@@ -532,72 +622,76 @@ class Connection:
             self._handshake_packet = None
             self._send_handshake_packet = False
             self._retransmit_at = None
-            self._rtt_sample(now - self._created)
-            self._established(now)
+            self._established(now, now - self._created)
         try:
-            frames = decode_frames(opened.payload)
+            frames = decode_payload(opened.payload)
         except FrameError as exc:
             self.close(now, ErrorCode.FRAME_ENCODING_ERROR, str(exc))
             return
-        self._received.add(opened.pn)
-        self._unacked_received = True
-        ack_eliciting = False
-        for frame in frames:
-            if isinstance(frame, Datagram):
-                ack_eliciting = True
-                if len(frame.data) > self.configuration.max_datagram_frame_size:
-                    self.close(now, ErrorCode.PROTOCOL_VIOLATION, "datagram frame too large")
-                    return
-                if self.state is State.ESTABLISHED:
-                    self._events.append(DatagramReceived(self.host_cid, frame.data))
-            elif isinstance(frame, Ping):
-                ack_eliciting = True
-            elif isinstance(frame, Ack):
-                self._on_ack(frame, now)
-            elif isinstance(frame, Close):
-                self._on_peer_close(frame, now)
-                return
         if self.state is State.CLOSING:
+            for frame in frames:
+                if type(frame) is Close:
+                    self._on_peer_close(frame, now)
+                    return
             if self._close_repeats < _MAX_CLOSE_REPEATS:
                 self._close_repeats += 1
                 self._close_pending = True
             return
-        if ack_eliciting:
-            self._ack_eliciting_unacked += 1
-            if self._ack_at is None:
-                self._ack_at = now + self.configuration.max_ack_delay
-                self._largest_received_time = now
-            if self._ack_eliciting_unacked >= 2:
-                self._ack_at = now
+        streams = self._streams
+        recovery = self._recovery
+        acks = self._acks
+        assert streams is not None and recovery is not None and acks is not None
+        ack_eliciting = False
+        try:
+            for frame in frames:
+                kind = type(frame)
+                if kind is StreamFrame:
+                    ack_eliciting = True
+                    streams.handle_frame(frame, now)  # type: ignore[arg-type]
+                elif kind is Ack:
+                    ack = frame
+                    assert isinstance(ack, Ack)
+                    recovery.on_ack_received(ack.ranges, ack.delay / 1e6, now)
+                elif kind is Datagram:
+                    ack_eliciting = True
+                    assert isinstance(frame, Datagram)
+                    if len(frame.data) > self.configuration.max_datagram_frame_size:
+                        self.close(now, ErrorCode.PROTOCOL_VIOLATION, "datagram frame too large")
+                        return
+                    self._events.append(DatagramReceived(self.host_cid, frame.data))
+                elif kind is Ping:
+                    ack_eliciting = True
+                elif kind is Close:
+                    assert isinstance(frame, Close)
+                    self._on_peer_close(frame, now)
+                    return
+                elif kind is not Padding:
+                    assert isinstance(frame, STREAM_FRAME_CLASSES)
+                    ack_eliciting = True
+                    streams.handle_frame(frame, now)
+        except AckError as exc:
+            self.close(now, ErrorCode.PROTOCOL_VIOLATION, str(exc))
+            return
+        except FlowControlError as exc:
+            self.close(now, exc.code, str(exc))
+            return
+        acks.on_packet_received(opened.pn, ack_eliciting, now)
+        events = self._events
+        while (event := streams.next_event()) is not None:
+            events.append(event)
 
     def _on_peer_close(self, frame: Close, now: float) -> None:
         self._record_close(frame.error_code, frame.reason, by_peer=True)
         self.state = State.DRAINING
         self._close_end = now + 3 * self._pto()
+        self._discard_in_flight()
 
-    def _on_ack(self, frame: Ack, now: float) -> None:
-        largest = frame.largest
-        if largest >= self._next_pn:
-            self.close(now, ErrorCode.PROTOCOL_VIOLATION, "ACK for a packet never sent")
-            return
-        if self._largest_acked is None or largest > self._largest_acked:
-            self._largest_acked = largest
-            sent_at = self._sent.get(largest)
-            if sent_at is not None:
-                self._rtt_sample(now - sent_at - frame.delay / 1e6)
-        sent = self._sent
-        for lo, hi in frame.ranges:
-            if hi - lo < len(sent):
-                acked = [pn for pn in range(lo, hi + 1) if pn in sent]
-            else:
-                acked = [pn for pn in sent if lo <= pn <= hi]
-            for pn in acked:
-                del sent[pn]
-                if pn >= self._send_gen_first_pn:
-                    self._key_phase_confirmed = True
+    def _discard_in_flight(self) -> None:
+        if self._recovery is not None:
+            self._recovery.discard_all()
+        self._send_at = None
 
     def _on_send_generation_changed(self) -> None:
-        self._send_gen_first_pn = self._next_pn
         self._key_phase_confirmed = False
         self._packets_in_generation = 0
         # an ack-eliciting packet in the new phase lets the peer's ACK confirm it
@@ -624,18 +718,11 @@ class Connection:
             self.bytes_sent_unvalidated += size
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        ack_at = self._ack_at
-        if (
-            not self._datagrams
-            and not self._ping_pending
-            and not self._send_handshake_packet
-            and not self._close_pending
-            and (ack_at is None or now < ack_at)
-            and self.configuration.key_update_after_packets is None
-        ):
-            return []  # asked after every input; usually there is nothing to send
+        state = self.state
+        if state is State.ESTABLISHED and not self._send_handshake_packet:
+            return self._send_protected(now)  # the only case on an established connection
         out: list[tuple[bytes, Address]] = []
-        if self.state in (State.CLOSED, State.DRAINING):
+        if state in (State.CLOSED, State.DRAINING):
             return out
         if self._send_handshake_packet and self._handshake_packet is not None:
             self._send_handshake_packet = False
@@ -645,21 +732,16 @@ class Connection:
                 out.append((hs_packet, self.peer_address))
             else:
                 self.stats.drop(Drop.AMPLIFICATION_LIMIT)
-        if self._keys is None or self.state is State.SERVER_UNCONFIRMED:
+        if self._keys is None or state in (State.SERVER_UNCONFIRMED, State.CLIENT_INITIAL):
             return out
-        if self.state is State.CLOSING:
+        if state is State.CLOSING:
             if self._close_pending and self._close_frame is not None:
-                packet = self._build_packet([self._close_frame], now)
+                packet = self._build_packet([self._close_frame])
                 self._close_pending = False
                 if packet is not None:
                     out.append((packet, self.peer_address))
             return out
-        self._maybe_auto_key_update()
-        while True:
-            packet = self._next_packet(now)
-            if packet is None:
-                break
-            out.append((packet, self.peer_address))
+        out += self._send_protected(now)
         return out
 
     def _maybe_auto_key_update(self) -> None:
@@ -667,72 +749,57 @@ class Connection:
         if limit is not None and self._packets_in_generation >= limit:
             self.request_key_update()
 
-    def _next_packet(self, now: float) -> bytes | None:
-        datagrams = self._datagrams
-        ack_at = self._ack_at
-        if not datagrams and not self._ping_pending and (ack_at is None or now < ack_at):
-            return None  # the common "nothing more to send" answer, cheaply
-        parts: list[bytes] = []
-        ack_eliciting = False
-        room = self._packet_size() - SHORT_PN_OFFSET - 4 - TAG_LEN
-        ack_due = ack_at is not None and now >= ack_at
-        piggyback = self._unacked_received and bool(datagrams or self._ping_pending)
-        if self._received and (ack_due or piggyback):
-            ack = encode_frame(Ack(self._received.descending()[:16], self._ack_delay_us(now)))
-            if len(ack) <= room:
-                parts.append(ack)
-                room -= len(ack)
-                self._ack_eliciting_unacked = 0
-                self._ack_at = None
-                self._unacked_received = False
-        limit = self.max_datagram_size()
-        while datagrams:
-            data = datagrams[0]
-            size = len(data)
-            head = encode_varint(size)
-            need = 1 + len(head) + size
-            if size > limit or need > room:
-                if size > limit or not parts:
-                    # queued before the peer's (smaller) limit was known: drop it
-                    datagrams.popleft()
-                    self.stats.drop(Drop.QUEUE_FULL)
-                    continue
+    def _send_protected(self, now: float) -> list[tuple[bytes, Address]]:
+        """Every 1-RTT packet the assembler lets go now (ACKs, control, datagrams, stream data
+        within the congestion window and pacing), then the time the next one may go."""
+        assembler = self._assembler
+        keys = self._keys
+        assert assembler is not None and keys is not None
+        if self.configuration.key_update_after_packets is not None:
+            self._maybe_auto_key_update()
+        out: list[tuple[bytes, Address]] = []
+        recovery = assembler.recovery
+        base = self._packet_size() - SHORT_PN_OFFSET - TAG_LEN
+        peer_cid = self.peer_cid
+        address = self.peer_address
+        stats = self.stats
+        build = assembler.build
+        while True:
+            pn = self._next_pn
+            truncated, pn_len = encode_packet_number(pn, recovery.largest_acked)
+            packet = build(now, base - pn_len)
+            if packet is None:
                 break
-            datagrams.popleft()
-            parts += (_DATAGRAM_TYPE, head, data)
-            room -= need
-            ack_eliciting = True
-        if self._ping_pending and room >= 1:
-            parts.append(_PING_TYPE)
-            self._ping_pending = False
-            ack_eliciting = True
-        if not parts:
-            return None
-        return self._seal(b"".join(parts), ack_eliciting, now)
+            if not self._key_phase_confirmed:
+                packet.deliveries.append((self._key_phase_delivery, keys.send_generation))
+            datagram = keys.protect(peer_cid, pn, truncated, pn_len, bytes(packet.payload))
+            self._next_pn = pn + 1
+            self._packets_in_generation += 1
+            if packet.ack_eliciting:
+                self._last_activity = now
+            size = len(datagram)
+            assembler.on_packet_sent(packet, pn, size, now)
+            stats.datagrams_sent += 1
+            stats.bytes_sent += size
+            out.append((datagram, address))
+        send_at = assembler.next_send_time(now)
+        if send_at is not None and send_at <= now:
+            send_at = now + _SEND_RETRY_DELAY
+        self._send_at = send_at
+        return out
 
-    def _ack_delay_us(self, now: float) -> int:
-        return max(0, round((now - self._largest_received_time) * 1e6))
-
-    def _build_packet(self, frames: list[Frame], now: float) -> bytes | None:
-        payload = b"".join([encode_frame(f) for f in frames])
-        return self._seal(payload, any(isinstance(f, (Ping, Datagram)) for f in frames), now)
-
-    def _seal(self, payload: bytes, ack_eliciting: bool, now: float) -> bytes | None:
+    def _build_packet(self, frames: list[Frame]) -> bytes | None:
+        """A packet outside the reliability layers (the CLOSE frame)."""
         assert self._keys is not None
+        payload = b"".join([encode_frame(f) for f in frames])
         pn = self._next_pn
-        truncated, pn_len = encode_packet_number(pn, self._largest_acked)
+        largest = self._recovery.largest_acked if self._recovery is not None else None
+        truncated, pn_len = encode_packet_number(pn, largest)
         packet = self._keys.protect(self.peer_cid, pn, truncated, pn_len, payload)
         if not self.address_validated and not self._may_send(len(packet)):
             self.stats.drop(Drop.AMPLIFICATION_LIMIT)
             return None
         self._next_pn = pn + 1
-        self._packets_in_generation += 1
-        if ack_eliciting:
-            self._last_activity = now
-            sent = self._sent
-            if len(sent) >= _MAX_SENT_RECORDS:
-                del sent[next(iter(sent))]
-            sent[pn] = now
         self._count_sent(len(packet))
         return packet
 
@@ -745,18 +812,10 @@ class Connection:
         return local
 
     def _pto(self) -> float:
-        if self._srtt is None:
+        recovery = self._recovery
+        if recovery is None:
             return self.configuration.handshake_initial_rto
-        return self._srtt + max(4 * self._rttvar, 0.001) + self.configuration.max_ack_delay
-
-    def _rtt_sample(self, rtt: float) -> None:
-        rtt = max(rtt, 0.0)
-        if self._srtt is None:
-            self._srtt = rtt
-            self._rttvar = rtt / 2
-        else:
-            self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - rtt)
-            self._srtt = 0.875 * self._srtt + 0.125 * rtt
+        return recovery.rtt.pto_period(recovery.max_ack_delay)
 
     def get_timer(self) -> float | None:
         state = self.state
@@ -766,9 +825,17 @@ class Connection:
             idle = self._idle_timeout()
             if idle > 0:
                 timer = self._last_activity + idle
-            ack_at = self._ack_at
+            acks = self._acks
+            assert acks is not None and self._recovery is not None
+            ack_at = acks.deadline
             if ack_at is not None and ack_at < timer:
                 timer = ack_at
+            loss_at = self._recovery.deadline()
+            if loss_at is not None and loss_at < timer:
+                timer = loss_at
+            send_at = self._send_at
+            if send_at is not None and send_at < timer:
+                timer = send_at
             interval = self.configuration.keepalive_interval
             if interval is not None:
                 last = self._last_received
@@ -811,6 +878,11 @@ class Connection:
         if idle > 0 and now >= self._last_activity + idle:
             self._close_silently(now, ErrorCode.IDLE_TIMEOUT, "idle timeout", by_peer=False)
             return
+        recovery = self._recovery
+        if recovery is not None:
+            deadline = recovery.deadline()
+            if deadline is not None and now >= deadline:
+                recovery.on_timeout(now)
         interval = self.configuration.keepalive_interval
         if (
             interval is not None
@@ -848,3 +920,67 @@ class Connection:
         self._record_close(error_code, reason, by_peer=by_peer)
         self.state = State.CLOSED
         self._datagrams.clear()
+        self._discard_in_flight()
+
+
+class _KeyPhaseConfirmation:
+    """A delivery record riding on packets sent before the peer confirmed our key phase: an
+    acknowledged packet of the current send generation proves the peer has the new keys."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def on_acked(self, token: Any) -> None:
+        conn = self._conn
+        if conn._keys is not None and token == conn._keys.send_generation:
+            conn._key_phase_confirmed = True
+
+    def on_lost(self, token: Any) -> None:
+        """Nothing to resend: any later packet of the generation can confirm it."""
+
+
+class _ConnectionFrames:
+    """The connection's own frames for the assembler: unreliable DATAGRAMs (no delivery
+    record: they are never retransmitted) and PING."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def has_control(self) -> bool:
+        conn = self._conn
+        return bool(conn._datagrams) or conn._ping_pending
+
+    def write_control(
+        self, out: bytearray, limit: int, now: float, deliveries: list[tuple[Delivery, Any]]
+    ) -> bool:
+        conn = self._conn
+        datagrams = conn._datagrams
+        wrote = False
+        if datagrams:
+            largest = conn.max_datagram_size()
+            while datagrams:
+                data = datagrams[0]
+                size = len(data)
+                head = encode_varint(size)
+                need = 1 + len(head) + size
+                if size > largest or need > limit - len(out):
+                    if size > largest or not out:
+                        # queued before the peer's (smaller) limit was known: drop it
+                        datagrams.popleft()
+                        conn.stats.drop(Drop.QUEUE_FULL)
+                        continue
+                    break
+                datagrams.popleft()
+                out.append(_DATAGRAM_TYPE)
+                out += head
+                out += data
+                wrote = True
+        if conn._ping_pending and len(out) < limit:
+            out.append(_PING_TYPE)
+            conn._ping_pending = False
+            wrote = True
+        return wrote

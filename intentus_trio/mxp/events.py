@@ -6,6 +6,26 @@ import enum
 
 import attrs
 
+from intentus_trio.mxp.streams import (
+    StopSendingRequested,
+    StreamOpened,
+    StreamReadable,
+    StreamReset,
+)
+
+__all__ = [
+    "ConnectionClosed",
+    "DatagramReceived",
+    "ErrorCode",
+    "Event",
+    "HandshakeCompleted",
+    "KeyUpdated",
+    "StopSendingRequested",
+    "StreamOpened",
+    "StreamReadable",
+    "StreamReset",
+]
+
 
 class ErrorCode(enum.IntEnum):
     """Close reasons. Codes from ``APPLICATION_ERROR`` up belong to the application."""
@@ -20,6 +40,10 @@ class ErrorCode(enum.IntEnum):
     AUTHENTICATION_FAILED = 0x07
     ACCESS_DENIED = 0x08
     SERVER_BUSY = 0x09
+    FLOW_CONTROL_ERROR = 0x20
+    FINAL_SIZE_ERROR = 0x21
+    STREAM_LIMIT_ERROR = 0x22
+    STREAM_STATE_ERROR = 0x23
     APPLICATION_ERROR = 0x100
 
 
@@ -51,4 +75,13 @@ class ConnectionClosed:
     by_peer: bool
 
 
-Event = HandshakeCompleted | DatagramReceived | KeyUpdated | ConnectionClosed
+Event = (
+    HandshakeCompleted
+    | DatagramReceived
+    | KeyUpdated
+    | ConnectionClosed
+    | StreamOpened
+    | StreamReadable
+    | StreamReset
+    | StopSendingRequested
+)

@@ -20,11 +20,21 @@ class ParamId(enum.IntEnum):
     MAX_DATAGRAM_FRAME_SIZE = 0x02
     MAX_PACKET_SIZE = 0x03
     MAX_ACK_DELAY_MS = 0x04
+    INITIAL_MAX_DATA = 0x05
+    INITIAL_MAX_STREAM_DATA = 0x06
+    INITIAL_MAX_STREAMS_BIDI = 0x07
+    INITIAL_MAX_STREAMS_UNI = 0x08
     INITIAL_SCID = 0x10
     ORIGINAL_DCID = 0x11
     RETRY_SCID = 0x12
     REJECT_CODE = 0x20
     REJECT_REASON = 0x21
+
+
+# what a peer that sends no stream parameters grants (streams.StreamLimits' defaults)
+DEFAULT_MAX_DATA = 1 << 20
+DEFAULT_MAX_STREAM_DATA = 256 << 10
+DEFAULT_MAX_STREAMS = 100
 
 
 class ParamsError(DecodeError):
@@ -38,6 +48,10 @@ class TransportParameters:
     max_datagram_frame_size: int = 1200
     max_packet_size: int = 1200
     max_ack_delay: float = 0.025
+    initial_max_data: int = DEFAULT_MAX_DATA
+    initial_max_stream_data: int = DEFAULT_MAX_STREAM_DATA
+    initial_max_streams_bidi: int = DEFAULT_MAX_STREAMS
+    initial_max_streams_uni: int = DEFAULT_MAX_STREAMS
     original_dcid: bytes | None = None
     retry_scid: bytes | None = None
     reject_code: int | None = None
@@ -49,6 +63,10 @@ class TransportParameters:
             (ParamId.MAX_DATAGRAM_FRAME_SIZE, encode_varint(self.max_datagram_frame_size)),
             (ParamId.MAX_PACKET_SIZE, encode_varint(self.max_packet_size)),
             (ParamId.MAX_ACK_DELAY_MS, encode_varint(round(self.max_ack_delay * 1000))),
+            (ParamId.INITIAL_MAX_DATA, encode_varint(self.initial_max_data)),
+            (ParamId.INITIAL_MAX_STREAM_DATA, encode_varint(self.initial_max_stream_data)),
+            (ParamId.INITIAL_MAX_STREAMS_BIDI, encode_varint(self.initial_max_streams_bidi)),
+            (ParamId.INITIAL_MAX_STREAMS_UNI, encode_varint(self.initial_max_streams_uni)),
             (ParamId.INITIAL_SCID, self.initial_scid),
         ]
         if self.original_dcid is not None:
@@ -106,6 +124,12 @@ class TransportParameters:
             max_datagram_frame_size=number(ParamId.MAX_DATAGRAM_FRAME_SIZE, 0),
             max_packet_size=number(ParamId.MAX_PACKET_SIZE, 1200),
             max_ack_delay=number(ParamId.MAX_ACK_DELAY_MS, 25) / 1000,
+            initial_max_data=number(ParamId.INITIAL_MAX_DATA, DEFAULT_MAX_DATA),
+            initial_max_stream_data=number(
+                ParamId.INITIAL_MAX_STREAM_DATA, DEFAULT_MAX_STREAM_DATA
+            ),
+            initial_max_streams_bidi=number(ParamId.INITIAL_MAX_STREAMS_BIDI, DEFAULT_MAX_STREAMS),
+            initial_max_streams_uni=number(ParamId.INITIAL_MAX_STREAMS_UNI, DEFAULT_MAX_STREAMS),
             original_dcid=cid(ParamId.ORIGINAL_DCID),
             retry_scid=cid(ParamId.RETRY_SCID),
             reject_code=None if reject_code < 0 else reject_code,
@@ -113,6 +137,8 @@ class TransportParameters:
         )
         if params.max_packet_size < 1200:
             raise ParamsError("max_packet_size below 1200")
+        if max(params.initial_max_streams_bidi, params.initial_max_streams_uni) > 1 << 60:
+            raise ParamsError("stream limit beyond the largest stream id")
         return params
 
 

@@ -43,3 +43,36 @@ class Stats:
     @property
     def dropped(self) -> int:
         return sum(self.drops.values())
+
+
+@attrs.frozen
+class PathStats:
+    """A snapshot of one connection's path estimates and loss-recovery counters (see
+    docs/mxp-tuning.md). Times in seconds, sizes in bytes."""
+
+    smoothed_rtt: float = 0.0
+    min_rtt: float = 0.0
+    rttvar: float = 0.0
+    latest_rtt: float = 0.0
+    cwnd: int = 0
+    """Congestion window: bytes the sender may have in flight."""
+    ssthresh: float = 0.0
+    """Slow-start threshold (infinite until the first loss)."""
+    bytes_in_flight: int = 0
+    congestion_events: int = 0
+    """Window reductions (at most one per round trip of losses)."""
+    pacing_rate: float = 0.0
+    """Bytes per second the pacer allows (infinite before the first RTT sample, or unpaced)."""
+    packets_sent: int = 0
+    packets_acked: int = 0
+    packets_lost: int = 0
+    """Ack-eliciting packets declared lost (their frames were queued again)."""
+    spurious_losses: int = 0
+    """Packets declared lost and acknowledged later (reordering beyond the threshold)."""
+    ptos: int = 0
+    """Probe timeouts: nothing acknowledged for a whole PTO period."""
+    persistent_congestion: int = 0
+    packet_threshold: int = 3
+    """Reordering distance tolerated before a packet is declared lost (adapts upward)."""
+    acks_sent: int = 0
+    open_streams: int = 0
