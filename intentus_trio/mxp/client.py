@@ -15,6 +15,7 @@ from intentus_trio.mxp.connection import Connection
 from intentus_trio.mxp.driver import (
     DEFAULT_INBOX_SIZE,
     DEFAULT_RECEIVE_QUEUE_SIZE,
+    MAX_DRAIN,
     MxpConnection,
     PublicKeyLike,
     StaticKeyLike,
@@ -39,11 +40,19 @@ async def _resolve(address: tuple[str, int]) -> tuple[Address, str]:
 
 
 async def _receive_loop(carrier: DatagramCarrier, conn: MxpConnection) -> None:
+    """Wake once, process up to MAX_DRAIN datagrams inline, then act on them (ACKs, stream
+    readers, writers) in one service call."""
+    receive = conn.receive
     try:
         while True:
             await carrier.wait_readable()
-            while (item := carrier.receive_nowait()) is not None:
-                conn.feed(item)
+            now = trio.current_time()
+            for _ in range(MAX_DRAIN):
+                item = carrier.receive_nowait()
+                if item is None:
+                    break
+                receive(item[0], item[1], now)
+            conn.service(now)
     except trio.ClosedResourceError:
         return
 

@@ -223,6 +223,10 @@ class Connection:
             max_datagram_frame_size=cfg.max_datagram_frame_size,
             max_packet_size=cfg.max_packet_size,
             max_ack_delay=cfg.max_ack_delay,
+            initial_max_data=cfg.max_data,
+            initial_max_stream_data=cfg.max_stream_data,
+            initial_max_streams_bidi=cfg.max_streams_bidi,
+            initial_max_streams_uni=cfg.max_streams_uni,
             **extra,  # type: ignore[arg-type]
         )
 

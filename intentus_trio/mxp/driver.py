@@ -1,12 +1,13 @@
 """The trio driver of one MXP connection, and the object users hold.
 
-Each connection runs two tasks next to the carrier's receive loop (which belongs to the client
-or the listener): an *input* task that takes datagrams from a bounded channel the receive loop
-fills with ``send_nowait`` (a full channel drops and counts, so the receive loop never waits
-for a slow connection), and a *timer* task that sleeps in a cancel scope whose deadline follows the
-sans-IO ``get_timer()``, moved after every input. Whoever touches the sans-IO connection (a
-datagram, a timer, a user call) then calls ``_service``: events are dispatched, packets are
-sent, the timer deadline is moved. All of it is synchronous, so calls never interleave.
+The carrier's receive loop (which belongs to the client or the listener) hands each datagram
+straight to its connection's sans-IO ``receive_datagram`` (no channel, no task switch) and,
+once the socket is drained, calls ``_service``. Each connection has one task of its own, a
+*timer* task that sleeps in a cancel scope whose deadline follows the sans-IO ``get_timer()``.
+Whoever touches the sans-IO connection (datagrams, a timer, a user call) then calls
+``_service``: events are dispatched (a stream's waiting reader is rescheduled directly),
+packets are sent, blocked writers and stream openers are woken, the timer deadline is moved.
+All of it is synchronous, so calls never interleave.
 
 The deadline is only ever moved *earlier* between wakeups: a timer that fires too early just
 recomputes ``get_timer()`` and sleeps again. On a busy connection the timer moves back and
@@ -16,6 +17,7 @@ more than the occasional spurious wakeup.
 
 from __future__ import annotations
 
+import collections
 import math
 import os
 from collections.abc import Callable, Iterator
@@ -33,9 +35,16 @@ from intentus_trio.mxp.events import (
     ErrorCode,
     HandshakeCompleted,
     KeyUpdated,
+    StopSendingRequested,
+    StreamOpened,
+    StreamReadable,
+    StreamReset,
 )
 from intentus_trio.mxp.noise import DHLEN, KeyPair
-from intentus_trio.mxp.stats import Stats
+from intentus_trio.mxp.scheduler import DEFAULT_URGENCY, URGENCY_LEVELS
+from intentus_trio.mxp.stats import PathStats, Stats
+from intentus_trio.mxp.stream import MxpStream, StreamResetError, StreamStoppedError
+from intentus_trio.mxp.streams import StreamLimitReached
 
 __all__ = [
     "ConnectionClosedError",
@@ -43,14 +52,19 @@ __all__ = [
     "DriverStats",
     "HandshakeError",
     "MxpConnection",
+    "MxpStream",
     "PublicKeyLike",
     "StaticKeyLike",
+    "StreamResetError",
+    "StreamStoppedError",
     "public_key_bytes",
     "static_keypair",
 ]
 
 DEFAULT_INBOX_SIZE = 512
 DEFAULT_RECEIVE_QUEUE_SIZE = 256
+MAX_DRAIN = 64
+"""Datagrams a receive loop processes before it services its connections (sends ACKs)."""
 
 
 # --------------------------------------------------------------------------- errors
@@ -95,7 +109,7 @@ class DriverStats:
     """What the trio driver dropped or did, next to the protocol's own ``Stats``."""
 
     inbox_dropped: int = 0
-    """Datagrams the receive loop dropped because a connection's input channel was full."""
+    """Always 0: datagrams are processed in the receive loop, not queued per connection."""
     received_dropped: int = 0
     """User datagrams dropped because the application's receive queue was full."""
     send_failed: int = 0
@@ -193,7 +207,8 @@ def send_all(
 
 
 class MxpConnection:
-    """An MXP connection as the application sees it: unreliable datagrams, key update, close.
+    """An MXP connection as the application sees it: reliable streams, unreliable datagrams,
+    key update, close.
 
     Obtained from ``mxp_connect`` (client) or a listener (server); it lives in tasks of the
     nursery that produced it. Operations after the connection ended raise
@@ -211,12 +226,10 @@ class MxpConnection:
         on_established: Callable[[MxpConnection], None] | None = None,
         on_closed: Callable[[MxpConnection], None] | None = None,
     ) -> None:
+        del inbox_size  # datagrams are processed in the receive loop
         self._conn = conn
         self._carrier = carrier
         self.driver_stats = stats if stats is not None else DriverStats()
-        self._inbox_send, self._inbox_recv = trio.open_memory_channel[tuple[bytes, Address]](
-            inbox_size
-        )
         self._queue_send, self._queue_recv = trio.open_memory_channel[bytes](receive_queue_size)
         self._timer_scope: trio.CancelScope | None = None
         self._armed = math.inf
@@ -227,6 +240,13 @@ class MxpConnection:
         self._finished = False
         self._on_established = on_established
         self._on_closed = on_closed
+        # streams the application holds, by id
+        self._streams: dict[int, MxpStream] = {}
+        # writers waiting for send-buffer space, checked after every service
+        self._send_waiters: dict[int, MxpStream] = {}
+        self._incoming: collections.deque[MxpStream] = collections.deque()
+        self._accept_lot = trio.lowlevel.ParkingLot()
+        self._open_lot = trio.lowlevel.ParkingLot()
 
     # ------------------------------------------------------------------ information
 
@@ -239,6 +259,10 @@ class MxpConnection:
     def stats(self) -> Stats:
         """Protocol counters; on a server they are shared by all its connections."""
         return self._conn.stats
+
+    def path_stats(self) -> PathStats:
+        """This connection's RTT, congestion window and loss-recovery counters."""
+        return self._conn.path_stats()
 
     @property
     def local_address(self) -> Address:
@@ -272,11 +296,82 @@ class MxpConnection:
     def close_reason(self) -> ConnectionClosed | None:
         return self._close_reason
 
-    # ------------------------------------------------------------------ user operations
+    # ------------------------------------------------------------------ streams
+
+    async def open_stream(
+        self, *, bidirectional: bool = True, urgency: int = DEFAULT_URGENCY,
+        timeout: float | None = None,
+    ) -> MxpStream:  # fmt: skip
+        """A new stream to the peer. Waits while the peer's stream limit (MAX_STREAMS) allows
+        no more; ``timeout`` then raises ``trio.TooSlowError``. The peer sees the stream
+        (``accept_stream``) when its first data or end of stream arrives."""
+        if not 0 <= urgency < URGENCY_LEVELS:
+            raise ValueError(f"urgency must be 0..{URGENCY_LEVELS - 1}")
+        await trio.lowlevel.checkpoint_if_cancelled()
+        blocked = False
+        deadline = math.inf if timeout is None else trio.current_time() + timeout
+        while True:
+            self._check_open()
+            manager = self._conn.streams
+            assert manager is not None
+            try:
+                sid = manager.open_stream(bidirectional, urgency)
+                break
+            except StreamLimitReached:
+                self._service(trio.current_time())  # tell the peer: STREAMS_BLOCKED
+            blocked = True
+            with trio.move_on_at(deadline):
+                await self._open_lot.park()
+                continue
+            raise trio.TooSlowError("the peer allows no more streams")
+        stream = MxpStream(self, sid, urgency)
+        self._streams[sid] = stream
+        if not blocked:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        return stream
+
+    async def accept_stream(self, *, timeout: float | None = None) -> MxpStream:
+        """The next stream the peer opened; ``timeout`` raises ``trio.TooSlowError``."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        blocked = False
+        deadline = math.inf if timeout is None else trio.current_time() + timeout
+        while not self._incoming:
+            self._check_open()
+            blocked = True
+            with trio.move_on_at(deadline):
+                await self._accept_lot.park()
+                continue
+            raise trio.TooSlowError("no stream from the peer")
+        stream = self._incoming.popleft()
+        if not blocked:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        return stream
+
+    def streams(self) -> _IncomingStreams:
+        """``async for stream in conn.streams()``: streams the peer opens, until the
+        connection ends (a NO_ERROR close ends the loop, any other reason raises)."""
+        return _IncomingStreams(self)
+
+    def _forget_stream(self, stream: MxpStream) -> None:
+        if self._streams.get(stream.stream_id) is stream:
+            del self._streams[stream.stream_id]
+        self._send_waiters.pop(stream.stream_id, None)
+
+    def _wake_writers(self) -> None:
+        manager = self._conn.streams
+        for sid, stream in list(self._send_waiters.items()):
+            if manager is None or manager.get(sid) is None:
+                stream._wake_writer()
+                continue
+            if manager.send_buffer_space(sid) > 0:
+                stream._wake_writer()
+
+    # ------------------------------------------------------------------ datagrams
 
     async def send_datagram(self, data: bytes) -> None:
         """Send one unreliable datagram (at most ``max_datagram_size`` bytes; larger raises
-        ``DatagramTooLarge``). Returns once it is handed to the carrier."""
+        ``DatagramTooLarge``). Returns once it is handed to the carrier (or, when the
+        congestion window is full, queued behind it)."""
         await trio.lowlevel.checkpoint_if_cancelled()
         self._check_open()
         self._conn.send_datagram(data)
@@ -303,12 +398,17 @@ class MxpConnection:
         try:
             return await self._queue_recv.receive()
         except trio.EndOfChannel:
-            reason = self._close_reason
-            if self._closed_locally or (
-                reason is not None and reason.error_code == ErrorCode.NO_ERROR
-            ):
+            if self._ended_cleanly():
                 raise StopAsyncIteration from None
             raise self._closed_error() from None
+
+    def _ended_cleanly(self) -> bool:
+        reason = self._close_reason
+        return self._closed_locally or (
+            reason is not None and reason.error_code == ErrorCode.NO_ERROR
+        )
+
+    # ------------------------------------------------------------------ control
 
     def request_key_update(self) -> bool:
         """Move to fresh keys now; False if the previous update is not confirmed yet."""
@@ -324,7 +424,9 @@ class MxpConnection:
         self._service(trio.current_time())
 
     def close(self, error_code: int = ErrorCode.NO_ERROR, reason: str = "") -> None:
-        """Close with a reason the peer sees; sends the CLOSE at once (best effort). Idempotent."""
+        """Close with a reason the peer sees; sends the CLOSE at once (best effort). Idempotent.
+        Stream data not yet acknowledged is abandoned: finish the exchange (read the peer's
+        answer) first."""
         if self._close_reason is None:
             self._closed_locally = True
         self._conn.close(trio.current_time(), error_code, reason)
@@ -363,21 +465,26 @@ class MxpConnection:
 
     # ------------------------------------------------------------------ driver side
 
+    def receive(self, data: bytes, addr: Address, now: float) -> None:
+        """Process one received datagram (the receive loop calls this, then ``service``)."""
+        self._conn.receive_datagram(data, addr, now)
+
+    def service(self, now: float) -> None:
+        """Act on everything received since the last call: events, sends, timer."""
+        self._service(now)
+
     def feed(self, item: tuple[bytes, Address]) -> None:
-        """Hand over a received datagram without waiting (the receive loop calls this)."""
-        try:
-            self._inbox_send.send_nowait(item)
-        except (trio.WouldBlock, trio.ClosedResourceError):
-            self.driver_stats.inbox_dropped += 1
+        """Process one datagram and act on it at once."""
+        now = trio.current_time()
+        self._conn.receive_datagram(item[0], item[1], now)
+        self._service(now)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run the input and timer tasks until the connection is closed (or cancelled)."""
+        """Run the timer task until the connection is closed (or cancelled)."""
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._input_loop)
-                nursery.start_soon(self._timer_loop)
-                self._service(trio.current_time())  # the first handshake packet
-                task_status.started()
+            self._service(trio.current_time())  # the first handshake packet
+            task_status.started()
+            await self._timer_loop()
         finally:
             self._finish()
 
@@ -387,24 +494,6 @@ class MxpConnection:
         reason = self._close_reason
         if reason is not None and not self._conn.is_established:
             raise HandshakeError(reason.error_code, reason.reason, reason.by_peer)
-
-    async def _input_loop(self) -> None:
-        conn = self._conn
-        inbox = self._inbox_recv
-        while not conn.is_closed:
-            try:
-                data, addr = await inbox.receive()
-            except (trio.EndOfChannel, trio.ClosedResourceError):
-                return
-            now = trio.current_time()
-            conn.receive_datagram(data, addr, now)
-            while True:
-                try:
-                    data, addr = inbox.receive_nowait()
-                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                    break
-                conn.receive_datagram(data, addr, now)
-            self._service(now)
 
     async def _timer_loop(self) -> None:
         conn = self._conn
@@ -422,16 +511,23 @@ class MxpConnection:
                 self._service(now)
 
     def _service(self, now: float) -> None:
-        """After any input: dispatch events, send what is due, move the timer."""
+        """After any input: dispatch events, send what is due, wake writers, move the timer."""
         conn = self._conn
-        while (event := conn.next_event()) is not None:
-            self._dispatch(event)
+        events = conn._events
+        while events:
+            self._dispatch(events.popleft())
         out = conn.datagrams_to_send(now)
         if out:
             send_all(self._carrier, out, self.driver_stats)
         if conn.is_closed:
             self._finish()
             return
+        if self._send_waiters:
+            self._wake_writers()
+        if self._open_lot:
+            manager = conn.streams
+            if manager is not None and (manager.can_open(True) or manager.can_open(False)):
+                self._open_lot.unpark_all()
         timer = conn.get_timer()
         if timer is not None and timer < self._armed:
             scope = self._timer_scope
@@ -439,28 +535,61 @@ class MxpConnection:
                 self._armed = scope.deadline = timer
 
     def _dispatch(self, event: object) -> None:
-        if type(event) is DatagramReceived:
+        kind = type(event)
+        if kind is StreamReadable:
+            assert isinstance(event, StreamReadable)
+            stream = self._streams.get(event.stream_id)
+            if stream is not None:
+                stream._wake_reader()
+        elif kind is StreamOpened:
+            assert isinstance(event, StreamOpened)
+            stream = MxpStream(self, event.stream_id, DEFAULT_URGENCY)
+            self._streams[event.stream_id] = stream
+            self._incoming.append(stream)
+            self._accept_lot.unpark()
+        elif kind is DatagramReceived:
+            assert isinstance(event, DatagramReceived)
             try:
                 self._queue_send.send_nowait(event.data)
             except trio.WouldBlock:
                 self.driver_stats.received_dropped += 1
             except trio.ClosedResourceError:
                 pass
-        elif type(event) is HandshakeCompleted:
+        elif kind is StreamReset:
+            assert isinstance(event, StreamReset)
+            stream = self._streams.get(event.stream_id)
+            if stream is not None:
+                stream._peer_reset = event.error_code
+                stream._wake_reader()
+        elif kind is StopSendingRequested:
+            assert isinstance(event, StopSendingRequested)
+            stream = self._streams.get(event.stream_id)
+            if stream is not None:
+                stream._peer_stopped = event.error_code
+                stream._wake_writer()
+        elif kind is HandshakeCompleted:
             self._established.set()
             if self._on_established is not None:
                 self._on_established(self)
-        elif type(event) is KeyUpdated:
+        elif kind is KeyUpdated:
             self.driver_stats.key_updates += 1
-        elif type(event) is ConnectionClosed:
+        elif kind is ConnectionClosed:
+            assert isinstance(event, ConnectionClosed)
             if self._close_reason is None:
                 self._close_reason = event
             self._queue_send.close()
             self._established.set()
             self._closed.set()
+            self._wake_everyone()
+
+    def _wake_everyone(self) -> None:
+        for stream in list(self._streams.values()):
+            stream._wake_all()
+        self._accept_lot.unpark_all()
+        self._open_lot.unpark_all()
 
     def _finish(self) -> None:
-        """The connection is over (closed, or its tasks are ending): stop both tasks."""
+        """The connection is over (closed, or its task is ending): stop the timer task."""
         if self._close_reason is None:
             # tasks cancelled from outside before any close: record it for the application
             self._closed_locally = True
@@ -470,8 +599,25 @@ class MxpConnection:
         if self._finished:
             return
         self._finished = True
-        self._inbox_send.close()
         if self._timer_scope is not None:
             self._timer_scope.cancel()
         if self._on_closed is not None:
             self._on_closed(self)
+
+
+class _IncomingStreams:
+    """The async iterator of ``MxpConnection.streams()``."""
+
+    def __init__(self, conn: MxpConnection) -> None:
+        self._conn = conn
+
+    def __aiter__(self) -> _IncomingStreams:
+        return self
+
+    async def __anext__(self) -> MxpStream:
+        try:
+            return await self._conn.accept_stream()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            if self._conn._ended_cleanly():
+                raise StopAsyncIteration from None
+            raise

@@ -23,6 +23,7 @@ from intentus_trio.mxp.connection import Connection
 from intentus_trio.mxp.driver import (
     DEFAULT_INBOX_SIZE,
     DEFAULT_RECEIVE_QUEUE_SIZE,
+    MAX_DRAIN,
     DriverStats,
     MxpConnection,
     send_all,
@@ -120,17 +121,26 @@ class MxpListener:
     # ------------------------------------------------------------------ tasks
 
     async def receive_loop(self) -> None:
+        """Wake once, process up to MAX_DRAIN datagrams inline (each by its connection), then
+        service every connection that received something."""
         carrier = self._carrier
         route = self.endpoint.route
         drivers = self._drivers
+        touched: dict[MxpConnection, None] = {}
         try:
             while True:
                 await carrier.wait_readable()
-                while (item := carrier.receive_nowait()) is not None:
+                now = trio.current_time()
+                for _ in range(MAX_DRAIN):
+                    item = carrier.receive_nowait()
+                    if item is None:
+                        break
                     data = item[0]
                     conn = route(data)
                     if conn is not None:
-                        drivers[conn.host_cid].feed(item)
+                        driver = drivers[conn.host_cid]
+                        driver.receive(data, item[1], now)
+                        touched[driver] = None
                     elif len(data) >= MIN_INITIAL_DATAGRAM and data[0] & LONG_FORM:
                         try:
                             self._admit_send.send_nowait(item)
@@ -138,8 +148,11 @@ class MxpListener:
                             self.driver_stats.admission_dropped += 1
                     else:
                         # cheap refusals: counted by the endpoint, no state created
-                        self.endpoint.admit(data, item[1], trio.current_time())
+                        self.endpoint.admit(data, item[1], now)
                         self._drain_endpoint()
+                for driver in touched:
+                    driver.service(now)
+                touched.clear()
         except trio.ClosedResourceError:
             return
 
