@@ -1,0 +1,512 @@
+"""The MXP client transport: every call on its own stream of a pooled MXP connection.
+
+A call opens a stream with the urgency its intent's priority asks for, writes one request
+message and reads the reply; a deadline or a cancellation resets the stream, which the
+server turns into cancelling the agent, and the connection goes on carrying other calls.
+Subscriptions are long-lived streams, re-opened (with backoff) after a connection is lost.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import random
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from types import TracebackType
+from typing import Any
+
+import trio
+
+from ..._groups import unwrap_single
+from ...mxp.driver import (
+    PublicKeyLike,
+    StaticKeyLike,
+    public_key_bytes,
+    static_keypair,
+)
+from ...mxp.message import MessageType, MxpMessage
+from ...protocol.codec import DEFAULT_MAX_FRAME_BYTES, FrameCodec
+from ...protocol.enums import ErrorCode, Priority, TransportProtocol
+from ...protocol.errors import (
+    ConnectionFailure,
+    IntentusError,
+    ProtocolError,
+    TransportTimeout,
+    raise_for_error,
+)
+from ...protocol.factory import new_intent
+from ...protocol.models import AgentResponse, Event, IntentEnvelope, StreamChunk
+from ...routing.events import DEFAULT_SUBSCRIPTION_BUFFER, Subscription
+from ..base import StreamItem
+from ..framing import ClientFraming, FrameProtector
+from . import wire
+from .backend import STREAM_ERRORS, Backend, closed_reason
+from .endpoint import MxpEndpoint
+from .pool import Link, MxpPool
+
+log = logging.getLogger("intentus_trio.transports.mxp")
+
+_UNSET: Any = object()
+_CALL_REPLIES = frozenset({MessageType.RESPONSE})
+_STREAM_REPLIES = frozenset({MessageType.STREAM_CHUNK, MessageType.STREAM_CLOSE})
+_SUBSCRIPTION_REPLIES = frozenset({MessageType.RESPONSE, MessageType.EVENT,
+                                   MessageType.STREAM_CLOSE})
+
+
+class MxpSubscription:
+    """An async iterator of the events of one subscription, across reconnections.
+
+    Events wait in a bounded buffer that drops its oldest when full; ``dropped`` counts
+    those and the server's own drops. Events published while no connection carries the
+    subscription are not seen and not counted.
+    """
+
+    def __init__(self, event_type: str, buffer: int) -> None:
+        self.event_type = event_type
+        self._local = Subscription(event_type, buffer)
+        self._server_dropped_before = 0
+        self._server_dropped = 0
+        self._active = trio.Event()
+        #: How many times a server acknowledged this subscription (1 + re-subscriptions).
+        self.established = 0
+        self.scope = trio.CancelScope()
+
+    @property
+    def dropped(self) -> int:
+        return self._local.dropped + self._server_dropped_before + self._server_dropped
+
+    @property
+    def active(self) -> bool:
+        """True while a connection carries the subscription."""
+        return self._active.is_set()
+
+    async def wait_active(self) -> None:
+        await self._active.wait()
+
+    def _push(self, event: Event, server_dropped: int | None) -> None:
+        if server_dropped is not None and server_dropped > self._server_dropped:
+            self._server_dropped = server_dropped
+        self._local.offer(event)
+
+    def _activate(self) -> None:
+        self.established += 1
+        self._active.set()
+
+    def _deactivate(self) -> None:
+        if self._active.is_set():
+            self._active = trio.Event()
+        self._server_dropped_before += self._server_dropped
+        self._server_dropped = 0
+
+    def _close(self) -> None:
+        self._deactivate()
+        self._local.close()
+
+    def __aiter__(self) -> MxpSubscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        return await self._local.__anext__()
+
+
+class MxpTransport:
+    """A ``Transport`` to the MXP server at ``url`` (``mxp://host:port?key=<public key>``).
+
+    Use it as an async context manager (``async with open_client(url) as transport``).
+    ``timeout`` is every call's default deadline in seconds (None: none). ``server_key``
+    names the server's public key when the URL does not (bytes, key pair or ``.pub`` file);
+    ``static_key`` is this client's identity (key pair, bytes or private key file; default:
+    generated). ``pool`` shares connections between transports; without one the transport
+    has its own, and ``connect_timeout``, ``connections_per_peer``, ``backend`` and the
+    remaining options configure it (see ``MxpPool``).
+    """
+
+    protocol = "mxp"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float | None = 30.0,
+        protector: FrameProtector | None = None,
+        server_key: PublicKeyLike | None = None,
+        static_key: StaticKeyLike | None = None,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        pool: MxpPool | None = None,
+        connect_timeout: float = 10.0,
+        connections_per_peer: int = 1,
+        backend: Backend | None = None,
+        subscription_buffer: int = DEFAULT_SUBSCRIPTION_BUFFER,
+        backoff_initial: float = 0.1,
+        backoff_max: float = 5.0,
+        **options: Any,
+    ) -> None:
+        endpoint = MxpEndpoint.parse(url)
+        if server_key is not None:
+            endpoint = endpoint.with_key(public_key_bytes(server_key))
+        if endpoint.key is None:
+            raise ValueError("the server's public key is needed: mxp://host:port?key=<base64>"
+                             " or server_key=")
+        if max_frame_bytes < 1 or subscription_buffer < 1:
+            raise ValueError("max_frame_bytes and subscription_buffer must be >= 1")
+        if pool is not None and (static_key is not None or backend is not None or options):
+            raise ValueError("static_key, backend and connection options belong to the pool")
+        self.endpoint = endpoint
+        self.url = endpoint.url
+        self.timeout = timeout
+        self.max_frame_bytes = max_frame_bytes
+        self.framing = ClientFraming(TransportProtocol.MXP, codec=FrameCodec(max_frame_bytes),
+                                     protector=protector)
+        self._own_pool = pool is None
+        self.pool = pool if pool is not None else MxpPool(
+            static_key=static_keypair(static_key) if static_key is not None else None,
+            connect_timeout=connect_timeout, connections_per_peer=connections_per_peer,
+            backend=backend, **options)
+        self.subscription_buffer = subscription_buffer
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self._ids = itertools.count(1)
+        self._nursery: trio.Nursery | None = None
+        self._closed = False
+        self._started = False
+        self._cm: AbstractAsyncContextManager[MxpTransport] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> MxpTransport:
+        self._cm = self._running()
+        return await self._cm.__aenter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._cm is not None
+        return await self._cm.__aexit__(exc_type, exc, tb)
+
+    @asynccontextmanager
+    async def _running(self) -> AsyncIterator[MxpTransport]:
+        if self._started:
+            raise RuntimeError("an MxpTransport can be entered only once")
+        self._started = True
+        with unwrap_single():
+            async with trio.open_nursery() as nursery:
+                if self._own_pool:
+                    await nursery.start(self._run_pool)
+                self._nursery = nursery
+                try:
+                    yield self
+                finally:
+                    self._closed = True
+                    nursery.cancel_scope.cancel()
+
+    async def _run_pool(self, *, task_status: trio.TaskStatus[None]) -> None:
+        async with self.pool.running():
+            task_status.started()
+            await trio.sleep_forever()
+
+    async def aclose(self) -> None:
+        """Close the transport: its connections (if it owns the pool) and subscriptions."""
+        self._closed = True
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+        await trio.lowlevel.checkpoint()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("the transport is closed")
+        if not self._started:
+            raise RuntimeError("use the transport as an async context manager (open_client)")
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.pool.links(self.endpoint))
+
+    # ------------------------------------------------------------------ helpers
+
+    def _limit(self, timeout: float | None) -> tuple[float | None, float]:
+        limit = self.timeout if timeout is _UNSET else timeout
+        return limit, math.inf if limit is None else trio.current_time() + limit
+
+    @staticmethod
+    def _timed_out(limit: float | None, trace_id: str | None) -> AgentResponse:
+        return TransportTimeout(f"no response within {limit} s",
+                                details={"timeout": limit}).to_response(trace_id=trace_id)
+
+    def _lost(self, exc: BaseException) -> ConnectionFailure:
+        reason = closed_reason(exc)
+        return ConnectionFailure(f"MXP stream to {self.url} failed: {reason}",
+                                 details={"url": self.url, "reason": reason})
+
+    @staticmethod
+    def _headers(deadline: float) -> dict[str, str] | None:
+        if deadline == math.inf:
+            return None
+        ms = max(1, math.ceil((deadline - trio.current_time()) * 1000))
+        return {wire.TIMEOUT_MS: str(ms)}
+
+    def _reply(self, msg: MxpMessage | None, mid: int,
+               kinds: frozenset[MessageType]) -> StreamItem:
+        """The item a reply message carries; raises IntentusError for anything else."""
+        if msg is None:
+            raise ConnectionFailure("the server closed the stream without a final reply")
+        if msg.message_id != mid:
+            raise ProtocolError(f"reply to message {msg.message_id}, expected {mid}")
+        if msg.type not in kinds and msg.type is not MessageType.ERROR:
+            raise ProtocolError(f"unexpected {msg.type.label} message in reply")
+        return self.framing.decode_reply(msg.payload)
+
+    async def _open(self, urgency: int, deadline: float) -> tuple[Link, Any]:
+        link = await self.pool.link(self.endpoint, deadline)
+        stream = await link.open_stream(urgency)
+        return link, stream
+
+    # ------------------------------------------------------------------ calls
+
+    async def _exchange(
+        self, kind: MessageType, payload: bytes, mid: int, trace_id: str | None,
+        urgency: int, limit: float | None, deadline: float,
+    ) -> AgentResponse:
+        """One request message, one reply message, on a stream of its own."""
+        link: Link | None = None
+        stream: Any = None
+        done = False
+        response: AgentResponse | None = None
+        try:
+            with trio.move_on_at(deadline):
+                try:
+                    link, stream = await self._open(urgency, deadline)
+                    link.in_flight += 1
+                    await stream.send_all(wire.message(kind, payload, mid,
+                                                       wire.wire_trace(trace_id)))
+                    msg = await wire.MessageReader(stream, self.max_frame_bytes).next()
+                    item = self._reply(msg, mid, _CALL_REPLIES)
+                    if isinstance(item, StreamChunk):
+                        raise ProtocolError("received a stream chunk for a unary call")
+                    response = item
+                    done = True
+                except IntentusError as exc:
+                    response = exc.to_response(trace_id=trace_id)
+                except STREAM_ERRORS as exc:
+                    response = self._lost(exc).to_response(trace_id=trace_id)
+            return response if response is not None else self._timed_out(limit, trace_id)
+        finally:
+            if link is not None:
+                link.in_flight -= 1
+            if stream is not None:
+                await _finish(stream, done)
+
+    async def send_intent(
+        self, env: IntentEnvelope, *, timeout: float | None = _UNSET
+    ) -> AgentResponse:
+        self._check_open()
+        limit, deadline = self._limit(timeout)
+        trace_id = env.metadata.trace_id
+        mid = next(self._ids)
+        try:
+            data = self.framing.encode_intent(env, request_id=str(mid),
+                                              headers=self._headers(deadline))
+        except IntentusError as exc:
+            return exc.to_response(trace_id=trace_id)
+        return await self._exchange(MessageType.CALL, data, mid, trace_id,
+                                    wire.URGENCY[env.context.priority], limit, deadline)
+
+    async def send_stream(
+        self, env: IntentEnvelope, *, timeout: float | None = _UNSET
+    ) -> AsyncGenerator[StreamItem, None]:
+        self._check_open()
+        limit, deadline = self._limit(timeout)
+        trace_id = env.metadata.trace_id
+        mid = next(self._ids)
+        link: Link | None = None
+        stream: Any = None
+        done = False
+        failure: AgentResponse | None = None
+        try:
+            with trio.move_on_at(deadline):
+                try:
+                    data = self.framing.encode_intent(env, request_id=str(mid),
+                                                      headers=self._headers(deadline))
+                    link, stream = await self._open(wire.URGENCY[env.context.priority],
+                                                    deadline)
+                    link.in_flight += 1
+                    await stream.send_all(wire.message(MessageType.STREAM_OPEN, data, mid,
+                                                       wire.wire_trace(trace_id)))
+                except IntentusError as exc:
+                    failure = exc.to_response(trace_id=trace_id)
+                except STREAM_ERRORS as exc:
+                    failure = self._lost(exc).to_response(trace_id=trace_id)
+            if stream is None or failure is not None:
+                yield failure or self._timed_out(limit, trace_id)
+                return
+            reader = wire.MessageReader(stream, self.max_frame_bytes)
+            while True:
+                item: StreamItem | None = None
+                with trio.move_on_at(deadline):
+                    try:
+                        msg = await reader.next()
+                        item = self._reply(msg, mid, _STREAM_REPLIES)
+                        if (msg is not None and msg.type is MessageType.STREAM_CHUNK) != (
+                                isinstance(item, StreamChunk)):
+                            raise ProtocolError("a stream chunk must travel as STREAM_CHUNK "
+                                                "and the final response as STREAM_CLOSE")
+                    except IntentusError as exc:
+                        item = exc.to_response(trace_id=trace_id)
+                    except STREAM_ERRORS as exc:
+                        item = self._lost(exc).to_response(trace_id=trace_id)
+                if item is None:
+                    yield self._timed_out(limit, trace_id)
+                    return
+                if isinstance(item, StreamChunk):
+                    yield item
+                    continue
+                done = item.error is None or item.error.code is not ErrorCode.TRANSPORT_ERROR
+                yield item
+                return
+        finally:
+            if link is not None:
+                link.in_flight -= 1
+            if stream is not None:
+                await _finish(stream, done)
+
+    # ------------------------------------------------------------------ events
+
+    async def publish_acked(self, event: Event, *, timeout: float | None = _UNSET
+                            ) -> AgentResponse:
+        """Publish ``event`` on the server's event bus; returns its acknowledgement
+        (payload ``{"delivered": n}``) or an error response."""
+        self._check_open()
+        limit, deadline = self._limit(timeout)
+        mid = next(self._ids)
+        try:
+            data = self.framing.encode_event(event)
+        except IntentusError as exc:
+            return exc.to_response(trace_id=event.trace_id)
+        return await self._exchange(MessageType.EVENT, data, mid, event.trace_id,
+                                    wire.URGENCY[Priority.NORMAL], limit, deadline)
+
+    async def publish(self, event: Event, *, timeout: float | None = _UNSET) -> None:
+        """Publish ``event``; raises ``RemoteError`` (carrying the error response) on failure."""
+        raise_for_error(await self.publish_acked(event, timeout=timeout))
+
+    @asynccontextmanager
+    async def subscribe(self, event_type: str) -> AsyncIterator[MxpSubscription]:
+        """Receive events of ``event_type`` (exact or fnmatch pattern) inside the block.
+
+        Entering waits (within the transport's timeout) for the server's acknowledgement; a
+        refusal raises ``RemoteError``, an unreachable server does not: the subscription is
+        established as soon as a connection can be made, and again after every loss.
+        """
+        self._check_open()
+        if not 0 < len(event_type) <= 256:
+            raise ValueError("event_type must have 1..256 characters")
+        assert self._nursery is not None
+        sub = MxpSubscription(event_type, self.subscription_buffer)
+        first: AgentResponse = await self._nursery.start(self._keep_subscribed, sub)
+        try:
+            if first.error is not None and first.error.code is not ErrorCode.TRANSPORT_ERROR:
+                raise_for_error(first)
+            yield sub
+        finally:
+            sub.scope.cancel()
+            sub._close()
+
+    async def _keep_subscribed(
+        self, sub: MxpSubscription, *, task_status: trio.TaskStatus[AgentResponse]
+    ) -> None:
+        reported = False
+        failures = 0
+
+        def report(response: AgentResponse) -> None:
+            nonlocal reported
+            if not reported:
+                reported = True
+                task_status.started(response)
+
+        with sub.scope:
+            while True:
+                acked = await self._subscribe_once(sub, report)
+                failures = 0 if acked else failures + 1
+                delay = self.backoff_initial if acked else min(
+                    self.backoff_max, self.backoff_initial * 2 ** (failures - 1))
+                await trio.sleep(delay * (0.5 + random.random() / 2))
+
+    async def _subscribe_once(self, sub: MxpSubscription, report: Any) -> bool:
+        """Open one subscription stream and forward its events until it ends; True if the
+        server acknowledged it."""
+        mid = next(self._ids)
+        env = new_intent(wire.SUBSCRIBE_INTENT, {"eventType": sub.event_type},
+                         source="intentus-trio-mxp")
+        stream: Any = None
+        ack: StreamItem | None = None
+        acked = False
+        limit, deadline = self._limit(_UNSET)
+        try:
+            with trio.move_on_at(deadline):
+                try:
+                    data = self.framing.encode_intent(
+                        env, request_id=str(mid), headers={wire.CONTROL: wire.SUBSCRIBE})
+                    _, stream = await self._open(wire.URGENCY[Priority.NORMAL], deadline)
+                    await stream.send_all(wire.message(MessageType.STREAM_OPEN, data, mid, 0))
+                    reader = wire.MessageReader(stream, self.max_frame_bytes)
+                    ack = self._reply(await reader.next(), mid, _SUBSCRIPTION_REPLIES)
+                    if not isinstance(ack, AgentResponse) or ack.error is not None:
+                        report(ack if isinstance(ack, AgentResponse) else
+                               ProtocolError("bad subscription reply").to_response())
+                        return False
+                except IntentusError as exc:
+                    report(exc.to_response())
+                    return False
+                except STREAM_ERRORS as exc:
+                    report(self._lost(exc).to_response())
+                    return False
+            if stream is None or not isinstance(ack, AgentResponse):
+                report(self._timed_out(limit, None))
+                return False
+            acked = True
+            sub._activate()
+            report(ack)
+            await self._forward(sub, reader, mid)
+            return True
+        finally:
+            sub._deactivate()
+            if stream is not None:
+                await _finish(stream, acked)
+
+    async def _forward(self, sub: MxpSubscription, reader: wire.MessageReader, mid: int
+                       ) -> None:
+        while True:
+            try:
+                msg = await reader.next()
+                if msg is None or msg.type is not MessageType.EVENT or msg.message_id != mid:
+                    return
+                frame = self.framing.decode_frame(msg.payload)
+            except IntentusError as exc:
+                log.warning("bad event from %s: %s", self.url, exc.message)
+                return
+            except STREAM_ERRORS:
+                return
+            if isinstance(frame.body, Event):
+                sub._push(frame.body, _count(frame.headers.get(wire.DROPPED)))
+
+
+async def _finish(stream: Any, graceful: bool) -> None:
+    """Close a call's stream: gracefully after its final reply, else reset it."""
+    if graceful:
+        with suppress(*STREAM_ERRORS):
+            await stream.aclose()
+    else:
+        await wire.abort(stream, wire.CANCELLED)
+
+
+def _count(text: str | None) -> int | None:
+    return int(text) if text is not None and text.isdigit() and len(text) <= 12 else None
+
+
+def open_client(url: str, **options: Any) -> MxpTransport:
+    """``async with open_client("mxp://127.0.0.1:4433?key=...") as transport: ...``"""
+    return MxpTransport(url, **options)

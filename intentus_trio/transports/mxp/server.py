@@ -1,0 +1,492 @@
+"""The MXP server: ``await nursery.start(serve, router, "mxp://127.0.0.1:0")``.
+
+Each connection's streams are served concurrently, each by a task of its own: read the
+request message, route it through the ``FrameDispatcher``, write the reply. While an agent
+works, the stream is watched: a client that resets it (deadline, cancellation) cancels the
+agent. Garbage on one stream gets an ERROR reply on that stream and nothing else changes.
+
+Shutdown (``serve`` cancelled) is graceful: no new connections or streams are taken, running
+calls get ``shutdown_timeout`` seconds to finish, subscriptions end at once, then every
+connection is closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable, Iterable
+from contextlib import aclosing
+from typing import Any
+
+import attrs
+import trio
+
+from ..._groups import unwrap_single
+from ...mxp.config import allow_any, allow_keys
+from ...mxp.driver import (
+    PublicKeyLike,
+    StaticKeyLike,
+    public_key_bytes,
+    static_keypair,
+)
+from ...mxp.message import MessageType, MxpMessage
+from ...mxp.noise import KeyPair
+from ...protocol import headers as h
+from ...protocol.codec import DEFAULT_MAX_FRAME_BYTES, FrameCodec
+from ...protocol.enums import MessageType as FrameType
+from ...protocol.enums import TransportProtocol
+from ...protocol.errors import (
+    IntentusError,
+    PayloadTooLarge,
+    ProtocolError,
+    TransportTimeout,
+    UnsupportedMessageType,
+    ValidationError,
+)
+from ...protocol.models import AgentResponse, Event, IntentEnvelope, TransportEnvelope
+from ...protocol.versions import negotiate
+from ...routing.events import DEFAULT_SUBSCRIPTION_BUFFER
+from ...routing.router import Router
+from ..framing import FrameDispatcher, FrameProtector, event_frame, response_frame
+from . import wire
+from .backend import STREAM_ERRORS, Backend, ClientPolicy, MxpBackend, StreamConnection
+from .endpoint import MxpEndpoint
+
+log = logging.getLogger("intentus_trio.transports.mxp")
+
+WATCH_ERRORS: tuple[type[BaseException], ...] = (IntentusError, *STREAM_ERRORS)
+_INTENT_TYPES = frozenset({FrameType.INTENT, FrameType.EMCL})
+_FINAL = {MessageType.CALL: MessageType.RESPONSE, MessageType.EVENT: MessageType.RESPONSE,
+          MessageType.STREAM_OPEN: MessageType.STREAM_CLOSE}
+
+
+@attrs.define
+class ServerStats:
+    connections: int = 0
+    streams: int = 0
+    #: Streams answered with ERROR (garbage, bad checksum, wrong message type, oversize).
+    refused: int = 0
+    #: Calls whose client reset the stream (deadline or cancellation) before the reply.
+    cancelled: int = 0
+    timeouts: int = 0
+    events_out: int = 0
+    events_skipped: int = 0
+    peak_active: int = 0
+
+
+class MxpServer:
+    """Serves ``router`` over MXP at ``url``; ``run`` is for ``nursery.start``.
+
+    ``static_key`` is the server's identity (key pair, 32 bytes or a private key file from
+    ``intentus-trio keygen x25519``); without one a key is generated for this run, and the
+    bound URL (``url`` after ``run`` started) names its public half. ``client_keys`` (public
+    keys or ``.pub`` files) restricts who may connect; ``client_policy`` decides freely;
+    by default any client that completes the handshake is served.
+    """
+
+    def __init__(
+        self,
+        router: Router,
+        url: str = "mxp://127.0.0.1:0",
+        *,
+        static_key: StaticKeyLike | None = None,
+        client_keys: Iterable[PublicKeyLike] | None = None,
+        client_policy: ClientPolicy | None = None,
+        protector: FrameProtector | None = None,
+        require_emcl: bool = False,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        max_call_timeout: float | None = 300.0,
+        request_timeout: float = 10.0,
+        shutdown_timeout: float = 5.0,
+        subscription_buffer: int = DEFAULT_SUBSCRIPTION_BUFFER,
+        backend: Backend | None = None,
+        **options: Any,
+    ) -> None:
+        endpoint = MxpEndpoint.parse(url)
+        self.key: KeyPair = static_keypair(static_key) if static_key is not None \
+            else KeyPair.generate()
+        if endpoint.key is not None and endpoint.key != self.key.public:
+            raise ValueError("the URL's key is not the public half of static_key")
+        if client_keys is not None and client_policy is not None:
+            raise ValueError("give client_keys or client_policy, not both")
+        if client_keys is not None:
+            client_policy = allow_keys({public_key_bytes(k) for k in client_keys})
+        self.client_policy: ClientPolicy = client_policy or allow_any
+        self.endpoint = endpoint.with_key(self.key.public)
+        self.router = router
+        self.dispatcher = FrameDispatcher(router, TransportProtocol.MXP,
+                                          codec=FrameCodec(max_frame_bytes),
+                                          protector=protector, require_emcl=require_emcl)
+        self.max_frame_bytes = max_frame_bytes
+        self.max_call_timeout = max_call_timeout
+        self.request_timeout = request_timeout
+        self.shutdown_timeout = shutdown_timeout
+        self.subscription_buffer = subscription_buffer
+        self.backend: Backend = backend if backend is not None else MxpBackend()
+        self.options = options
+        self.stats = ServerStats()
+        #: The bound URL (with the key), once listening.
+        self.url: str | None = None
+        self.connections: set[StreamConnection] = set()
+        self._accepting: set[trio.CancelScope] = set()
+        self._subscriptions: set[trio.CancelScope] = set()
+        self._active = 0
+        self._idle = trio.Event()
+        self._draining = False
+        self._changed = trio.Event()
+
+    @property
+    def subscriptions(self) -> int:
+        """Subscription streams being served now."""
+        return len(self._subscriptions)
+
+    async def wait_connections(self, count: int) -> None:
+        """Wait until exactly ``count`` connections are being served."""
+        while len(self.connections) != count:
+            await self._changed.wait()
+
+    async def wait_subscriptions(self, count: int) -> None:
+        """Wait until exactly ``count`` subscription streams are being served."""
+        while len(self._subscriptions) != count:
+            await self._changed.wait()
+
+    def _change(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen, report the bound URL to ``task_status``, serve until cancelled."""
+        with unwrap_single():
+            async with self.backend.listen(self.endpoint.address, self.key,
+                                           self.client_policy, self.options) as listener:
+                self.url = self.endpoint.with_port(listener.local_address[1]).url
+                async with trio.open_nursery() as outer:
+                    stop = trio.Event()
+                    workers: trio.Nursery = await outer.start(_shielded_nursery, stop)
+                    accepting = trio.CancelScope()
+                    workers.start_soon(self._accept_loop, listener, workers, accepting)
+                    task_status.started(self.url)
+                    try:
+                        await trio.sleep_forever()
+                    finally:
+                        with trio.CancelScope(shield=True):
+                            await self._shutdown(accepting)
+                        listener.close()
+                        stop.set()
+
+    async def _accept_loop(self, listener: Any, workers: trio.Nursery,
+                           accepting: trio.CancelScope) -> None:
+        with accepting:
+            while True:
+                conn = await listener.accept()
+                workers.start_soon(self._connection, conn)
+
+    async def _shutdown(self, accepting: trio.CancelScope) -> None:
+        self._draining = True
+        accepting.cancel()
+        for scope in [*self._accepting, *self._subscriptions]:
+            scope.cancel()
+        if self._active:
+            with trio.move_on_after(self.shutdown_timeout):
+                await self._idle.wait()
+        for conn in list(self.connections):
+            conn.close(0, "server shutting down")
+
+    # ------------------------------------------------------------------ connections
+
+    async def _connection(self, conn: StreamConnection) -> None:
+        self.connections.add(conn)
+        self.stats.connections += 1
+        self._change()
+        scope = trio.CancelScope()
+        self._accepting.add(scope)
+        try:
+            async with trio.open_nursery() as streams:
+                with scope:
+                    if self._draining:
+                        scope.cancel()
+                    while True:
+                        try:
+                            stream = await conn.accept_stream()
+                        except STREAM_ERRORS:
+                            break
+                        self._active += 1
+                        self.stats.peak_active = max(self.stats.peak_active, self._active)
+                        streams.start_soon(self._stream, stream)
+        finally:
+            self._accepting.discard(scope)
+            self.connections.discard(conn)
+            self._change()
+            if not self._draining:
+                conn.close(0, "")
+
+    async def _stream(self, stream: trio.abc.HalfCloseableStream) -> None:
+        self.stats.streams += 1
+        try:
+            reader = wire.MessageReader(stream, self.max_frame_bytes)
+            request: MxpMessage | None = None
+            with trio.move_on_after(self.request_timeout):
+                try:
+                    request = await reader.next()
+                except IntentusError as exc:
+                    await self._refuse(stream, exc, None)
+                    return
+            if request is None:
+                await wire.abort(stream, wire.BAD_REQUEST)
+                return
+            if request.type not in wire.REQUESTS:
+                await self._refuse(stream, UnsupportedMessageType(
+                    f"a stream must start with Call, StreamOpen or Event, not "
+                    f"{request.type.label}", details={"mxpType": request.type.label}), request)
+                return
+            await self._serve(stream, reader, request)
+        except STREAM_ERRORS:
+            await wire.abort(stream, wire.CANCELLED)
+        except Exception:
+            log.exception("MXP stream handler failed")
+            await wire.abort(stream, wire.BAD_REQUEST)
+        finally:
+            self._active -= 1
+            if self._active == 0:
+                self._idle.set()
+                self._idle = trio.Event()
+
+    async def _refuse(self, stream: trio.abc.HalfCloseableStream, exc: IntentusError,
+                      request: MxpMessage | None) -> None:
+        """Answer a stream whose request cannot be read with ERROR, then end it."""
+        self.stats.refused += 1
+        data = None if request is None or isinstance(exc, PayloadTooLarge) else request.payload
+        frame = self.dispatcher.error_frame(exc, data=data)
+        mid = request.message_id if request is not None else 0
+        trace = request.trace_id if request is not None else 0
+        await self._send_final(stream, MessageType.ERROR, frame, mid, trace)
+
+    async def _send_final(self, stream: trio.abc.HalfCloseableStream, kind: MessageType,
+                          frame: TransportEnvelope | bytes, mid: int, trace: int) -> None:
+        data = frame if isinstance(frame, bytes) else self.dispatcher.codec.encode(
+            frame, limit=False)
+        stop = getattr(stream, "stop_sending", None)
+        if stop is not None:  # nothing more is read from this stream
+            stop(wire.BAD_REQUEST if kind is MessageType.ERROR else 0)
+        await stream.send_all(wire.message(kind, data, mid, trace, final=True))
+        await stream.aclose()
+
+    # ------------------------------------------------------------------ requests
+
+    def _deadline(self, frame: TransportEnvelope) -> float | None:
+        """Seconds this call may take: the client's timeoutMs, capped by max_call_timeout."""
+        text = frame.headers.get(wire.TIMEOUT_MS, "")
+        client = int(text) / 1000 if text.isdigit() and len(text) <= 12 else None
+        limits = [t for t in (client, self.max_call_timeout) if t is not None]
+        return min(limits) if limits else None
+
+    async def _serve(self, stream: trio.abc.HalfCloseableStream, reader: wire.MessageReader,
+                     request: MxpMessage) -> None:
+        kind, mid, trace = request.type, request.message_id, request.trace_id
+        final = _FINAL[kind]
+        try:
+            frame = self.dispatcher.decode(request.payload)
+        except IntentusError as exc:
+            await self._send_final(stream, final, self.dispatcher.error_frame(
+                exc, data=request.payload), mid, trace)
+            return
+        if kind is MessageType.STREAM_OPEN and frame.headers.get(wire.CONTROL) == wire.SUBSCRIBE:
+            await self._subscription(stream, reader, request, frame)
+            return
+        wanted = (FrameType.EVENT,) if kind is MessageType.EVENT else _INTENT_TYPES
+        if frame.message_type not in wanted:
+            await self._send_final(stream, final, self.dispatcher.error_frame(ProtocolError(
+                f"a {kind.label} message cannot carry a {frame.message_type.value!r} frame"),
+                request=frame), mid, trace)
+            return
+        if kind is MessageType.STREAM_OPEN:
+            await self._stream_call(stream, reader, frame, mid, trace)
+            return
+        reply: list[bytes] = []
+
+        async def call() -> None:
+            reply.append(self.dispatcher.encode_reply(
+                await self.dispatcher.handle_frame(frame), frame))
+
+        outcome = await self._watched(reader, call, self._deadline(frame))
+        if outcome == "gone":
+            await wire.abort(stream, wire.CANCELLED)
+        elif reply:
+            await self._send_final(stream, final, reply[0], mid, trace)
+        else:
+            await self._send_final(stream, final, self._timeout_frame(frame), mid, trace)
+
+    def _timeout_frame(self, frame: TransportEnvelope) -> TransportEnvelope:
+        self.stats.timeouts += 1
+        return self.dispatcher.error_frame(
+            TransportTimeout("the call did not finish within its deadline on the server"),
+            request=frame)
+
+    async def _stream_call(self, stream: trio.abc.HalfCloseableStream,
+                           reader: wire.MessageReader, frame: TransportEnvelope,
+                           mid: int, trace: int) -> None:
+        finished = False
+        codec = self.dispatcher.codec
+
+        async def run() -> None:
+            nonlocal finished
+            async with aclosing(self.dispatcher.handle_stream(frame)) as replies:
+                async for reply in replies:
+                    chunk = reply.headers.get(h.STREAM) == h.STREAM_CHUNK
+                    try:
+                        data = codec.encode(reply)
+                    except PayloadTooLarge as exc:
+                        data, chunk = codec.encode(self.dispatcher.error_frame(
+                            exc, request=frame), limit=False), False
+                    if chunk:
+                        await stream.send_all(wire.message(MessageType.STREAM_CHUNK, data,
+                                                           mid, trace))
+                    else:
+                        finished = True
+                        await self._send_final(stream, MessageType.STREAM_CLOSE, data, mid,
+                                               trace)
+                        return
+
+        outcome = await self._watched(reader, run, self._deadline(frame))
+        if outcome == "gone":
+            await wire.abort(stream, wire.CANCELLED)
+        elif not finished:
+            await self._send_final(stream, MessageType.STREAM_CLOSE, self._timeout_frame(frame),
+                                   mid, trace)
+
+    async def _watched(self, reader: wire.MessageReader, work: Callable[[], Awaitable[None]],
+                       timeout: float | None, *, end_on_eof: bool = False) -> str:
+        """Run ``work`` while watching the request stream; "done", "timeout" or "gone"
+        (the client reset the stream, broke the protocol or, with ``end_on_eof``, closed
+        its side: ``work`` was cancelled)."""
+        outcome = "done"
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                nonlocal outcome
+                try:
+                    if await reader.next() is None and not end_on_eof:
+                        return  # the client half-closed: it still wants the reply
+                except WATCH_ERRORS:
+                    pass
+                outcome = "gone"
+                if not end_on_eof:
+                    self.stats.cancelled += 1
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch)
+            with trio.move_on_after(math.inf if timeout is None else timeout) as scope:
+                await work()
+            if scope.cancelled_caught:
+                outcome = "timeout"
+            nursery.cancel_scope.cancel()
+        return outcome
+
+    # ------------------------------------------------------------------ events
+
+    async def _subscription(self, stream: trio.abc.HalfCloseableStream,
+                            reader: wire.MessageReader, request: MxpMessage,
+                            received: TransportEnvelope) -> None:
+        mid = request.message_id
+        dispatcher = self.dispatcher
+        sealed = False
+        try:
+            frame, sealed = dispatcher.open_request(received)
+            version = negotiate(frame.protocol_negotiation, dispatcher.supported)
+            body = frame.body
+            if not isinstance(body, IntentEnvelope) or body.intent.name != wire.SUBSCRIBE_INTENT:
+                raise ProtocolError(f"a subscription is requested with the "
+                                    f"{wire.SUBSCRIBE_INTENT!r} intent")
+            pattern = body.payload.get("eventType")
+            if not isinstance(pattern, str) or not 0 < len(pattern) <= 256:
+                raise ValidationError("body.payload.eventType", "must be 1..256 characters")
+        except IntentusError as exc:
+            # Sealed once the request has been opened; a request that cannot be opened
+            # gets a plain answer.
+            await self._send_final(stream, MessageType.STREAM_CLOSE, _seal(
+                dispatcher, dispatcher.error_frame(exc, request=received), received, sealed),
+                mid, request.trace_id)
+            return
+        request_frame = received if sealed else None
+        scope = trio.CancelScope()
+        self._subscriptions.add(scope)
+        self._change()
+        self._active -= 1  # a subscription never holds up shutdown
+        try:
+            with scope:
+                if self._draining:
+                    scope.cancel()
+                async with self.router.events.subscribe(
+                        pattern, buffer=self.subscription_buffer) as sub:
+                    ack = AgentResponse.success({"subscribed": pattern}, agent=self.router.name,
+                                                trace_id=body.metadata.trace_id)
+                    reply = _seal(dispatcher, response_frame(
+                        ack, TransportProtocol.MXP, request_id=str(mid), version=version),
+                        request_frame, sealed)
+                    await stream.send_all(wire.message(
+                        MessageType.RESPONSE, dispatcher.codec.encode(reply, limit=False),
+                        mid, request.trace_id))
+
+                    async def push() -> None:
+                        async for event in sub:
+                            data = self._event_bytes(event, sub.dropped, sealed)
+                            if data is None:
+                                continue
+                            await stream.send_all(wire.message(
+                                MessageType.EVENT, data, mid, wire.wire_trace(event.trace_id)))
+                            self.stats.events_out += 1
+
+                    await self._watched(reader, push, None, end_on_eof=True)
+        finally:
+            self._active += 1
+            self._subscriptions.discard(scope)
+            self._change()
+        await stream.aclose()
+
+    def _event_bytes(self, event: Event, dropped: int, sealed: bool) -> bytes | None:
+        frame = event_frame(event, TransportProtocol.MXP)
+        if dropped:
+            frame = attrs.evolve(frame, headers={**frame.headers, wire.DROPPED: str(dropped)})
+        protector = self.dispatcher.protector
+        try:
+            if sealed and protector is not None:
+                frame = protector.seal(frame)
+            return self.dispatcher.codec.encode(frame)
+        except (PayloadTooLarge, ValueError) as exc:
+            self.stats.events_skipped += 1
+            log.debug("event %r not forwarded: %s", event.event_type, exc)
+            return None
+
+
+def _seal(dispatcher: FrameDispatcher, reply: TransportEnvelope,
+          request: TransportEnvelope | None, sealed: bool) -> TransportEnvelope:
+    """Seal a reply to a sealed request (error replies to unopenable requests stay plain)."""
+    protector = dispatcher.protector
+    if not sealed or request is None or protector is None:
+        return reply
+    try:
+        return protector.seal(reply, reply_to=request)
+    except TypeError:
+        return protector.seal(reply)
+
+
+async def _shielded_nursery(stop: trio.Event, *, task_status: Any) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.cancel_scope.shield = True
+        task_status.started(nursery)
+        await stop.wait()
+        nursery.cancel_scope.cancel()
+
+
+async def serve(
+    router: Router,
+    url: str = "mxp://127.0.0.1:0",
+    *,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+    **options: Any,
+) -> None:
+    """Serve ``router`` at ``url`` until cancelled; reports the bound URL with the server's
+    public key (port 0 picks a free port; without ``static_key`` a key is generated)."""
+    await MxpServer(router, url, **options).run(task_status=task_status)
