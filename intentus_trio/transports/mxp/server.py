@@ -327,11 +327,10 @@ class MxpServer:
     async def _stream_call(self, stream: trio.abc.HalfCloseableStream,
                            reader: wire.MessageReader, frame: TransportEnvelope,
                            mid: int, trace: int) -> None:
-        finished = False
+        final: list[bytes] = []
         codec = self.dispatcher.codec
 
         async def run() -> None:
-            nonlocal finished
             async with aclosing(self.dispatcher.handle_stream(frame)) as replies:
                 async for reply in replies:
                     chunk = reply.headers.get(h.STREAM) == h.STREAM_CHUNK
@@ -340,19 +339,18 @@ class MxpServer:
                     except PayloadTooLarge as exc:
                         data, chunk = codec.encode(self.dispatcher.error_frame(
                             exc, request=frame), limit=False), False
-                    if chunk:
-                        await stream.send_all(wire.message(MessageType.STREAM_CHUNK, data,
-                                                           mid, trace))
-                    else:
-                        finished = True
-                        await self._send_final(stream, MessageType.STREAM_CLOSE, data, mid,
-                                               trace)
+                    if not chunk:
+                        final.append(data)  # sent once the stream is no longer watched
                         return
+                    await stream.send_all(wire.message(MessageType.STREAM_CHUNK, data, mid,
+                                                       trace))
 
         outcome = await self._watched(reader, run, self._deadline(frame))
         if outcome == "gone":
             await wire.abort(stream, wire.CANCELLED)
-        elif not finished:
+        elif final:
+            await self._send_final(stream, MessageType.STREAM_CLOSE, final[0], mid, trace)
+        else:
             await self._send_final(stream, MessageType.STREAM_CLOSE, self._timeout_frame(frame),
                                    mid, trace)
 
