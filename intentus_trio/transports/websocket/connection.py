@@ -34,9 +34,9 @@ from ...protocol.errors import (
     TransportTimeout,
     ValidationError,
 )
-from ...protocol.models import AgentResponse, JsonObject, TransportEnvelope
+from ...protocol.models import AgentResponse, Event, JsonObject, TransportEnvelope
 from ...routing.events import Subscription
-from ..framing import event_frame, response_frame
+from ..framing import FrameProtector, event_frame, response_frame
 from . import wire
 from .link import Link, describe_close
 from .stream import DirectStream, deliver_messages
@@ -91,6 +91,15 @@ class _Call:
             self._more = trio.Event()
             await self._more.wait()
         self.credit -= 1
+
+
+def event_push_frame(event: Event, sid: str, dropped: int) -> TransportEnvelope:
+    """The frame pushing ``event`` to subscription ``sid`` of a client."""
+    frame = event_frame(event, TransportProtocol.WEBSOCKET)
+    extra = {wire.SUBSCRIPTION: sid}
+    if dropped:
+        extra[wire.DROPPED] = str(dropped)
+    return attrs.evolve(frame, headers={**frame.headers, **extra})
 
 
 #: Call workers kept waiting for the next request, per connection.
@@ -497,22 +506,23 @@ class ServerConnection:
             async with events.subscribe(pattern, buffer=self.server.subscription_buffer) as sub:
                 task_status.started((scope, sub))
                 async for event in sub:
-                    frame = event_frame(event, TransportProtocol.WEBSOCKET)
-                    extra = {wire.SUBSCRIPTION: sid}
-                    if sub.dropped:
-                        extra[wire.DROPPED] = str(sub.dropped)
-                    frame = attrs.evolve(frame, headers={**frame.headers, **extra})
+                    dropped = sub.dropped
                     if sealed and protector is not None:
-                        frame = protector.seal(frame)
-                    try:
-                        data = self.codec.encode(frame)
-                        if len(data) > self.reply_limit:
-                            raise PayloadTooLarge(len(data), self.reply_limit)
-                    except PayloadTooLarge:
+                        size, text = self._sealed_event(event, sid, dropped, protector)
+                    else:
+                        size, text = self.server.event_text(event, sid, dropped)
+                    if size > self.reply_limit:
                         stats.events_oversize += 1
                         continue
                     try:
-                        await self.link.send(data.decode())
+                        await self.link.send(text)
                     except ConnectionFailure:
                         return
                     stats.events_out += 1
+
+    def _sealed_event(
+        self, event: Event, sid: str, dropped: int, protector: FrameProtector
+    ) -> tuple[int, str]:
+        data = self.codec.encode(protector.seal(event_push_frame(event, sid, dropped)),
+                                 limit=False)
+        return len(data), data.decode()

@@ -18,15 +18,21 @@ from trio_websocket import WebSocketRequest, wrap_server_stream
 
 from ...protocol.codec import DEFAULT_MAX_FRAME_BYTES, FrameCodec
 from ...protocol.enums import TransportProtocol
+from ...protocol.models import Event
 from ...routing.router import Router
 from ..framing import FrameDispatcher, FrameProtector
 from . import wire
 from ._groups import single_exceptions
-from .connection import ServerConnection
+from .connection import ServerConnection, event_push_frame
 from .endpoint import Endpoint
 from .stream import DirectStream
 
 log = logging.getLogger("intentus_trio.transports.websocket")
+
+
+#: Encoded event pushes kept for the other subscribers of the same event (count, size).
+_CACHED_EVENTS = 64
+_CACHED_EVENT_BYTES = 64 * 1024
 
 
 @attrs.define
@@ -115,6 +121,27 @@ class WebSocketServer:
         self._draining = False
         self._drained = trio.Event()
         self._connections_changed = trio.Event()
+        self._event_texts: dict[tuple[int, str, int], tuple[Event, int, str]] = {}
+
+    def event_text(self, event: Event, sid: str, dropped: int) -> tuple[int, str]:
+        """The encoded push of a plaintext ``event`` to subscription ``sid``: (bytes, text).
+
+        Every subscriber of an event gets the same frame but for these two headers, and
+        client subscription ids repeat across connections; so one publish to many
+        subscribers encodes each distinct frame once.
+        """
+        key = (id(event), sid, dropped)
+        hit = self._event_texts.get(key)
+        if hit is not None and hit[0] is event:
+            return hit[1], hit[2]
+        data = self.dispatcher.codec.encode(event_push_frame(event, sid, dropped),
+                                            limit=False)
+        text = data.decode()
+        if len(data) <= _CACHED_EVENT_BYTES:
+            if len(self._event_texts) >= _CACHED_EVENTS:
+                self._event_texts.clear()
+            self._event_texts[key] = (event, len(data), text)
+        return len(data), text
 
     async def wait_connections(self, count: int) -> None:
         """Wait until exactly ``count`` connections are open."""
