@@ -273,11 +273,10 @@ async def test_payload_too_large_is_reported_locally_and_by_the_server() -> None
 
 async def test_no_tasks_leak_after_many_clients() -> None:
     router = make_router()
-    server_options = {"shutdown_timeout": 0.5}
     async with trio.open_nursery() as nursery:
         from intentus_trio.transports.websocket import WebSocketServer
 
-        server = WebSocketServer(router, **server_options)
+        server = WebSocketServer(router, shutdown_timeout=0.5)
         url = await nursery.start(server.run)
         await trio.testing.wait_all_tasks_blocked(cushion=0.02)
         baseline = tasks_below(nursery)
@@ -338,3 +337,56 @@ async def test_serve_bind_failure_raises_plain_oserror() -> None:
     async with running_server() as (url, _):
         with pytest.raises(OSError):
             await serve(make_router(), url)
+
+
+async def test_hot_path_shortcuts_are_in_use() -> None:
+    # Messages come straight from the library's reader and frames are written without
+    # waiting; if a trio-websocket upgrade changes what these rely on, this says so.
+    from intentus_trio.transports.websocket.stream import DirectWriter
+
+    async with running_server() as (url, server), open_client(url) as client:
+        assert (await client.send_intent(new_intent("echo", {"x": 1}))).ok
+        session = client._session
+        assert session is not None
+        links = [session.link, *(conn.link for conn in server.connections)]
+        assert all(isinstance(link.writer, DirectWriter) for link in links)
+        assert all(type(link.ws._send_channel).__name__ == "_Sink" for link in links)
+
+
+async def test_a_shorter_deadline_after_a_longer_one_expires_first() -> None:
+    gate = Gate()
+    async with running_server(make_router(gate)) as (url, _), open_client(url) as client:
+        results: dict[str, AgentResponse] = {}
+
+        async def call(name: str, timeout: float) -> None:
+            results[name] = await client.send_intent(new_intent("gate"), timeout=timeout)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call, "long", 30.0)
+            await gate.wait_entered(1)
+            start = trio.current_time()
+            with trio.fail_after(5):
+                await call("short", 0.2)
+            assert trio.current_time() - start < 2.0
+            assert transport_code(results["short"]) == TransportCode.TIMEOUT
+            assert "long" not in results
+            gate.open.set()
+        assert results["long"].ok
+
+
+async def test_calls_after_server_side_timeouts_and_cancels_still_run() -> None:
+    gate = Gate()
+    async with running_server(make_router(gate), max_call_timeout=0.1) as (url, server), \
+            open_client(url, timeout=None) as client:
+        for _ in range(3):
+            timed_out = await client.send_intent(new_intent("gate"))
+            assert transport_code(timed_out) == TransportCode.TIMEOUT
+            with trio.move_on_after(0.02):
+                await client.send_intent(new_intent("gate"))  # cancelled by the client
+            for i in range(5):
+                response = await client.send_intent(new_intent("echo", {"i": i}))
+                assert response.ok and response.payload == {"i": i}
+        assert server.stats.timeouts >= 3
+        with trio.fail_after(5):
+            while gate.cancelled < 6:
+                await trio.testing.wait_all_tasks_blocked()
