@@ -73,6 +73,8 @@ _PROTOCOL = {m.value: m for m in TransportProtocol}
 _MISSING: Any = object()
 _DEFAULT_ROUTING = RoutingOptions()
 _DEFAULT_ROUTING_METADATA = RoutingMetadata()
+#: Decoded negotiation blocks are immutable and few: share them.
+_NEGOTIATIONS: dict[tuple[str, str], ProtocolNegotiation] = {}
 
 
 # --------------------------------------------------------------------------- checks
@@ -462,14 +464,28 @@ def frame_to_json(frame: TransportEnvelope) -> JsonObject:
     return out
 
 
+MAX_HEADER_CHARS: Final = 8192
+
+
 def _headers(value: Any) -> dict[str, str]:
     headers = _object(value, "headers")
+    if not headers:
+        return headers
     if len(headers) > MAX_HEADERS:
         raise _fail("headers", "", f"more than {MAX_HEADERS} headers")
+    # C-level checks for the common case; the loop below names the offending header.
+    try:
+        values_ok = len("".join(headers.values())) <= MAX_HEADER_CHARS or max(
+            map(len, headers.values())) <= MAX_HEADER_CHARS
+    except TypeError:
+        values_ok = False
+    if values_ok and max(map(len, headers)) <= MAX_NAME_CHARS:
+        return headers
     for key, item in headers.items():
-        if type(item) is not str or len(key) > MAX_NAME_CHARS or len(item) > 8192:
-            raise _fail("headers", key[:MAX_NAME_CHARS], "expected a string of at most 8192")
-    return headers
+        if type(item) is not str or len(key) > MAX_NAME_CHARS or len(item) > MAX_HEADER_CHARS:
+            raise _fail("headers", key[:MAX_NAME_CHARS],
+                        f"expected a string of at most {MAX_HEADER_CHARS}")
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def frame_from_json(obj: Any) -> TransportEnvelope:
@@ -492,10 +508,15 @@ def frame_from_json(obj: Any) -> TransportEnvelope:
     if raw_neg is not None:
         neg = _object(raw_neg, "frame", "protocolNegotiation")
         npath = "frame.protocolNegotiation"
-        negotiation = ProtocolNegotiation(
+        key = (
             _str(_get(neg, "minVersion", npath), npath, "minVersion"),
             _str(_get(neg, "maxVersion", npath), npath, "maxVersion"),
         )
+        negotiation = _NEGOTIATIONS.get(key)
+        if negotiation is None:
+            negotiation = ProtocolNegotiation(*key)
+            if len(_NEGOTIATIONS) < 64:
+                _NEGOTIATIONS[key] = negotiation
     raw_body = _get(obj, "body", "frame")
     if EMCL_HEADER in headers:
         body: Body = emcl_from_json(raw_body)
