@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import trio
 
-from ...protocol.errors import ConnectionFailure, IntentusError, ProtocolError
+from ...protocol.errors import ConnectionFailure, IntentusError, ProtocolError, TransportTimeout
 from ...protocol.models import AgentResponse, Event, StreamChunk
 from ...routing.events import Subscription
 from ..base import StreamItem
@@ -20,12 +20,14 @@ from ..base import StreamItem
 class ReplySlot:
     """Where the single reply of a unary call (or a control request) lands."""
 
-    __slots__ = ("_done", "result", "trace_id")
+    __slots__ = ("_done", "limit", "result", "trace_id")
 
-    def __init__(self, trace_id: str | None) -> None:
+    def __init__(self, trace_id: str | None, limit: float | None = None) -> None:
         self._done = trio.Event()
         self.result: AgentResponse | None = None
         self.trace_id = trace_id
+        #: The call's timeout in seconds, for the message when it expires.
+        self.limit = limit
 
     @property
     def done(self) -> bool:
@@ -44,6 +46,11 @@ class ReplySlot:
         if self.result is None:
             self.result = exc.to_response(trace_id=self.trace_id)
             self._done.set()
+
+    def expire(self) -> None:
+        """The call's deadline passed without a reply."""
+        self.fail(TransportTimeout(f"no response within {self.limit} s",
+                                   details={"timeout": self.limit}))
 
     async def wait(self) -> AgentResponse:
         await self._done.wait()

@@ -10,7 +10,6 @@ the next connection attempt, within their deadline.
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import logging
 import math
@@ -49,6 +48,7 @@ from ..framing import ClientFraming, FrameProtector, event_frame, reply_item
 from . import wire
 from ._groups import single_exceptions
 from .calls import ReplySlot, StreamSlot, WebSocketSubscription
+from .deadlines import Deadlines
 from .endpoint import Endpoint
 from .link import Link, describe_close
 from .stream import DirectStream, deliver_messages
@@ -99,6 +99,10 @@ def _request_id_of(message: str | bytes) -> str | None:
     headers = obj.get("headers") if type(obj) is dict else None
     rid = headers.get(h.REQUEST_ID) if type(headers) is dict else None
     return rid if type(rid) is str else None
+
+
+def _slot_done(slot: ReplySlot) -> bool:
+    return slot.done
 
 
 def _count(text: str | None) -> int | None:
@@ -205,12 +209,9 @@ class WebSocketClient:
         self._started = False
         self._background = trio.CancelScope()
         self._stopped = trio.Event()
-        #: Deadlines of unary calls waiting for their reply: (deadline, seq, slot, limit).
-        self._deadlines: list[tuple[float, int, ReplySlot, float | None]] = []
-        self._deadline_seq = itertools.count()
-        self._waiting = 0
+        #: Deadlines of unary calls waiting for their reply, served by one timer task.
+        self._deadlines = Deadlines[ReplySlot](ReplySlot.expire, _slot_done)
         self._expiry = trio.CancelScope()
-        self._expiry_wait: trio.CancelScope | None = None
         self._cm: AbstractAsyncContextManager[WebSocketClient] | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -260,6 +261,10 @@ class WebSocketClient:
         self._notify()
         await trio.lowlevel.checkpoint()
 
+    async def _expire_calls(self) -> None:
+        with self._expiry:
+            await self._deadlines.run()
+
     @property
     def connected(self) -> bool:
         return self._session is not None and self._session.alive
@@ -301,35 +306,6 @@ class WebSocketClient:
         finally:
             self._stopped.set()
             self._expiry.cancel()
-
-    # ------------------------------------------------------------------ deadlines
-
-    async def _expire_calls(self) -> None:
-        """The one timer of every call waiting for its reply: a call's deadline costs a
-        heap entry, not a cancel scope of its own."""
-        heap = self._deadlines
-        with self._expiry:
-            while True:
-                with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as wait:
-                    self._expiry_wait = wait
-                    await trio.sleep_forever()
-                self._expiry_wait = None
-                now = trio.current_time()
-                while heap and heap[0][0] <= now:
-                    _, _, slot, limit = heapq.heappop(heap)
-                    slot.fail(TransportTimeout(f"no response within {limit} s",
-                                               details={"timeout": limit}))
-
-    def _expire_at(self, deadline: float, slot: ReplySlot, limit: float | None) -> None:
-        heap = self._deadlines
-        if len(heap) > 1024 and len(heap) > 4 * self._waiting:
-            # Entries of calls that were answered stay until their deadline; drop them.
-            heap[:] = [entry for entry in heap if not entry[2].done]
-            heapq.heapify(heap)
-        heapq.heappush(heap, (deadline, next(self._deadline_seq), slot, limit))
-        wait = self._expiry_wait
-        if wait is not None and deadline < wait.deadline:
-            wait.deadline = deadline
 
     def _attempt_failed(self, reason: str) -> None:
         self._last_failure = reason
@@ -572,7 +548,7 @@ class WebSocketClient:
                         return exc.to_response(trace_id=trace_id)
                 if session is None:
                     return self._timed_out(limit, trace_id)
-        slot = ReplySlot(trace_id)
+        slot = ReplySlot(trace_id, limit)
         rid = self._next_id()
         try:
             text = encode(rid, session.peer_max)
@@ -582,7 +558,6 @@ class WebSocketClient:
         pending = session.pending
         pending[rid] = slot
         sent = False
-        self._waiting += 1
         try:
             try:
                 if not session.alive:
@@ -600,10 +575,9 @@ class WebSocketClient:
                 return exc.to_response(trace_id=trace_id)
             sent = True
             if deadline != math.inf:
-                self._expire_at(deadline, slot, limit)
+                self._deadlines.add(deadline, slot)
             return await slot.wait()
         finally:
-            self._waiting -= 1
             if pending.pop(rid, None) is not None:
                 self._cancel_remote(session, rid, sent)
 

@@ -38,6 +38,7 @@ from ...protocol.models import AgentResponse, Event, JsonObject, TransportEnvelo
 from ...routing.events import Subscription
 from ..framing import FrameProtector, event_frame, response_frame
 from . import wire
+from .deadlines import Deadlines
 from .link import Link, describe_close
 from .stream import DirectStream, deliver_messages
 
@@ -50,20 +51,21 @@ log = logging.getLogger("intentus_trio.transports.websocket")
 class _Call:
     """A request in progress: what it asked for, how to cancel it, its stream credit."""
 
-    __slots__ = ("_more", "before", "credit", "deadline", "done", "frame", "peer_cancelled",
-                 "rid", "scope", "stream")
+    __slots__ = ("_more", "before", "credit", "done", "finished", "frame", "peer_cancelled",
+                 "rid", "scope", "stream", "timed_out")
 
     def __init__(
-        self, frame: TransportEnvelope, rid: str | None, deadline: float, stream: bool,
-        window: int | None,
+        self, frame: TransportEnvelope, rid: str | None, stream: bool, window: int | None
     ) -> None:
         self.frame = frame
         self.rid = rid
-        self.deadline = deadline
         self.stream = stream
         #: The cancel scope the call runs in, while it runs.
         self.scope: trio.CancelScope | None = None
         self.peer_cancelled = False
+        self.timed_out = False
+        #: Answered (or given up), and its slot released.
+        self.finished = False
         #: Chunks the client can still take; None when it does no flow control.
         self.credit = window
         self._more: trio.Event | None = None
@@ -75,6 +77,12 @@ class _Call:
     def cancel(self) -> None:
         """The client cancelled the call: stop it, and do not answer."""
         self.peer_cancelled = True
+        if self.scope is not None:
+            self.scope.cancel()
+
+    def expire(self) -> None:
+        """The call's deadline passed: stop it, and answer TIMEOUT."""
+        self.timed_out = True
         if self.scope is not None:
             self.scope.cancel()
 
@@ -102,6 +110,10 @@ def event_push_frame(event: Event, sid: str, dropped: int) -> TransportEnvelope:
     return attrs.evolve(frame, headers={**frame.headers, **extra})
 
 
+def _call_finished(call: _Call) -> bool:
+    return call.finished
+
+
 #: Call workers kept waiting for the next request, per connection.
 MAX_IDLE_WORKERS = 8
 
@@ -124,6 +136,7 @@ class ServerConnection:
         #: ``send_nowait``, which succeeds only when one is waiting.
         self._jobs, self._job_queue = trio.open_memory_channel[_Call](0)
         self.idle_workers = 0
+        self._deadlines = Deadlines[_Call](_Call.expire, _call_finished)
         self.calls: dict[str, _Call] = {}
         #: Requests being processed, with or without a requestId.
         self.active = 0
@@ -154,6 +167,7 @@ class ServerConnection:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
                     nursery.start_soon(self._keepalive)
+                    nursery.start_soon(self._deadlines.run)
                     await deliver_messages(self.ws, nursery, self._on_message, self._on_closed)
                     await self.reading_ended.wait()
                     if self.draining:
@@ -299,9 +313,10 @@ class ServerConnection:
     def _start(self, frame: TransportEnvelope, rid: str | None) -> None:
         headers = frame.headers
         timeout = wire.timeout_seconds(headers, self.server.max_call_timeout)
-        deadline = math.inf if timeout is None else trio.current_time() + timeout
         stream = headers.get(h.STREAM) == wire.STREAM_OPEN
-        call = _Call(frame, rid, deadline, stream, wire.window(headers) if stream else None)
+        call = _Call(frame, rid, stream, wire.window(headers) if stream else None)
+        if timeout is not None:
+            self._deadlines.add(self.last_activity + timeout, call)
         if rid is None:
             call.before, call.done = self._uncorrelated_tail, trio.Event()
             self._uncorrelated_tail = call.done
@@ -322,9 +337,10 @@ class ServerConnection:
     async def _worker(self, first: _Call) -> None:
         """Run calls, one at a time: ``first``, then whatever comes while few workers wait.
 
-        Calls run in a cancel scope that serves one call after another (its deadline set
-        to each call's) until one is cancelled: entering a scope per call would cost more
-        than the rest of the worker's bookkeeping together.
+        Calls run in a cancel scope that serves one call after another until one is
+        cancelled (by its deadline, which the connection's timer serves, or by the
+        client): entering a scope per call would cost more than the rest of the worker's
+        bookkeeping together.
         """
         call: _Call | None = first
         try:
@@ -333,9 +349,8 @@ class ServerConnection:
                 with trio.CancelScope() as scope:
                     while True:
                         reply = None
-                        scope.deadline = call.deadline
                         call.scope = scope
-                        if call.peer_cancelled:
+                        if call.peer_cancelled or call.timed_out:
                             scope.cancel()
                         if call.stream:
                             await self._stream(call)
@@ -344,7 +359,6 @@ class ServerConnection:
                         call.scope = None
                         if scope.cancel_called:
                             break  # cancelled just as it finished: this scope is spent
-                        scope.deadline = math.inf
                         finished, call = call, None
                         await self._answer(finished, reply)
                         call = await self._next_call()
@@ -391,6 +405,7 @@ class ServerConnection:
             self._release(call)
 
     def _release(self, call: _Call) -> None:
+        call.finished = True
         if call.done is not None:
             call.done.set()
         if call.rid is not None:

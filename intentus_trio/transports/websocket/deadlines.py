@@ -1,0 +1,62 @@
+"""Deadlines of many operations served by one task.
+
+A cancel scope per call costs more than the rest of a call's bookkeeping on either side
+(entering and leaving one, or even moving its deadline, is a dozen function calls), so a
+connection keeps its calls' deadlines in a heap instead and one task acts on the ones that
+pass: an entry costs a heap push. Entries of operations that finished in time stay in the
+heap until they are dropped in bulk.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+import trio
+
+T = TypeVar("T")
+
+
+class Deadlines(Generic[T]):
+    """Calls ``expire(item)`` once ``item``'s deadline passes, unless ``done(item)``."""
+
+    def __init__(self, expire: Callable[[T], None], done: Callable[[T], bool]) -> None:
+        self._expire = expire
+        self._done = done
+        self._heap: list[tuple[float, int, T]] = []
+        self._seq = itertools.count()
+        #: Heap size at which finished entries are dropped next.
+        self._compact_at = 1024
+        #: The timer's wait, while it waits (its deadline is the earliest entry's).
+        self._wait: trio.CancelScope | None = None
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def add(self, deadline: float, item: T) -> None:
+        heap = self._heap
+        if len(heap) >= self._compact_at:
+            heap[:] = [entry for entry in heap if not self._done(entry[2])]
+            heapq.heapify(heap)
+            self._compact_at = max(1024, 2 * len(heap))
+        heapq.heappush(heap, (deadline, next(self._seq), item))
+        wait = self._wait
+        if wait is not None and deadline < wait.deadline:
+            wait.deadline = deadline
+
+    async def run(self) -> None:
+        """Serve the deadlines until cancelled."""
+        heap = self._heap
+        while True:
+            with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as wait:
+                self._wait = wait
+                await trio.sleep_forever()
+            self._wait = None
+            now = trio.current_time()
+            while heap and heap[0][0] <= now:
+                item = heapq.heappop(heap)[2]
+                if not self._done(item):
+                    self._expire(item)
