@@ -88,6 +88,9 @@ _DATAGRAM_TYPE = 0x04
 _PING_TYPE = 0x01
 # the timer answer when the assembler claims work it then does not build (never expected)
 _SEND_RETRY_DELAY = 0.001
+# how late a timer may fire (trio's epoll wait rounds up to milliseconds): the pacer's bucket
+# holds at least this much time's worth of sending
+PACING_GRANULARITY = 0.002
 
 
 class State(enum.Enum):
@@ -598,7 +601,7 @@ class Connection:
             streams,
             acks,
             recovery,
-            Pacer(size) if cfg.pacing else None,
+            Pacer(size, granularity=PACING_GRANULARITY) if cfg.pacing else None,
             control_sources=[_ConnectionFrames(self)],
         )
 

@@ -4,6 +4,11 @@ Without pacing a sender that receives one ACK for a whole window releases the ne
 one burst, which overflows shallow buffers and causes the very losses congestion control then
 punishes. The bucket refills at ``gain * cwnd / smoothed_rtt`` bytes per second and holds at
 most ``burst`` datagrams, so the driver wakes once per burst rather than once per packet.
+
+A driver cannot sleep for less than its timer granularity (trio's epoll wait rounds up to a
+millisecond), so a bucket that refills in less than that would cap the rate at one burst per
+millisecond (12 MB/s with 1,200-byte datagrams). With ``granularity`` set, the bucket also holds
+what the rate earns in that time, up to the congestion window.
 """
 
 from __future__ import annotations
@@ -22,7 +27,16 @@ class Pacer:
     one burst).
     """
 
-    __slots__ = ("_last", "burst", "capacity", "gain", "max_datagram_size", "rate", "tokens")
+    __slots__ = (
+        "_last",
+        "burst",
+        "capacity",
+        "gain",
+        "granularity",
+        "max_datagram_size",
+        "rate",
+        "tokens",
+    )
 
     def __init__(
         self,
@@ -30,10 +44,12 @@ class Pacer:
         *,
         gain: float = PACING_GAIN,
         burst: int = BURST_PACKETS,
+        granularity: float = 0.0,
     ) -> None:
         self.max_datagram_size = max_datagram_size
         self.gain = gain
         self.burst = burst
+        self.granularity = granularity
         self.capacity = float(burst * max_datagram_size)
         self.tokens = self.capacity
         self.rate = math.inf
@@ -45,9 +61,10 @@ class Pacer:
             self.rate = math.inf
         else:
             self.rate = self.gain * cwnd / smoothed_rtt
-        self.capacity = float(
-            max(2 * self.max_datagram_size, min(self.burst * self.max_datagram_size, cwnd))
-        )
+        burst = float(self.burst * self.max_datagram_size)
+        if self.granularity > 0 and self.rate != math.inf:
+            burst = max(burst, self.rate * self.granularity)
+        self.capacity = max(2.0 * self.max_datagram_size, min(burst, float(cwnd)))
         self.tokens = min(self.tokens, self.capacity)
 
     def _refill(self, now: float) -> None:
