@@ -170,6 +170,8 @@ async def _serve(path: str) -> int:
             print(f"node {config.node.name!r} serving agents: {agents}", flush=True)
             for url in node.urls:
                 print(f"listening on {url}", flush=True)
+            for url in node.distributors:
+                print(f"working for {url}", flush=True)
             async for signum in signals:
                 print(f"received {signal.Signals(signum).name}, shutting down", flush=True)
                 nursery.cancel_scope.cancel()

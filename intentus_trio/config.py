@@ -20,6 +20,9 @@ behind other nodes::
     intents = ["upper"]
     url = "http://127.0.0.1:9090"
 
+    [[workers]]                   # pull work from a distributing ZeroMQ node
+    distributor = "tcp://127.0.0.1:5555"
+
 Unknown keys are errors, so a typo cannot silently drop a setting.
 """
 
@@ -64,6 +67,14 @@ class ListenerConfig:
 
 
 @frozen
+class WorkerConfig:
+    """Serve this node's agents as a worker of a distributing node (ZeroMQ work queue)."""
+
+    distributor: str
+    options: dict[str, Any] = field(factory=dict)
+
+
+@frozen
 class RemoteConfig:
     name: str
     intents: list[str]
@@ -79,6 +90,7 @@ class NodeConfig:
     agents: list[AgentConfig] = field(factory=list)
     listeners: list[ListenerConfig] = field(factory=list)
     remotes: list[RemoteConfig] = field(factory=list)
+    workers: list[WorkerConfig] = field(factory=list)
     #: Register the sample agents (echo, upper, count, sleep, fail) too.
     samples: bool = False
 

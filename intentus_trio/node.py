@@ -15,13 +15,16 @@ from attrs import frozen
 from .config import NodeConfig, build_router
 from .routing.remote import register_remote
 from .routing.router import Router
-from .transports.registry import open_transport, server_for
+from .transports.registry import open_transport, server_for, worker_for
 
 
 @frozen
 class RunningNode:
     router: Router
+    #: The URLs the listeners are bound to.
     urls: tuple[str, ...]
+    #: The distributors this node works for.
+    distributors: tuple[str, ...] = ()
 
 
 async def serve_node(
@@ -43,12 +46,17 @@ async def serve_node(
             serve = server_for(listener.url)
             url = await nursery.start(_serve_one, serve, router, listener.url, listener.options)
             urls.append(url)
-        task_status.started(RunningNode(router, tuple(urls)))
+        for worker in config.workers:
+            run_worker = worker_for(worker.distributor)
+            await nursery.start(_serve_one, run_worker, router, worker.distributor,
+                                worker.options)
+        task_status.started(RunningNode(router, tuple(urls),
+                                        tuple(w.distributor for w in config.workers)))
         await trio.sleep_forever()
 
 
 async def _serve_one(
-    serve: Any, router: Router, url: str, options: dict[str, Any],
-    *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+    run: Any, router: Router, url: str, options: dict[str, Any],
+    *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    await serve(router, url, task_status=task_status, **options)
+    await run(router, url, task_status=task_status, **options)

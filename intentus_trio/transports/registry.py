@@ -4,7 +4,9 @@ Each network transport module provides two entry points:
 
 * ``open_client(url, **options)`` — an async context manager yielding a ``Transport``;
 * ``serve(router, url, *, task_status, **options)`` — a server for ``nursery.start`` that
-  reports the URL it is bound to (port 0 picks a free port).
+  reports the URL it is bound to (port 0 picks a free port);
+* optionally ``run_worker(router, distributor_url, *, task_status, **options)`` — serve a
+  router's agents as a worker of a distributing node.
 
 Keeping the table here lets the CLI and users name a transport by URL while the core
 package stays importable without any transport's optional dependencies.
@@ -70,6 +72,11 @@ def _load(url: str, attribute: str) -> Callable[..., Any]:
 def open_transport(url: str, **options: Any) -> Any:
     """``async with open_transport("http://host:port") as transport: ...``"""
     return _load(url, "open_client")(url, **options)
+
+
+def worker_for(url: str) -> Callable[..., Any]:
+    """The ``run_worker`` function for a distributor at ``url`` (transports with work queues)."""
+    return _load(url, "run_worker")
 
 
 def server_for(url: str) -> Callable[..., Any]:
