@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -12,14 +11,11 @@ from urllib.parse import urlsplit
 import attrs
 import trio
 
-from intentus_trio.protocol import headers as h
-from intentus_trio.protocol.codec import body_from_json, body_to_json, dumps, loads
-from intentus_trio.protocol.errors import AgentError, EMCLFailure
+from intentus_trio.protocol.codec import loads
+from intentus_trio.protocol.errors import AgentError
 from intentus_trio.protocol.models import (
-    EMCLEnvelope,
     IntentEnvelope,
     JsonObject,
-    TransportEnvelope,
 )
 from intentus_trio.routing.events import EventBus
 from intentus_trio.routing.router import Router
@@ -147,28 +143,3 @@ async def raw_request(
         return await read_response(stream)
 
 
-class ReversingProtector:
-    """A test-only FrameProtector: the body's JSON, reversed and base64url encoded.
-
-    Reversible and visibly not plaintext; ``open`` fails like EMCL on anything else.
-    """
-
-    def __init__(self) -> None:
-        self.sealed = 0
-        self.opened = 0
-
-    def seal(self, frame: TransportEnvelope) -> TransportEnvelope:
-        self.sealed += 1
-        text = dumps(body_to_json(frame.body))[::-1]
-        body = EMCLEnvelope("1.0", base64.urlsafe_b64encode(text).decode(), "n", "mac")
-        return attrs.evolve(frame, body=body, headers={**frame.headers, h.EMCL: "1.0"})
-
-    def open(self, frame: TransportEnvelope) -> TransportEnvelope:
-        body = frame.body
-        if not isinstance(body, EMCLEnvelope) or body.hmac != "mac":
-            raise EMCLFailure("cannot open this frame", details={"reason": "bad_seal"})
-        self.opened += 1
-        text = base64.urlsafe_b64decode(body.ciphertext)[::-1]
-        headers = {k: v for k, v in frame.headers.items() if k != h.EMCL}
-        return attrs.evolve(frame, body=body_from_json(frame.message_type, loads(text)),
-                            headers=headers)

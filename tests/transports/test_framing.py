@@ -19,7 +19,6 @@ from intentus_trio import (
     ProtocolNegotiation,
     Router,
     StreamChunk,
-    TransportEnvelope,
     TransportProtocol,
     new_event,
     new_intent,
@@ -32,6 +31,7 @@ from intentus_trio.transports.framing import (
     request_frame,
 )
 
+from ..protectors import StandInProtector
 from ..protocol.test_codec import reference_intent_json
 
 ROUTER = register_samples(Router(name="node"))
@@ -141,27 +141,9 @@ async def test_stream_frames() -> None:
     assert isinstance(items[2], AgentResponse) and items[2].payload == {"chunks": 2}
 
 
-class Reverse:
-    """A stand-in protector: the body JSON, reversed, in the ciphertext field."""
-
-    def seal(self, frame: TransportEnvelope) -> TransportEnvelope:
-        text = orjson.dumps(codec.body_to_json(frame.body)).decode()[::-1]
-        body = EMCLEnvelope("1.0", text, "n", "m", message_type=frame.message_type)
-        return attrs.evolve(frame, body=body, headers={**frame.headers, "emcl": "1.0"})
-
-    def open(self, frame: TransportEnvelope) -> TransportEnvelope:
-        assert isinstance(frame.body, EMCLEnvelope)
-        if frame.body.hmac != "m":
-            raise EMCLFailure("tampered", details={"reason": "tampered"})
-        obj = orjson.loads(frame.body.ciphertext[::-1])
-        headers = {k: v for k, v in frame.headers.items() if k != "emcl"}
-        return attrs.evolve(frame, headers=headers,
-                            body=codec.body_from_json(frame.message_type, obj))
-
-
 async def test_protector_seals_both_directions() -> None:
-    d = dispatcher(protector=Reverse(), require_emcl=True)
-    client = ClientFraming(TransportProtocol.HTTP, protector=Reverse())
+    d = dispatcher(protector=StandInProtector(), require_emcl=True)
+    client = ClientFraming(TransportProtocol.HTTP, protector=StandInProtector())
     data = await d.handle_bytes(client.encode_intent(new_intent("echo", {"s": 1})))
     assert b'"emcl":"1.0"' in data and b'"s":1' not in data
     item = client.decode_reply(data)
@@ -169,7 +151,7 @@ async def test_protector_seals_both_directions() -> None:
 
 
 async def test_plaintext_refused_when_emcl_required() -> None:
-    d = dispatcher(protector=Reverse(), require_emcl=True)
+    d = dispatcher(protector=StandInProtector(), require_emcl=True)
     plain = ClientFraming(TransportProtocol.HTTP)
     item = plain.decode_reply(await d.handle_bytes(plain.encode_intent(new_intent("echo"))))
     assert isinstance(item, AgentResponse) and item.error is not None
@@ -177,14 +159,19 @@ async def test_plaintext_refused_when_emcl_required() -> None:
 
 
 async def test_sealed_frame_without_protector_and_tampering() -> None:
-    sealed = ClientFraming(TransportProtocol.HTTP, protector=Reverse())
+    sealed = ClientFraming(TransportProtocol.HTTP, protector=StandInProtector())
     data = sealed.encode_intent(new_intent("echo"))
     out = await reply(data)
     assert out["body"]["error"]["details"] == {"reason": "not_configured"}
-    tampered = data.replace(b'"hmac":"m"', b'"hmac":"x"')
-    out = await reply(tampered, dispatcher(protector=Reverse()))
-    assert out["body"]["error"] == {"code": "EMCL_FAILURE", "message": "tampered",
-                                    "retryable": False, "details": {"reason": "tampered"}}
+    frame = FrameCodec().decode(data)
+    assert isinstance(frame.body, EMCLEnvelope)
+    tampered = FrameCodec().encode(
+        attrs.evolve(frame, body=attrs.evolve(frame.body, hmac="0" * 64)))
+    out = await reply(tampered, dispatcher(protector=StandInProtector()))
+    assert out["body"]["error"] == {"code": "EMCL_FAILURE", "message": "cannot open this frame",
+                                    "retryable": False, "details": {"reason": "bad_tag"}}
+    out = await reply(data, dispatcher(protector=StandInProtector(b"another key")))
+    assert out["body"]["error"]["details"] == {"reason": "bad_tag"}
     with pytest.raises(EMCLFailure):
         sealed.decode_frame(FrameCodec().encode(request_frame(new_intent("e"),
                                                               TransportProtocol.HTTP)))

@@ -19,7 +19,8 @@ from intentus_trio.protocol.models import AgentResponse, StreamChunk
 from intentus_trio.transports.framing import request_frame
 from intentus_trio.transports.http import RetryPolicy, open_client
 
-from .http_helpers import ReversingProtector, running_server
+from ..protectors import StandInProtector
+from .http_helpers import running_server
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +70,7 @@ async def test_tls_untrusted_certificate_fails_cleanly(tls_files: dict[str, str]
 
 
 async def test_emcl_every_path_is_sealed() -> None:
-    server_side, client_side = ReversingProtector(), ReversingProtector()
+    server_side, client_side = StandInProtector(), StandInProtector()
     async with running_server(protector=server_side, require_emcl=True) as (url, _), \
             open_client(url, protector=client_side) as client:
         response = await client.send_intent(new_intent("echo", {"secret": 1}))
@@ -96,7 +97,7 @@ async def test_emcl_every_path_is_sealed() -> None:
 
 
 async def test_emcl_sealed_frames_on_the_wire_and_status() -> None:
-    protector = ReversingProtector()
+    protector = StandInProtector()
     async with running_server(protector=protector) as (url, _), \
             httpx.AsyncClient(base_url=url) as raw:
         sealed = protector.seal(request_frame(new_intent("nobody", {"hidden": "x"}),
@@ -114,7 +115,7 @@ async def test_emcl_sealed_frames_on_the_wire_and_status() -> None:
 
 
 async def test_emcl_required_refuses_plaintext() -> None:
-    async with running_server(protector=ReversingProtector(), require_emcl=True) as (url, _), \
+    async with running_server(protector=StandInProtector(), require_emcl=True) as (url, _), \
             open_client(url) as plain:
         response = await plain.send_intent(new_intent("echo"))
         assert response.error is not None and response.error.code is ErrorCode.EMCL_FAILURE
@@ -127,7 +128,7 @@ async def test_emcl_required_refuses_plaintext() -> None:
 
 async def test_client_with_emcl_refuses_plaintext_replies() -> None:
     async with running_server() as (url, _), \
-            open_client(url, protector=ReversingProtector()) as client:
+            open_client(url, protector=StandInProtector()) as client:
         response = await client.send_intent(new_intent("echo"))
     # The server has no EMCL: its (plaintext) error reply is readable and says so.
     assert response.error is not None and response.error.code is ErrorCode.EMCL_FAILURE

@@ -7,28 +7,21 @@ the driver has them, and ``TcpStreamBackend`` (the same stream interface over TC
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
-import attrs
 import pytest
 import trio
 
 from intentus_trio.mxp.noise import KeyPair
-from intentus_trio.protocol import headers as h
-from intentus_trio.protocol.codec import body_from_json, body_to_json, dumps, loads
-from intentus_trio.protocol.enums import ErrorCode, MessageType, Priority, TransportCode
-from intentus_trio.protocol.errors import EMCLFailure, RemoteError
+from intentus_trio.protocol.enums import ErrorCode, Priority, TransportCode
+from intentus_trio.protocol.errors import RemoteError
 from intentus_trio.protocol.factory import new_event, new_intent
 from intentus_trio.protocol.models import (
     AgentResponse,
-    EMCLEnvelope,
     IntentEnvelope,
     StreamChunk,
-    TransportEnvelope,
 )
 from intentus_trio.routing.router import Router
 from intentus_trio.transports.base import Transport
@@ -44,6 +37,8 @@ from intentus_trio.transports.mxp import (
     streams_available,
 )
 from intentus_trio.transports.registry import open_transport, server_for
+
+from ..protectors import StandInProtector
 
 BACKENDS = [
     pytest.param("tcp", id="tcp"),
@@ -133,41 +128,6 @@ def transport_code(response: AgentResponse) -> str | None:
     assert response.error is not None, response
     code: str | None = response.error.details.get("transportCode")
     return code
-
-
-class HmacProtector:
-    """A test-only FrameProtector: the body's JSON in base64 with an HMAC-SHA256 tag.
-
-    It shows the plumbing (every frame sealed and opened, tampering detected) and protects
-    nothing: the key is fixed and nothing is encrypted."""
-
-    def __init__(self, key: bytes = b"test-only-key") -> None:
-        self.key = key
-        self.sealed = 0
-        self.opened = 0
-
-    def _tag(self, text: str) -> str:
-        return hmac.new(self.key, text.encode(), hashlib.sha256).hexdigest()
-
-    def seal(self, frame: TransportEnvelope, *, reply_to: TransportEnvelope | None = None
-             ) -> TransportEnvelope:
-        self.sealed += 1
-        text = base64.b64encode(dumps(body_to_json(frame.body))).decode()
-        body = EMCLEnvelope("1.0", text, "n", self._tag(text), message_type=frame.message_type)
-        return attrs.evolve(frame, body=body, headers={**frame.headers, h.EMCL: "1.0"})
-
-    def open(self, frame: TransportEnvelope) -> TransportEnvelope:
-        body = frame.body
-        if not isinstance(body, EMCLEnvelope) or not hmac.compare_digest(
-                body.hmac, self._tag(body.ciphertext)):
-            raise EMCLFailure("cannot open this frame", details={"reason": "bad_tag"})
-        self.opened += 1
-        mtype = body.message_type or frame.message_type
-        if mtype is MessageType.EMCL:
-            mtype = MessageType.INTENT
-        inner = body_from_json(mtype, loads(base64.b64decode(body.ciphertext)))
-        headers = {k: v for k, v in frame.headers.items() if k != h.EMCL}
-        return attrs.evolve(frame, body=inner, message_type=mtype, headers=headers)
 
 
 # --------------------------------------------------------------------------- URLs and keys
@@ -490,7 +450,7 @@ async def test_unreachable_server_and_closed_transport(backend: Backend | None) 
 
 
 async def test_emcl_protector(backend: Backend | None) -> None:
-    server_protector, client_protector = HmacProtector(), HmacProtector()
+    server_protector, client_protector = StandInProtector(), StandInProtector()
     async with serving(make_router(), backend, protector=server_protector,
                        require_emcl=True) as server:
         assert server.url is not None
@@ -506,7 +466,7 @@ async def test_emcl_protector(backend: Backend | None) -> None:
         async with client(server.url, backend) as plain:
             refused = await plain.send_intent(new_intent("echo"))
             assert refused.error is not None and refused.error.code is ErrorCode.EMCL_FAILURE
-        async with client(server.url, backend, protector=HmacProtector(b"other")) as forged:
+        async with client(server.url, backend, protector=StandInProtector(b"other")) as forged:
             bad = await forged.send_intent(new_intent("echo"))
             assert bad.error is not None and bad.error.code is ErrorCode.EMCL_FAILURE
 

@@ -17,7 +17,8 @@ from intentus_trio.transports.framing import ClientFraming, response_frame
 from intentus_trio.transports.zeromq import ZmqServer, open_client, wire
 from intentus_trio.transports.zmq_trio import TrioSocket
 
-from .zmq_helpers import Base64Protector, make_router, running_node
+from ..protectors import StandInProtector
+from .zmq_helpers import make_router, running_node
 
 TIMEOUT = 10.0
 
@@ -143,7 +144,7 @@ async def test_client_drops_replies_it_cannot_place() -> None:
 
 
 async def test_emcl_protector_plumbing() -> None:
-    server_p, client_p = Base64Protector(), Base64Protector()
+    server_p, client_p = StandInProtector(), StandInProtector()
     async with running_node(make_router(), protector=server_p, require_emcl=True) as server:
         with trio.fail_after(TIMEOUT):
             async with open_client(server.urls["rpc"], protector=client_p) as client:
@@ -157,7 +158,7 @@ async def test_emcl_protector_plumbing() -> None:
                 refused = await plain.send_intent(new_intent("echo", {}))
                 assert refused.error is not None
                 assert refused.error.code is ErrorCode.EMCL_FAILURE
-            async with open_client(server.urls["rpc"], protector=Base64Protector("k2")) as wrong:
+            async with open_client(server.urls["rpc"], protector=StandInProtector("k2")) as wrong:
                 refused = await wrong.send_intent(new_intent("echo", {}))
                 assert refused.error is not None
                 assert refused.error.code is ErrorCode.EMCL_FAILURE

@@ -11,7 +11,8 @@ from intentus_trio.protocol.factory import new_event
 from intentus_trio.protocol.models import Event
 from intentus_trio.transports.zeromq import open_client
 
-from .zmq_helpers import Base64Protector, make_router, running_node
+from ..protectors import StandInProtector
+from .zmq_helpers import make_router, running_node
 
 TIMEOUT = 10.0
 
@@ -104,7 +105,7 @@ async def test_publish_failure_raises_and_events_are_sealed_with_emcl() -> None:
     async with open_client("tcp://127.0.0.1:9", timeout=0.2) as client:
         with pytest.raises(ConnectionFailure):
             await client.publish(new_event("x"))
-    server_p, client_p = Base64Protector(), Base64Protector()
+    server_p, client_p = StandInProtector(), StandInProtector()
     async with running_node(make_router(), protector=server_p) as server, \
             open_client(server.urls["rpc"], protector=client_p) as client:
         with trio.fail_after(TIMEOUT):

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
 
-from intentus_trio.protocol import headers as h
-from intentus_trio.protocol.codec import body_from_json, body_to_json, dumps, loads
-from intentus_trio.protocol.enums import MessageType
-from intentus_trio.protocol.errors import EMCLFailure
 from intentus_trio.protocol.models import (
-    EMCLEnvelope,
     IntentEnvelope,
     JsonObject,
-    TransportEnvelope,
 )
 from intentus_trio.routing.router import Router
 from intentus_trio.transports.zeromq import ZmqServer
@@ -88,40 +81,6 @@ async def running_node(
         await nursery.start(server.run, url)
         yield server
         nursery.cancel_scope.cancel()
-
-
-class Base64Protector:
-    """Test-only EMCL stand-in: 'seals' a body as base64 JSON. Proves the plumbing only."""
-
-    def __init__(self, key: str = "k1") -> None:
-        self.key = key
-        self.sealed = 0
-        self.opened = 0
-
-    def seal(self, frame: TransportEnvelope) -> TransportEnvelope:
-        self.sealed += 1
-        text = dumps({"k": self.key, "b": body_to_json(frame.body)})
-        body = EMCLEnvelope("1.0", base64.b64encode(text).decode(), "n", "m",
-                            message_type=frame.message_type)
-        return TransportEnvelope(frame.protocol, frame.message_type, body,
-                                 {**frame.headers, h.EMCL: "1.0"}, frame.protocol_negotiation)
-
-    def open(self, frame: TransportEnvelope) -> TransportEnvelope:
-        body = frame.body
-        if not isinstance(body, EMCLEnvelope):
-            raise EMCLFailure("not sealed")
-        try:
-            inner = loads(base64.b64decode(body.ciphertext))
-        except Exception:
-            raise EMCLFailure("cannot open") from None
-        if inner.get("k") != self.key:
-            raise EMCLFailure("wrong key", details={"reason": "key"})
-        self.opened += 1
-        mtype = body.message_type or MessageType.INTENT
-        headers = {k: v for k, v in frame.headers.items() if k != h.EMCL}
-        return TransportEnvelope(frame.protocol, frame.message_type,
-                                 body_from_json(mtype, inner["b"]), headers,
-                                 frame.protocol_negotiation)
 
 
 def task_count() -> int:
