@@ -390,3 +390,33 @@ async def test_calls_after_server_side_timeouts_and_cancels_still_run() -> None:
         with trio.fail_after(5):
             while gate.cancelled < 6:
                 await trio.testing.wait_all_tasks_blocked()
+
+
+async def test_without_the_shortcuts_the_transport_works_the_plain_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What happens when trio-websocket's internals are not as the shortcuts expect: a pump
+    # task reads get_message() and frames go out through send_message().
+    from intentus_trio.transports.websocket import stream
+
+    monkeypatch.setattr(stream, "_queue_of", lambda ws: None)
+    monkeypatch.setattr(stream.DirectWriter, "of", classmethod(lambda cls, ws, s: None))
+    gate = Gate()
+    async with running_server(make_router(gate)) as (url, server), open_client(url) as client:
+        assert (await client.send_intent(new_intent("echo", {"plain": 1}))).payload == {
+            "plain": 1}
+        items = [i async for i in client.send_stream(new_intent("count", {"n": 5}))]
+        assert isinstance(items[-1], AgentResponse) and items[-1].ok
+        async with client.subscribe("p") as sub:
+            await client.publish(new_event("p", {"e": 1}))
+            with trio.fail_after(5):
+                assert (await sub.__anext__()).payload == {"e": 1}
+        response = await client.send_intent(new_intent("gate"), timeout=0.2)
+        assert transport_code(response) == TransportCode.TIMEOUT
+        with trio.fail_after(5):
+            while gate.cancelled < 1:
+                await trio.testing.wait_all_tasks_blocked()
+        assert (await client.send_intent(new_intent("echo", {"after": 1}))).ok
+        session = client._session
+        assert session is not None and session.link.writer is None
+        assert server.stats.connections == 1
