@@ -541,13 +541,15 @@ class WebSocketClient:
         if session is None:
             session = self._session
             if session is None or not session.alive or session.link.broken is not None:
+                ready: _Session | None = None
                 with trio.move_on_at(deadline):
                     try:
-                        session = await self._ready(deadline)
+                        ready = await self._ready(deadline)
                     except IntentusError as exc:
                         return exc.to_response(trace_id=trace_id)
-                if session is None:
+                if ready is None:
                     return self._timed_out(limit, trace_id)
+                session = ready
         slot = ReplySlot(trace_id, limit)
         rid = self._next_id()
         try:

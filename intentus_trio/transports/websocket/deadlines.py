@@ -23,13 +23,18 @@ T = TypeVar("T")
 class Deadlines(Generic[T]):
     """Calls ``expire(item)`` once ``item``'s deadline passes, unless ``done(item)``."""
 
+    #: Finished entries are dropped once the heap holds this many, or twice the entries
+    #: left by the last drop: a few list passes per hundred calls, and finished calls are
+    #: not kept alive long (they hold their frames).
+    MIN_COMPACT = 128
+
     def __init__(self, expire: Callable[[T], None], done: Callable[[T], bool]) -> None:
         self._expire = expire
         self._done = done
         self._heap: list[tuple[float, int, T]] = []
         self._seq = itertools.count()
         #: Heap size at which finished entries are dropped next.
-        self._compact_at = 1024
+        self._compact_at = self.MIN_COMPACT
         #: The timer's wait, while it waits (its deadline is the earliest entry's).
         self._wait: trio.CancelScope | None = None
 
@@ -41,7 +46,7 @@ class Deadlines(Generic[T]):
         if len(heap) >= self._compact_at:
             heap[:] = [entry for entry in heap if not self._done(entry[2])]
             heapq.heapify(heap)
-            self._compact_at = max(1024, 2 * len(heap))
+            self._compact_at = max(self.MIN_COMPACT, 2 * len(heap))
         heapq.heappush(heap, (deadline, next(self._seq), item))
         wait = self._wait
         if wait is not None and deadline < wait.deadline:
