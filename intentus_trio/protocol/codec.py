@@ -57,6 +57,7 @@ MAX_LIST_ITEMS: Final = 256
 MAX_HEADERS: Final = 64
 
 _new_ref = fast_constructor(IntentRef)
+_new_routing = fast_constructor(RoutingOptions)
 _new_context = fast_constructor(IntentContext)
 _new_metadata = fast_constructor(IntentMetadata)
 _new_intent = fast_constructor(IntentEnvelope)
@@ -224,10 +225,15 @@ def intent_from_json(obj: Any, path: str = "body") -> IntentEnvelope:
     source = meta.get("source")
     created_at = meta.get("createdAt")
     trace_id = meta.get("traceId")
-    for key, value in (("requestId", request_id), ("source", source),
-                       ("createdAt", created_at), ("traceId", trace_id)):
-        if type(value) is not str or len(value) > limit:
-            raise _bad_str(meta, key, path + ".metadata")
+    if not (
+        type(request_id) is str and type(source) is str and type(created_at) is str
+        and type(trace_id) is str and len(request_id) <= limit and len(source) <= limit
+        and len(created_at) <= limit and len(trace_id) <= limit
+    ):
+        for key in ("requestId", "source", "createdAt", "traceId"):
+            value = meta.get(key)
+            if type(value) is not str or len(value) > limit:
+                raise _bad_str(meta, key, path + ".metadata")
     chain = _names(meta["identityChain"], path + ".metadata", "identityChain") \
         if "identityChain" in meta else ()
 
@@ -237,10 +243,13 @@ def intent_from_json(obj: Any, path: str = "body") -> IntentEnvelope:
     else:
         rpath = path + ".routing"
         routing_obj = _object(routing_obj, path, "routing")
-        routing = RoutingOptions(
-            _enum(_STRATEGY, routing_obj.get("strategy", "direct"), rpath, "strategy"),
-            _opt_str(routing_obj.get("targetAgent"), rpath, "targetAgent"),
-            _names(routing_obj.get("fallbackAgents", []), rpath, "fallbackAgents"),
+        strategy = _enum(_STRATEGY, routing_obj.get("strategy", "direct"), rpath, "strategy")
+        target = _opt_str(routing_obj.get("targetAgent"), rpath, "targetAgent")
+        fallbacks = _names(routing_obj.get("fallbackAgents", []), rpath, "fallbackAgents")
+        routing = (
+            _DEFAULT_ROUTING
+            if strategy is RoutingStrategy.DIRECT and target is None and not fallbacks
+            else _new_routing(strategy, target, fallbacks)
         )
     rmeta_obj = obj.get("routingMetadata")
     if rmeta_obj is None:
@@ -469,23 +478,13 @@ MAX_HEADER_CHARS: Final = 8192
 
 def _headers(value: Any) -> dict[str, str]:
     headers = _object(value, "headers")
-    if not headers:
-        return headers
     if len(headers) > MAX_HEADERS:
         raise _fail("headers", "", f"more than {MAX_HEADERS} headers")
-    # C-level checks for the common case; the loop below names the offending header.
-    try:
-        values_ok = len("".join(headers.values())) <= MAX_HEADER_CHARS or max(
-            map(len, headers.values())) <= MAX_HEADER_CHARS
-    except TypeError:
-        values_ok = False
-    if values_ok and max(map(len, headers)) <= MAX_NAME_CHARS:
-        return headers
     for key, item in headers.items():
         if type(item) is not str or len(key) > MAX_NAME_CHARS or len(item) > MAX_HEADER_CHARS:
             raise _fail("headers", key[:MAX_NAME_CHARS],
                         f"expected a string of at most {MAX_HEADER_CHARS}")
-    raise AssertionError("unreachable")  # pragma: no cover
+    return headers
 
 
 def frame_from_json(obj: Any) -> TransportEnvelope:
