@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 import attrs
 import trio
 
+from intentus_trio._groups import unwrap_single
 from intentus_trio.mxp.carrier import Address, DatagramCarrier, open_udp_carrier
 from intentus_trio.mxp.config import Configuration
 from intentus_trio.mxp.connection import Connection
@@ -20,7 +21,6 @@ from intentus_trio.mxp.driver import (
     PublicKeyLike,
     StaticKeyLike,
     public_key_bytes,
-    single_exceptions,
     static_keypair,
 )
 from intentus_trio.mxp.events import ErrorCode
@@ -94,7 +94,7 @@ async def mxp_connect(
     else:
         remote = (address[0], address[1])
     try:
-        with single_exceptions():
+        with unwrap_single():
             async with trio.open_nursery() as nursery:
                 now = trio.current_time()
                 mxp = MxpConnection(

@@ -20,8 +20,7 @@ from __future__ import annotations
 import collections
 import math
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Protocol
 
 import attrs
@@ -171,24 +170,6 @@ def public_key_bytes(key: PublicKeyLike) -> bytes:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-@contextmanager
-def single_exceptions() -> Iterator[None]:
-    """Re-raise the lone leaf of nested single-member exception groups as itself."""
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        exc: BaseException = group
-        while isinstance(exc, BaseExceptionGroup):
-            if len(exc.exceptions) != 1:
-                raise
-            exc = exc.exceptions[0]
-        context = exc.__context__
-        try:
-            raise exc  # the group was only a wrapper: keep exc's own chain
-        finally:
-            exc.__context__ = context
 
 
 def send_all(

@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 import trio
 
+from intentus_trio._groups import unwrap_single
 from intentus_trio.mxp.carrier import Address, DatagramCarrier, open_udp_carrier
 from intentus_trio.mxp.config import ServerConfiguration
 from intentus_trio.mxp.connection import Connection
@@ -27,7 +28,6 @@ from intentus_trio.mxp.driver import (
     DriverStats,
     MxpConnection,
     send_all,
-    single_exceptions,
 )
 from intentus_trio.mxp.endpoint import ServerEndpoint
 from intentus_trio.mxp.events import ErrorCode
@@ -232,7 +232,7 @@ async def mxp_listen(
     else:
         carrier, own_carrier = bind, False
     try:
-        with single_exceptions():
+        with unwrap_single():
             async with trio.open_nursery() as nursery:
                 listener = MxpListener(
                     config,
@@ -280,7 +280,7 @@ async def serve_mxp(
     ``options`` are those of ``mxp_listen``."""
     async with mxp_listen(bind, config, **options) as listener:
         task_status.started(listener.local_address)
-        with single_exceptions():
+        with unwrap_single():
             async with trio.open_nursery() as handlers:
                 async for conn in listener:
                     handlers.start_soon(_run_handler, handler, conn)

@@ -9,7 +9,6 @@ serving. Transports differ only in how bytes move.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from typing import Protocol
@@ -53,16 +52,6 @@ class FrameProtector(Protocol):
     ) -> TransportEnvelope: ...
 
     def open(self, frame: TransportEnvelope) -> TransportEnvelope: ...
-
-
-def _takes_reply_to(protector: object) -> bool:
-    """Whether ``protector.seal`` accepts ``reply_to`` (protectors written before it did not)."""
-    try:
-        params = inspect.signature(protector.seal).parameters  # type: ignore[attr-defined]
-    except (AttributeError, TypeError, ValueError):
-        return False
-    return "reply_to" in params or any(
-        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def is_sealed(frame: TransportEnvelope) -> bool:
@@ -225,7 +214,6 @@ class FrameDispatcher:
         self.protector = protector
         #: Refuse plaintext requests (only meaningful with a protector).
         self.require_emcl = require_emcl
-        self._binding: tuple[object, bool] = (None, False)
 
     # -------------------------------------------------------------- decoding
 
@@ -290,11 +278,7 @@ class FrameDispatcher:
         protector = self.protector
         if request is None or protector is None:
             return reply
-        if self._binding[0] is not protector:
-            self._binding = (protector, _takes_reply_to(protector))
-        if self._binding[1]:
-            return protector.seal(reply, reply_to=request)
-        return protector.seal(reply)
+        return protector.seal(reply, reply_to=request)
 
     async def handle_frame(self, frame: TransportEnvelope) -> TransportEnvelope:
         """Route a decoded frame and return the reply frame (sealed if the request was)."""

@@ -18,9 +18,9 @@ from intentus_trio.transports.base import Transport
 from intentus_trio.transports.registry import open_transport, server_for
 from intentus_trio.transports.websocket import WebSocketClient, open_client, serve
 
+from ..protectors import StandInProtector
 from .ws_helpers import (
     Gate,
-    HmacProtector,
     make_router,
     running_server,
     tasks_below,
@@ -212,7 +212,7 @@ async def test_closed_client_raises_at_once() -> None:
 
 
 async def test_emcl_protector_seals_every_frame() -> None:
-    server_protector, client_protector = HmacProtector(), HmacProtector()
+    server_protector, client_protector = StandInProtector(), StandInProtector()
     async with running_server(protector=server_protector, require_emcl=True) as (url, _), \
             open_client(url, protector=client_protector) as client, \
             open_client(url) as plain:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import random
+import socket
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -94,9 +97,7 @@ async def test_cancelled_call_leaves_client_usable() -> None:
 
 
 async def test_no_server_is_a_connection_failure_then_reconnects() -> None:
-    probe = zmq.Context.instance().socket(zmq.ROUTER)
-    port = probe.bind_to_random_port("tcp://127.0.0.1")
-    probe.close(0)
+    port = free_port_block(4)
     url = f"tcp://127.0.0.1:{port}"
     router = make_router()
     async with open_client(url) as c:
@@ -108,6 +109,27 @@ async def test_no_server_is_a_connection_failure_then_reconnects() -> None:
                 async with node_on_port(router, url):
                     response = await c.send_intent(new_intent("echo", {"r": round_}))
                     assert response.payload == {"r": round_}
+
+
+def free_port_block(count: int) -> int:
+    """A port P with P..P+count-1 free, below Linux's ephemeral range.
+
+    The node binds its events/work/results endpoints at P+1..P+3; inside the ephemeral
+    range, the client's own outgoing connection could hold one of those ports. Plain sockets
+    close synchronously (a ZeroMQ socket unbinds later, in its I/O thread).
+    """
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20000, 32000)
+        try:
+            with contextlib.ExitStack() as stack:
+                for port in range(base, base + count):
+                    probe = stack.enter_context(socket.socket())
+                    probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise AssertionError("no free block of ports")
 
 
 @asynccontextmanager

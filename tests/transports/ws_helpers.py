@@ -3,26 +3,17 @@ that can cut or freeze connections, a task counter and a test-only FrameProtecto
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import attrs
 import trio
 import trio.testing
 
-from intentus_trio.protocol import headers as h
-from intentus_trio.protocol.codec import body_from_json, body_to_json, dumps, loads
-from intentus_trio.protocol.enums import MessageType
-from intentus_trio.protocol.errors import AgentError, EMCLFailure
+from intentus_trio.protocol.errors import AgentError
 from intentus_trio.protocol.models import (
-    EMCLEnvelope,
     IntentEnvelope,
     JsonObject,
-    TransportEnvelope,
 )
 from intentus_trio.routing.router import Router
 from intentus_trio.transports.websocket import WebSocketServer
@@ -185,37 +176,3 @@ async def running_relay(port: int) -> AsyncIterator[TcpRelay]:
             nursery.cancel_scope.cancel()
 
 
-class HmacProtector:
-    """A test-only FrameProtector: the body's JSON in base64url with an HMAC-SHA256 tag.
-
-    It shows the plumbing (every frame sealed and opened, tampering detected) and protects
-    nothing: the key is fixed and nothing is encrypted.
-    """
-
-    def __init__(self, key: bytes = b"test-only-key") -> None:
-        self.key = key
-        self.sealed = 0
-        self.opened = 0
-
-    def _tag(self, text: str) -> str:
-        return hmac.new(self.key, text.encode(), hashlib.sha256).hexdigest()
-
-    def seal(self, frame: TransportEnvelope) -> TransportEnvelope:
-        self.sealed += 1
-        text = base64.urlsafe_b64encode(dumps(body_to_json(frame.body))).decode()
-        body = EMCLEnvelope("1.0", text, "n", self._tag(text), message_type=frame.message_type)
-        return attrs.evolve(frame, body=body, headers={**frame.headers, h.EMCL: "1.0"})
-
-    def open(self, frame: TransportEnvelope) -> TransportEnvelope:
-        body = frame.body
-        if not isinstance(body, EMCLEnvelope) or not hmac.compare_digest(
-            body.hmac, self._tag(body.ciphertext)
-        ):
-            raise EMCLFailure("cannot open this frame", details={"reason": "bad_tag"})
-        self.opened += 1
-        mtype = body.message_type or frame.message_type
-        if mtype is MessageType.EMCL:
-            mtype = MessageType.INTENT
-        inner = body_from_json(mtype, loads(base64.urlsafe_b64decode(body.ciphertext)))
-        headers = {k: v for k, v in frame.headers.items() if k != h.EMCL}
-        return attrs.evolve(frame, body=inner, message_type=mtype, headers=headers)

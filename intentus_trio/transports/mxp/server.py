@@ -464,10 +464,7 @@ def _seal(dispatcher: FrameDispatcher, reply: TransportEnvelope,
     protector = dispatcher.protector
     if not sealed or request is None or protector is None:
         return reply
-    try:
-        return protector.seal(reply, reply_to=request)
-    except TypeError:
-        return protector.seal(reply)
+    return protector.seal(reply, reply_to=request)
 
 
 async def _shielded_nursery(stop: trio.Event, *, task_status: Any) -> None:

@@ -32,6 +32,7 @@ from trio_websocket import (
     wrap_client_stream,
 )
 
+from ..._groups import unwrap_single
 from ...protocol import headers as h
 from ...protocol.codec import DEFAULT_MAX_FRAME_BYTES, FrameCodec
 from ...protocol.enums import ErrorCode, MessageType, TransportProtocol
@@ -46,7 +47,6 @@ from ...protocol.models import AgentResponse, Event, IntentEnvelope, JsonObject,
 from ..base import StreamItem
 from ..framing import ClientFraming, FrameProtector, event_frame, reply_item
 from . import wire
-from ._groups import single_exceptions
 from .calls import ReplySlot, StreamSlot, WebSocketSubscription
 from .deadlines import Deadlines
 from .endpoint import Endpoint
@@ -234,7 +234,7 @@ class WebSocketClient:
         if self._started:
             raise RuntimeError("a WebSocketClient can be entered only once")
         self._started = True
-        with single_exceptions():
+        with unwrap_single():
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._expire_calls)
                 nursery.start_soon(self._supervise)

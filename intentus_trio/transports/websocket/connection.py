@@ -484,7 +484,7 @@ class ServerConnection:
             frame.protocol, request_id=rid,
         )
         if sealed and self.dispatcher.protector is not None:
-            reply = self.dispatcher.protector.seal(reply)
+            reply = self.dispatcher.protector.seal(reply, reply_to=frame)
         await self._send(reply, frame)
 
     async def _subscribe(self, payload: JsonObject, sealed: bool) -> JsonObject:

@@ -16,13 +16,13 @@ import attrs
 import trio
 from trio_websocket import WebSocketRequest, wrap_server_stream
 
+from ..._groups import unwrap_single
 from ...protocol.codec import DEFAULT_MAX_FRAME_BYTES, FrameCodec
 from ...protocol.enums import TransportProtocol
 from ...protocol.models import Event
 from ...routing.router import Router
 from ..framing import FrameDispatcher, FrameProtector
 from . import wire
-from ._groups import single_exceptions
 from .connection import ServerConnection, event_push_frame
 from .endpoint import Endpoint
 from .stream import DirectStream
@@ -154,7 +154,7 @@ class WebSocketServer:
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Listen, report the bound URL to ``task_status``, serve until cancelled."""
-        with single_exceptions():
+        with unwrap_single():
             async with trio.open_nursery() as outer:
                 stop = trio.Event()
                 workers: trio.Nursery = await outer.start(_shielded_nursery, stop)
