@@ -37,7 +37,7 @@ from intentus_trio.transports.framing import request_frame
 
 def sample_frame() -> TransportEnvelope:
     payload = {
-        "document": "lorem ipsum dolor sit amet " * 20,
+        "document": "lorem ipsum dolor sit amet " * 10,
         "options": {"language": "en", "maxTokens": 256, "temperature": 0.2},
         "items": [{"id": i, "score": i / 10} for i in range(8)],
     }
