@@ -209,8 +209,13 @@ class McpAgents:
                 task_status.started()
                 await self._follow_changes(client)
         except BaseExceptionGroup as group:
-            if group.split(Exception)[1] is not None:
-                raise  # cancellation or an interrupt: not ours to report
+            errors, others = group.split(Exception)
+            if others is not None:
+                # Cancellation or an interrupt goes on; errors that came with it (a session
+                # that died while being torn down) are recorded, never raised past the user.
+                if errors is not None:
+                    self.unavailable = _describe(errors)
+                raise others from None
             failure = group
         except Exception as exc:
             failure = exc
