@@ -14,13 +14,14 @@ import sys
 import time
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager, aclosing
+from functools import partial
 from typing import Any
 
 import trio
 from attrs import define, field
 
 from . import __version__
-from .config import ConfigError, load_config
+from .config import ConfigError, NodeConfig, build_router, load_config
 from .node import serve_node
 from .protocol.codec import response_to_json
 from .protocol.errors import IntentusError
@@ -152,16 +153,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- serve
 
 
-async def _serve(path: str) -> int:
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+async def _serve(config: NodeConfig, router: Router) -> int:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             try:
-                node = await nursery.start(serve_node, config)
+                node = await nursery.start(partial(serve_node, config, router=router))
             except (ConfigError, UnknownScheme, OSError) as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 nursery.cancel_scope.cancel()
@@ -180,7 +176,14 @@ async def _serve(path: str) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    return trio.run(_serve, args.config)
+    # Reading the file and importing the agents block, so both happen before trio starts.
+    try:
+        config = load_config(args.config)
+        router = build_router(config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return trio.run(_serve, config, router)
 
 
 # --------------------------------------------------------------------------- send

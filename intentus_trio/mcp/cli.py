@@ -14,11 +14,12 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import trio
 
-from ..config import ConfigError, load_config
+from ..config import ConfigError, build_router, load_config
 from ..node import serve_node
 from ..transports.registry import UnknownScheme
 
@@ -50,7 +51,9 @@ async def run_mcp(args: argparse.Namespace) -> int:
     from .server import serve_http, serve_stdio
 
     try:
-        config = load_config(args.config)
+        # Reading the file and importing the agents block: done in a worker thread.
+        config = await trio.to_thread.run_sync(load_config, args.config)
+        router = await trio.to_thread.run_sync(build_router, config)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -58,7 +61,7 @@ async def run_mcp(args: argparse.Namespace) -> int:
                                "route_unlisted": not args.listed_only}
     async with trio.open_nursery() as nursery:
         try:
-            node = await nursery.start(serve_node, config)
+            node = await nursery.start(partial(serve_node, config, router=router))
             if args.http:
                 url = await nursery.start(_serve_http, serve_http, node.router, args.http, options)
         except (ConfigError, UnknownScheme, OSError, ValueError) as exc:
