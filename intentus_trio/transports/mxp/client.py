@@ -38,9 +38,10 @@ from ...protocol.errors import (
 )
 from ...protocol.factory import new_intent
 from ...protocol.models import AgentResponse, Event, IntentEnvelope, StreamChunk
-from ...routing.events import DEFAULT_SUBSCRIPTION_BUFFER, Subscription
+from ...routing.events import DEFAULT_SUBSCRIPTION_BUFFER
 from ..base import StreamItem
 from ..framing import ClientFraming, FrameProtector
+from ..remote_subscription import RemoteSubscription
 from . import wire
 from .backend import STREAM_ERRORS, Backend, closed_reason
 from .endpoint import MxpEndpoint
@@ -55,7 +56,7 @@ _SUBSCRIPTION_REPLIES = frozenset({MessageType.RESPONSE, MessageType.EVENT,
                                    MessageType.STREAM_CLOSE})
 
 
-class MxpSubscription:
+class MxpSubscription(RemoteSubscription):
     """An async iterator of the events of one subscription, across reconnections.
 
     Events wait in a bounded buffer that drops its oldest when full; ``dropped`` counts
@@ -64,51 +65,8 @@ class MxpSubscription:
     """
 
     def __init__(self, event_type: str, buffer: int) -> None:
-        self.event_type = event_type
-        self._local = Subscription(event_type, buffer)
-        self._server_dropped_before = 0
-        self._server_dropped = 0
-        self._active = trio.Event()
-        #: How many times a server acknowledged this subscription (1 + re-subscriptions).
-        self.established = 0
+        super().__init__(event_type, buffer)
         self.scope = trio.CancelScope()
-
-    @property
-    def dropped(self) -> int:
-        return self._local.dropped + self._server_dropped_before + self._server_dropped
-
-    @property
-    def active(self) -> bool:
-        """True while a connection carries the subscription."""
-        return self._active.is_set()
-
-    async def wait_active(self) -> None:
-        await self._active.wait()
-
-    def _push(self, event: Event, server_dropped: int | None) -> None:
-        if server_dropped is not None and server_dropped > self._server_dropped:
-            self._server_dropped = server_dropped
-        self._local.offer(event)
-
-    def _activate(self) -> None:
-        self.established += 1
-        self._active.set()
-
-    def _deactivate(self) -> None:
-        if self._active.is_set():
-            self._active = trio.Event()
-        self._server_dropped_before += self._server_dropped
-        self._server_dropped = 0
-
-    def _close(self) -> None:
-        self._deactivate()
-        self._local.close()
-
-    def __aiter__(self) -> MxpSubscription:
-        return self
-
-    async def __anext__(self) -> Event:
-        return await self._local.__anext__()
 
 
 class MxpTransport:
@@ -413,7 +371,7 @@ class MxpTransport:
             yield sub
         finally:
             sub.scope.cancel()
-            sub._close()
+            sub.close()
 
     async def _keep_subscribed(
         self, sub: MxpSubscription, *, task_status: trio.TaskStatus[AgentResponse]
@@ -468,12 +426,12 @@ class MxpTransport:
                 report(self._timed_out(limit, None))
                 return False
             acked = True
-            sub._activate()
+            sub.activate()
             report(ack)
             await self._forward(sub, reader, mid)
             return True
         finally:
-            sub._deactivate()
+            sub.deactivate()
             if stream is not None:
                 await _finish(stream, acked)
 
@@ -491,7 +449,7 @@ class MxpTransport:
             except STREAM_ERRORS:
                 return
             if isinstance(frame.body, Event):
-                sub._push(frame.body, _count(frame.headers.get(wire.DROPPED)))
+                sub.push(frame.body, _count(frame.headers.get(wire.DROPPED)))
 
 
 async def _finish(stream: Any, graceful: bool) -> None:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import trio
 
 from ...protocol.errors import ConnectionFailure, IntentusError, ProtocolError, TransportTimeout
-from ...protocol.models import AgentResponse, Event, StreamChunk
-from ...routing.events import Subscription
+from ...protocol.models import AgentResponse, StreamChunk
 from ..base import StreamItem
+from ..remote_subscription import RemoteSubscription
 
 
 class ReplySlot:
@@ -98,7 +98,7 @@ class StreamSlot:
             return self.failure
 
 
-class WebSocketSubscription:
+class WebSocketSubscription(RemoteSubscription):
     """An async iterator of the events of one subscription, across reconnections.
 
     ``dropped`` counts events lost to full buffers on either side (the server reports its
@@ -106,48 +106,5 @@ class WebSocketSubscription:
     """
 
     def __init__(self, subscription_id: str, event_type: str, buffer: int) -> None:
+        super().__init__(event_type, buffer)
         self.id = subscription_id
-        self.event_type = event_type
-        self._local = Subscription(event_type, buffer)
-        self._server_dropped_before = 0
-        self._server_dropped = 0
-        self._active = trio.Event()
-        #: How many times the server acknowledged this subscription (1 + re-subscriptions).
-        self.established = 0
-
-    @property
-    def dropped(self) -> int:
-        return self._local.dropped + self._server_dropped_before + self._server_dropped
-
-    @property
-    def active(self) -> bool:
-        """True while the server holds this subscription on the current connection."""
-        return self._active.is_set()
-
-    async def wait_active(self) -> None:
-        await self._active.wait()
-
-    def push(self, event: Event, server_dropped: int | None) -> None:
-        if server_dropped is not None and server_dropped > self._server_dropped:
-            self._server_dropped = server_dropped
-        self._local.offer(event)
-
-    def activate(self) -> None:
-        self.established += 1
-        self._active.set()
-
-    def deactivate(self) -> None:
-        if self._active.is_set():
-            self._active = trio.Event()
-        self._server_dropped_before += self._server_dropped
-        self._server_dropped = 0
-
-    def close(self) -> None:
-        self.deactivate()
-        self._local.close()
-
-    def __aiter__(self) -> WebSocketSubscription:
-        return self
-
-    async def __anext__(self) -> Event:
-        return await self._local.__anext__()
