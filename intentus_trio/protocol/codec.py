@@ -74,6 +74,8 @@ _PROTOCOL = {m.value: m for m in TransportProtocol}
 _MISSING: Any = object()
 _DEFAULT_ROUTING = RoutingOptions()
 _DEFAULT_ROUTING_METADATA = RoutingMetadata()
+#: Intent names repeat: decoded IntentRefs are immutable and shared (bounded).
+_REFS: dict[tuple[str, str], IntentRef] = {}
 #: Decoded negotiation blocks are immutable and few: share them.
 _NEGOTIATIONS: dict[tuple[str, str], ProtocolNegotiation] = {}
 
@@ -269,9 +271,14 @@ def intent_from_json(obj: Any, path: str = "body") -> IntentEnvelope:
     payload = obj.get("payload", _MISSING)
     if type(payload) is not dict:
         raise _not_object(payload, path, "payload")
+    ref = _REFS.get((name, iversion))
+    if ref is None:
+        ref = _new_ref(name, iversion)
+        if len(_REFS) < 4096:
+            _REFS[(name, iversion)] = ref
     return _new_intent(
         version,
-        _new_ref(name, iversion),
+        ref,
         payload,
         _new_context(source_agent, timestamp, priority, tags),
         _new_metadata(request_id, source, created_at, trace_id, chain),
@@ -499,7 +506,10 @@ def frame_from_json(obj: Any) -> TransportEnvelope:
             "unsupported messageType; expected one of " + "|".join(_MESSAGE_TYPE),
             details={"supported": list(_MESSAGE_TYPE)},
         )
-    protocol = _enum(_PROTOCOL, _get(obj, "protocol", "frame"), "frame", "protocol")
+    protocol = obj.get("protocol")
+    protocol = _PROTOCOL.get(protocol) if type(protocol) is str else None
+    if protocol is None:
+        _enum(_PROTOCOL, _get(obj, "protocol", "frame"), "frame", "protocol")
     raw_headers = obj.get("headers")
     headers = {} if raw_headers is None else _headers(raw_headers)
     raw_neg = obj.get("protocolNegotiation")
