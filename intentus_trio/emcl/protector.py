@@ -56,8 +56,11 @@ class Role(StrEnum):
     PEER = "peer"
 
 
-_SEALS = {Role.CLIENT: _REQUEST_TYPES, Role.SERVER: _RESPONSE_TYPES, Role.PEER: _ALL_TYPES}
-_OPENS = {Role.CLIENT: _RESPONSE_TYPES, Role.SERVER: _REQUEST_TYPES, Role.PEER: _ALL_TYPES}
+#: Events flow both ways: clients publish them, servers push them to subscribers.
+_SEALS = {Role.CLIENT: _REQUEST_TYPES, Role.SERVER: _RESPONSE_TYPES | {MessageType.EVENT},
+          Role.PEER: _ALL_TYPES}
+_OPENS = {Role.CLIENT: _RESPONSE_TYPES | {MessageType.EVENT}, Role.SERVER: _REQUEST_TYPES,
+          Role.PEER: _ALL_TYPES}
 
 
 class PendingRequests:

@@ -1,4 +1,4 @@
-"""EMCL over the network transports: HTTP, WebSocket and ZeroMQ on real loopback sockets.
+"""EMCL over the network transports: HTTP, WebSocket, ZeroMQ and MXP on real loopback sockets.
 
 The same protector objects that work in-process plug into every transport's ``protector``
 option; servers run with ``require_emcl``. Pair mode with several clients checks that each
@@ -27,6 +27,7 @@ TRANSPORTS = {
     "http": "http://127.0.0.1:0",
     "websocket": "ws://127.0.0.1:0/",
     "zeromq": "tcp://127.0.0.1:0",
+    "mxp": "mxp://127.0.0.1:0",
 }
 
 
@@ -135,3 +136,27 @@ async def test_pair_mode_replies_reach_the_right_client(name: str) -> None:
     for key, reply in results.items():
         assert reply.ok, reply
         assert reply.payload == {"echo": {"i": key // 10, "j": key % 10}}
+
+
+@pytest.mark.parametrize("name", ["websocket", "mxp", "zeromq"])
+async def test_sealed_subscriptions_and_events(name: str) -> None:
+    """Subscribing (a control exchange on WebSocket and MXP) and pushed events, all sealed."""
+    from intentus_trio.protocol.factory import new_event
+
+    make_client, server = group_protectors()
+    async with serving(name, server) as url, \
+            client_for(name, url, protector=make_client("sub")) as subscriber, \
+            client_for(name, url, protector=make_client("pub")) as publisher:
+        with trio.fail_after(20):
+            # Publish until the subscription, which crosses the network, sees one.
+            async with subscriber.subscribe("secret.*") as events, \
+                    trio.open_nursery() as nursery:
+                async def publish() -> None:
+                    while True:
+                        await publisher.publish(new_event("secret.note", {"s": SECRET}))
+                        await trio.sleep(0.05)
+
+                nursery.start_soon(publish)
+                event = await events.__anext__()
+                nursery.cancel_scope.cancel()
+        assert event.event_type == "secret.note" and event.payload == {"s": SECRET}
