@@ -133,60 +133,63 @@ def datagram_overhead(length: int) -> int:
     return 1 + varint_size(length)
 
 
+def decode_base_frame(
+    ftype: int, data: bytes | memoryview, pos: int, end: int
+) -> tuple[Frame, int]:
+    """Decode one secure-channel frame whose type byte was at ``pos - 1``."""
+    if ftype == FrameType.ACK:
+        largest, pos = decode_varint(data, pos)
+        delay, pos = decode_varint(data, pos)
+        count, pos = decode_varint(data, pos)
+        first, pos = decode_varint(data, pos)
+        if first > largest or count > end:
+            raise FrameError("bad ACK frame")
+        hi = largest
+        lo = largest - first
+        ranges = [(lo, hi)]
+        for _ in range(count):
+            gap, pos = decode_varint(data, pos)
+            length, pos = decode_varint(data, pos)
+            hi = lo - gap - 2
+            lo = hi - length
+            if lo < 0:
+                raise FrameError("ACK range below zero")
+            ranges.append((lo, hi))
+        return Ack(tuple(ranges), delay), pos
+    if ftype == FrameType.PADDING:
+        start = pos - 1
+        while pos < end and data[pos] == 0:
+            pos += 1
+        return Padding(pos - start), pos
+    if ftype == FrameType.PING:
+        return Ping(), pos
+    if ftype == FrameType.DATAGRAM:
+        length, pos = decode_varint(data, pos)
+        if pos + length > end:
+            raise FrameError("truncated DATAGRAM frame")
+        return Datagram(bytes(data[pos : pos + length])), pos + length
+    if ftype == FrameType.CLOSE:
+        code, pos = decode_varint(data, pos)
+        length, pos = decode_varint(data, pos)
+        if pos + length > end:
+            raise FrameError("truncated CLOSE frame")
+        try:
+            reason = bytes(data[pos : pos + length]).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise FrameError("CLOSE reason is not UTF-8") from exc
+        return Close(code, reason), pos + length
+    raise FrameError(f"unknown frame type 0x{ftype:02x}")
+
+
 def decode_frames(data: bytes | memoryview) -> list[Frame]:
-    """Parse a packet payload; raise FrameError on anything malformed."""
+    """Parse a packet payload of secure-channel frames; raise FrameError on anything malformed."""
     frames: list[Frame] = []
     pos = 0
     end = len(data)
     try:
         while pos < end:
-            ftype = data[pos]
-            pos += 1
-            if ftype == _DATAGRAM:
-                length, pos = decode_varint(data, pos)
-                if pos + length > end:
-                    raise FrameError("truncated DATAGRAM frame")
-                frames.append(Datagram(bytes(data[pos : pos + length])))
-                pos += length
-            elif ftype == _PADDING:
-                start = pos - 1
-                while pos < end and data[pos] == 0:
-                    pos += 1
-                frames.append(Padding(pos - start))
-            elif ftype == _ACK:
-                largest, pos = decode_varint(data, pos)
-                delay, pos = decode_varint(data, pos)
-                count, pos = decode_varint(data, pos)
-                first, pos = decode_varint(data, pos)
-                if first > largest or count > end:
-                    raise FrameError("bad ACK frame")
-                hi = largest
-                lo = largest - first
-                ranges = [(lo, hi)]
-                for _ in range(count):
-                    gap, pos = decode_varint(data, pos)
-                    length, pos = decode_varint(data, pos)
-                    hi = lo - gap - 2
-                    lo = hi - length
-                    if lo < 0:
-                        raise FrameError("ACK range below zero")
-                    ranges.append((lo, hi))
-                frames.append(Ack(tuple(ranges), delay))
-            elif ftype == _PING:
-                frames.append(Ping())
-            elif ftype == _CLOSE:
-                code, pos = decode_varint(data, pos)
-                length, pos = decode_varint(data, pos)
-                if pos + length > end:
-                    raise FrameError("truncated CLOSE frame")
-                try:
-                    reason = bytes(data[pos : pos + length]).decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise FrameError("CLOSE reason is not UTF-8") from exc
-                pos += length
-                frames.append(Close(code, reason))
-            else:
-                raise FrameError(f"unknown frame type 0x{ftype:02x}")
+            frame, pos = decode_base_frame(data[pos], data, pos + 1, end)
+            frames.append(frame)
     except FrameError:
         raise
     except DecodeError as exc:

@@ -30,12 +30,10 @@ import attrs
 from intentus_trio.mxp.frames import (
     Ack,
     Close,
-    Datagram,
     Frame,
     FrameError,
-    FrameType,
     Padding,
-    Ping,
+    decode_base_frame,
     encode_frame,
 )
 from intentus_trio.mxp.varint import DecodeError, decode_varint, encode_varint, varint_size
@@ -301,51 +299,4 @@ def _decode_frame(data: bytes | memoryview, pos: int) -> tuple[AnyFrame, int]:
         sid, pos = decode_varint(data, pos)
         code, pos = decode_varint(data, pos)
         return StopSending(sid, code), pos
-    return _decode_base_frame(ftype, data, pos, end)
-
-
-def _decode_base_frame(
-    ftype: int, data: bytes | memoryview, pos: int, end: int
-) -> tuple[Frame, int]:
-    if ftype == FrameType.ACK:
-        largest, pos = decode_varint(data, pos)
-        delay, pos = decode_varint(data, pos)
-        count, pos = decode_varint(data, pos)
-        first, pos = decode_varint(data, pos)
-        if first > largest or count > end:
-            raise FrameError("bad ACK frame")
-        hi = largest
-        lo = largest - first
-        ranges = [(lo, hi)]
-        for _ in range(count):
-            gap, pos = decode_varint(data, pos)
-            length, pos = decode_varint(data, pos)
-            hi = lo - gap - 2
-            lo = hi - length
-            if lo < 0:
-                raise FrameError("ACK range below zero")
-            ranges.append((lo, hi))
-        return Ack(tuple(ranges), delay), pos
-    if ftype == FrameType.PADDING:
-        start = pos - 1
-        while pos < end and data[pos] == 0:
-            pos += 1
-        return Padding(pos - start), pos
-    if ftype == FrameType.PING:
-        return Ping(), pos
-    if ftype == FrameType.DATAGRAM:
-        length, pos = decode_varint(data, pos)
-        if pos + length > end:
-            raise FrameError("truncated DATAGRAM frame")
-        return Datagram(bytes(data[pos : pos + length])), pos + length
-    if ftype == FrameType.CLOSE:
-        code, pos = decode_varint(data, pos)
-        length, pos = decode_varint(data, pos)
-        if pos + length > end:
-            raise FrameError("truncated CLOSE frame")
-        try:
-            reason = bytes(data[pos : pos + length]).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise FrameError("CLOSE reason is not UTF-8") from exc
-        return Close(code, reason), pos + length
-    raise FrameError(f"unknown frame type 0x{ftype:02x}")
+    return decode_base_frame(ftype, data, pos, end)

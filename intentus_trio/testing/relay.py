@@ -310,6 +310,19 @@ class UdpRelay:
         self._progress.unpark_all()
 
 
+def _relay(
+    target: tuple[str, int], host: str, port: int, loss: float, duplicate: float,
+    reorder: float, reorder_delay: float, delay: float, jitter: float, corrupt: float,
+    mtu: int | None, seed: int, max_clients: int, idle_timeout: float | None,
+) -> UdpRelay:
+    """The relay both entry points run: one set of impairments, applied both ways."""
+    conditions = LinkConditions(loss=loss, duplicate=duplicate, reorder=reorder,
+                                reorder_delay=reorder_delay, delay=delay, jitter=jitter,
+                                corrupt=corrupt, mtu=mtu)
+    return UdpRelay(target, host=host, port=port, conditions=conditions, seed=seed,
+                    max_clients=max_clients, idle_timeout=idle_timeout)
+
+
 async def serve_udp_relay(
     target: tuple[str, int],
     *,
@@ -332,24 +345,8 @@ async def serve_udp_relay(
 
     The impairments mean what they mean in `LinkConditions` and apply in both directions.
     """
-    relay = UdpRelay(
-        target,
-        host=host,
-        port=port,
-        conditions=LinkConditions(
-            loss=loss,
-            duplicate=duplicate,
-            reorder=reorder,
-            reorder_delay=reorder_delay,
-            delay=delay,
-            jitter=jitter,
-            corrupt=corrupt,
-            mtu=mtu,
-        ),
-        seed=seed,
-        max_clients=max_clients,
-        idle_timeout=idle_timeout,
-    )
+    relay = _relay(target, host, port, loss, duplicate, reorder, reorder_delay, delay, jitter,
+                   corrupt, mtu, seed, max_clients, idle_timeout)
     await relay.serve(task_status=task_status)
 
 
@@ -372,24 +369,8 @@ async def open_udp_relay(
     idle_timeout: float | None = None,
 ) -> AsyncIterator[UdpRelay]:
     """Run an impairment relay for the duration of the block; its sockets close on exit."""
-    relay = UdpRelay(
-        target,
-        host=host,
-        port=port,
-        conditions=LinkConditions(
-            loss=loss,
-            duplicate=duplicate,
-            reorder=reorder,
-            reorder_delay=reorder_delay,
-            delay=delay,
-            jitter=jitter,
-            corrupt=corrupt,
-            mtu=mtu,
-        ),
-        seed=seed,
-        max_clients=max_clients,
-        idle_timeout=idle_timeout,
-    )
+    relay = _relay(target, host, port, loss, duplicate, reorder, reorder_delay, delay, jitter,
+                   corrupt, mtu, seed, max_clients, idle_timeout)
     with unwrap_single():
         async with trio.open_nursery() as nursery:
             await nursery.start(relay.serve)

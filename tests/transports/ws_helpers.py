@@ -18,30 +18,7 @@ from intentus_trio.protocol.models import (
 from intentus_trio.routing.router import Router
 from intentus_trio.transports.websocket import WebSocketServer
 
-
-class Gate:
-    """Lets a test hold agents until it has seen them all running."""
-
-    def __init__(self) -> None:
-        self.entered = 0
-        self.cancelled = 0
-        self.open = trio.Event()
-        self._changed = trio.Event()
-
-    async def wait_entered(self, n: int) -> None:
-        while self.entered < n:
-            await self._changed.wait()
-
-    async def agent(self, env: IntentEnvelope) -> JsonObject:
-        self.entered += 1
-        self._changed.set()
-        self._changed = trio.Event()
-        try:
-            await self.open.wait()
-        except trio.Cancelled:
-            self.cancelled += 1
-            raise
-        return env.payload
+from ..gate import Gate
 
 
 def make_router(gate: Gate | None = None) -> Router:

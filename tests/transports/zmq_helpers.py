@@ -15,32 +15,9 @@ from intentus_trio.protocol.models import (
 from intentus_trio.routing.router import Router
 from intentus_trio.transports.zeromq import ZmqServer
 
+from ..gate import Gate
+
 URL = "tcp://127.0.0.1:0"
-
-
-class Gate:
-    """Holds agents until the test opens it; counts entries and cancellations."""
-
-    def __init__(self) -> None:
-        self.entered = 0
-        self.cancelled = 0
-        self.open = trio.Event()
-        self._changed = trio.Event()
-
-    async def wait_entered(self, n: int) -> None:
-        while self.entered < n:
-            await self._changed.wait()
-
-    async def agent(self, env: IntentEnvelope) -> JsonObject:
-        self.entered += 1
-        self._changed.set()
-        self._changed = trio.Event()
-        try:
-            await self.open.wait()
-        except trio.Cancelled:
-            self.cancelled += 1
-            raise
-        return env.payload
 
 
 def make_router(gate: Gate | None = None) -> Router:
