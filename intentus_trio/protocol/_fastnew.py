@@ -14,6 +14,17 @@ from typing import Any, TypeVar
 
 import attrs
 
+from .models import (
+    AgentResponse,
+    IntentContext,
+    IntentEnvelope,
+    IntentMetadata,
+    IntentRef,
+    ProtocolNegotiation,
+    RoutingOptions,
+    TransportEnvelope,
+)
+
 T = TypeVar("T")
 
 
@@ -30,3 +41,43 @@ def fast_constructor(cls: type[T]) -> Callable[..., T]:
     make: Callable[..., T] = namespace["make"]
     make.__qualname__ = f"fast_constructor({cls.__name__})"
     return make
+
+
+# The decoders' constructors and caches, shared by codec.py and typed_decoder.py so both
+# paths build identical objects.
+new_ref = fast_constructor(IntentRef)
+new_routing = fast_constructor(RoutingOptions)
+new_context = fast_constructor(IntentContext)
+new_metadata = fast_constructor(IntentMetadata)
+new_intent = fast_constructor(IntentEnvelope)
+new_response = fast_constructor(AgentResponse)
+new_frame = fast_constructor(TransportEnvelope)
+
+#: Intent names repeat: decoded IntentRefs are immutable and shared (bounded).
+REFS: dict[tuple[str, str], IntentRef] = {}
+REFS_LIMIT = 4096
+#: Decoded negotiation blocks are immutable and few: share them (bounded).
+NEGOTIATIONS: dict[tuple[str, str], ProtocolNegotiation] = {}
+NEGOTIATIONS_LIMIT = 64
+
+
+def intent_ref(name: str, version: str) -> IntentRef:
+    """The shared IntentRef for (name, version)."""
+    key = (name, version)
+    ref = REFS.get(key)
+    if ref is None:
+        ref = new_ref(name, version)
+        if len(REFS) < REFS_LIMIT:
+            REFS[key] = ref
+    return ref
+
+
+def negotiation(min_version: str, max_version: str) -> ProtocolNegotiation:
+    """The shared ProtocolNegotiation for (min, max)."""
+    key = (min_version, max_version)
+    neg = NEGOTIATIONS.get(key)
+    if neg is None:
+        neg = ProtocolNegotiation(min_version, max_version)
+        if len(NEGOTIATIONS) < NEGOTIATIONS_LIMIT:
+            NEGOTIATIONS[key] = neg
+    return neg

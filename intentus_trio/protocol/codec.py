@@ -13,12 +13,24 @@ every network transport and measured several times faster (see ``docs/architectu
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any
 
+import msgspec
 import orjson
 
-from ._fastnew import fast_constructor
+from . import typed_decoder
+from ._fastnew import (
+    intent_ref,
+    negotiation,
+    new_context,
+    new_frame,
+    new_intent,
+    new_metadata,
+    new_response,
+    new_routing,
+)
 from .enums import (
     ErrorCode,
     MessageType,
@@ -29,6 +41,13 @@ from .enums import (
 )
 from .errors import MalformedMessage, PayloadTooLarge, UnsupportedMessageType, ValidationError
 from .headers import EMCL as EMCL_HEADER
+from .limits import DEFAULT_MAX_FRAME_BYTES as DEFAULT_MAX_FRAME_BYTES
+from .limits import MAX_CIPHERTEXT_CHARS as MAX_CIPHERTEXT_CHARS
+from .limits import MAX_HEADER_CHARS as MAX_HEADER_CHARS
+from .limits import MAX_HEADERS as MAX_HEADERS
+from .limits import MAX_LIST_ITEMS as MAX_LIST_ITEMS
+from .limits import MAX_MESSAGE_CHARS as MAX_MESSAGE_CHARS
+from .limits import MAX_NAME_CHARS as MAX_NAME_CHARS
 from .models import (
     AgentResponse,
     Body,
@@ -36,33 +55,12 @@ from .models import (
     ErrorInfo,
     Event,
     IdentityEntry,
-    IntentContext,
     IntentEnvelope,
-    IntentMetadata,
-    IntentRef,
     JsonObject,
-    ProtocolNegotiation,
     RoutingMetadata,
     RoutingOptions,
     TransportEnvelope,
 )
-
-#: Default limit on one encoded frame.
-DEFAULT_MAX_FRAME_BYTES: Final = 4 * 1024 * 1024
-#: Limit on identifiers, names, versions and timestamps.
-MAX_NAME_CHARS: Final = 256
-#: Limit on the number of entries of tags, identity chains and agent lists.
-MAX_LIST_ITEMS: Final = 256
-#: Limit on the number of headers in a frame.
-MAX_HEADERS: Final = 64
-
-_new_ref = fast_constructor(IntentRef)
-_new_routing = fast_constructor(RoutingOptions)
-_new_context = fast_constructor(IntentContext)
-_new_metadata = fast_constructor(IntentMetadata)
-_new_intent = fast_constructor(IntentEnvelope)
-_new_response = fast_constructor(AgentResponse)
-_new_frame = fast_constructor(TransportEnvelope)
 
 _PRIORITY = {m.value: m for m in Priority}
 _STRATEGY = {m.value: m for m in RoutingStrategy}
@@ -74,10 +72,6 @@ _PROTOCOL = {m.value: m for m in TransportProtocol}
 _MISSING: Any = object()
 _DEFAULT_ROUTING = RoutingOptions()
 _DEFAULT_ROUTING_METADATA = RoutingMetadata()
-#: Intent names repeat: decoded IntentRefs are immutable and shared (bounded).
-_REFS: dict[tuple[str, str], IntentRef] = {}
-#: Decoded negotiation blocks are immutable and few: share them.
-_NEGOTIATIONS: dict[tuple[str, str], ProtocolNegotiation] = {}
 
 
 # --------------------------------------------------------------------------- checks
@@ -251,7 +245,7 @@ def intent_from_json(obj: Any, path: str = "body") -> IntentEnvelope:
         routing = (
             _DEFAULT_ROUTING
             if strategy is RoutingStrategy.DIRECT and target is None and not fallbacks
-            else _new_routing(strategy, target, fallbacks)
+            else new_routing(strategy, target, fallbacks)
         )
     rmeta_obj = obj.get("routingMetadata")
     if rmeta_obj is None:
@@ -271,17 +265,12 @@ def intent_from_json(obj: Any, path: str = "body") -> IntentEnvelope:
     payload = obj.get("payload", _MISSING)
     if type(payload) is not dict:
         raise _not_object(payload, path, "payload")
-    ref = _REFS.get((name, iversion))
-    if ref is None:
-        ref = _new_ref(name, iversion)
-        if len(_REFS) < 4096:
-            _REFS[(name, iversion)] = ref
-    return _new_intent(
+    return new_intent(
         version,
-        ref,
+        intent_ref(name, iversion),
         payload,
-        _new_context(source_agent, timestamp, priority, tags),
-        _new_metadata(request_id, source, created_at, trace_id, chain),
+        new_context(source_agent, timestamp, priority, tags),
+        new_metadata(request_id, source, created_at, trace_id, chain),
         routing,
         rmeta,
     )
@@ -306,7 +295,7 @@ def error_from_json(obj: Any, path: str) -> ErrorInfo:
         raise _fail(path, "retryable", "expected a boolean")
     return ErrorInfo(
         _enum(_ERROR_CODE, _get(obj, "code", path), path, "code"),
-        _str(_get(obj, "message", path), path, "message", limit=65536),
+        _str(_get(obj, "message", path), path, "message", limit=MAX_MESSAGE_CHARS),
         retryable,
         _object(obj.get("details", {}), path, "details"),
     )
@@ -325,7 +314,7 @@ def response_to_json(resp: AgentResponse) -> JsonObject:
 def response_from_json(obj: Any, path: str = "body") -> AgentResponse:
     obj = _object(obj, path)
     error = obj.get("error")
-    return _new_response(
+    return new_response(
         _str(_get(obj, "version", path), path, "version"),
         _enum(_STATUS, _get(obj, "status", path), path, "status"),
         _opt_object(obj.get("payload"), path, "payload"),
@@ -400,7 +389,6 @@ def _identity_entry(obj: Any, path: str) -> IdentityEntry:
     )
 
 
-_EMCL_CIPHERTEXT_LIMIT: Final = DEFAULT_MAX_FRAME_BYTES * 2
 
 
 def emcl_from_json(obj: Any, path: str = "body") -> EMCLEnvelope:
@@ -417,7 +405,7 @@ def emcl_from_json(obj: Any, path: str = "body") -> EMCLEnvelope:
             and type(mac) is str and type(chain) is list and not chain
             and type(key_id) is str and type(sender) is str and type(recipient) is str
             and type(timestamp) is str and type(message_type) is str
-            and len(ciphertext) <= _EMCL_CIPHERTEXT_LIMIT
+            and len(ciphertext) <= MAX_CIPHERTEXT_CHARS
             and max(len(version), len(nonce), len(mac), len(key_id), len(sender),
                     len(recipient), len(timestamp)) <= MAX_NAME_CHARS):
         mtype = _MESSAGE_TYPE.get(message_type)
@@ -428,7 +416,7 @@ def emcl_from_json(obj: Any, path: str = "body") -> EMCLEnvelope:
         raise _fail(path, "identityChain", f"expected an array of at most {MAX_LIST_ITEMS}")
     return EMCLEnvelope(
         _str(_get(obj, "emclVersion", path), path, "emclVersion"),
-        _str(_get(obj, "ciphertext", path), path, "ciphertext", limit=_EMCL_CIPHERTEXT_LIMIT),
+        _str(_get(obj, "ciphertext", path), path, "ciphertext", limit=MAX_CIPHERTEXT_CHARS),
         _str(_get(obj, "nonce", path), path, "nonce"),
         _str(_get(obj, "hmac", path), path, "hmac"),
         tuple(_identity_entry(e, f"{path}.identityChain[{i}]") for i, e in enumerate(chain)),
@@ -480,7 +468,6 @@ def frame_to_json(frame: TransportEnvelope) -> JsonObject:
     return out
 
 
-MAX_HEADER_CHARS: Final = 8192
 
 
 def _headers(value: Any) -> dict[str, str]:
@@ -513,41 +500,62 @@ def frame_from_json(obj: Any) -> TransportEnvelope:
     raw_headers = obj.get("headers")
     headers = {} if raw_headers is None else _headers(raw_headers)
     raw_neg = obj.get("protocolNegotiation")
-    negotiation = None
+    negotiated = None
     if raw_neg is not None:
         neg = _object(raw_neg, "frame", "protocolNegotiation")
         npath = "frame.protocolNegotiation"
-        key = (
+        negotiated = negotiation(
             _str(_get(neg, "minVersion", npath), npath, "minVersion"),
             _str(_get(neg, "maxVersion", npath), npath, "maxVersion"),
         )
-        negotiation = _NEGOTIATIONS.get(key)
-        if negotiation is None:
-            negotiation = ProtocolNegotiation(*key)
-            if len(_NEGOTIATIONS) < 64:
-                _NEGOTIATIONS[key] = negotiation
     raw_body = _get(obj, "body", "frame")
     if EMCL_HEADER in headers:
         body: Body = emcl_from_json(raw_body)
     else:
         body = _BODY_DECODERS[mtype](raw_body, "body")
-    return _new_frame(protocol, mtype, body, headers, negotiation)
+    return new_frame(protocol, mtype, body, headers, negotiated)
 
 
 # --------------------------------------------------------------------------- bytes
 
 
+_msgspec_encode = msgspec.json.Encoder().encode
+_msgspec_decode = msgspec.json.Decoder().decode
+_orjson_dumps = orjson.dumps
+_JSONEncodeError = orjson.JSONEncodeError
+_BYTE_POSITION = re.compile(r"\(byte (\d+)\)")
+
+
 def dumps(obj: Any) -> bytes:
-    """Compact JSON bytes (UTF-8, no spaces), the form every transport sends."""
-    return orjson.dumps(obj)
+    """Compact JSON bytes (UTF-8, no spaces), the form every transport sends.
+
+    orjson is the faster encoder; integers beyond 64 bits (which the decoder keeps exact)
+    go through msgspec instead of being refused.
+    """
+    try:
+        return _orjson_dumps(obj)
+    except _JSONEncodeError:
+        try:
+            return _msgspec_encode(obj)
+        except (TypeError, ValueError, msgspec.MsgspecError) as exc:
+            raise TypeError(f"not JSON-serialisable: {type(exc).__name__}") from None
 
 
 def loads(data: bytes | bytearray | memoryview | str) -> Any:
-    """Parse JSON; failures become ``MalformedMessage`` without quoting the input."""
+    """Parse JSON; failures become ``MalformedMessage`` without quoting the input.
+
+    msgspec parses about twice as fast as orjson here, and keeps large integers exact.
+    """
     try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedMessage(f"not valid JSON (at byte {exc.pos})") from None
+        return _msgspec_decode(data)
+    except (msgspec.MsgspecError, ValueError, RecursionError) as exc:
+        where = _BYTE_POSITION.search(str(exc)) if isinstance(exc, msgspec.DecodeError) else None
+        raise MalformedMessage(
+            "not valid JSON" if where is None else f"not valid JSON (at byte {where[1]})"
+        ) from None
+
+
+_fast_decode = typed_decoder.decode_frame
 
 
 class FrameCodec:
@@ -566,7 +574,7 @@ class FrameCodec:
 
     def encode(self, frame: TransportEnvelope, *, limit: bool = True) -> bytes:
         """Encode ``frame``; with ``limit`` an oversize result raises PayloadTooLarge."""
-        data = orjson.dumps(frame_to_json(frame))
+        data = dumps(frame_to_json(frame))
         if limit:
             self.check_size(len(data))
         return data
@@ -576,4 +584,5 @@ class FrameCodec:
         if isinstance(data, str) and size * 4 > self.max_frame_bytes:
             size = len(data.encode("utf-8", "surrogatepass"))
         self.check_size(size)
-        return frame_from_json(loads(data))
+        frame = _fast_decode(data)
+        return frame if frame is not None else frame_from_json(loads(data))
