@@ -14,6 +14,7 @@ from contextlib import aclosing
 from typing import Protocol
 
 from ..protocol import headers as h
+from ..protocol._fastnew import new_frame as _new_frame
 from ..protocol.codec import FrameCodec, loads
 from ..protocol.enums import MessageType, ResponseStatus, TransportProtocol
 from ..protocol.errors import (
@@ -71,14 +72,14 @@ def request_frame(
         out[h.REQUEST_ID] = request_id
     if headers:
         out.update(headers)
-    return TransportEnvelope(protocol, MessageType.INTENT, env, out, _NEGOTIATION)
+    return _new_frame(protocol, MessageType.INTENT, env, out, _NEGOTIATION)
 
 
 def event_frame(event: Event, protocol: TransportProtocol) -> TransportEnvelope:
     out = {h.CONTENT_TYPE: h.JSON_CONTENT_TYPE}
     if event.trace_id is not None:
         out[h.TRACE_ID] = event.trace_id
-    return TransportEnvelope(protocol, MessageType.EVENT, event, out, _NEGOTIATION)
+    return _new_frame(protocol, MessageType.EVENT, event, out, _NEGOTIATION)
 
 
 def response_frame(
@@ -100,7 +101,7 @@ def response_frame(
         body = item
         if item.trace_id is not None:
             out[h.TRACE_ID] = item.trace_id
-    return TransportEnvelope(protocol, MessageType.RESPONSE, body, out, _NEGOTIATION)
+    return _new_frame(protocol, MessageType.RESPONSE, body, out, _NEGOTIATION)
 
 
 def reply_item(frame: TransportEnvelope) -> StreamItem:
