@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
+from functools import partial
 
 import httpx
 import pytest
@@ -15,7 +16,7 @@ from intentus_trio.protocol.errors import RemoteError
 from intentus_trio.protocol.factory import new_event, new_intent
 from intentus_trio.protocol.models import AgentResponse, IntentEnvelope, JsonObject, StreamChunk
 from intentus_trio.routing.events import EventBus, Subscription
-from intentus_trio.transports.http import open_client
+from intentus_trio.transports.http import RetryPolicy, open_client, serve
 
 from .http_helpers import make_router, running_server
 
@@ -144,12 +145,46 @@ async def test_subscribe_and_publish() -> None:
         assert bus.subscriber_count == 0
 
 
-async def test_event_stream_ends_when_server_stops() -> None:
-    async with running_server() as (url, server), open_client(url) as client, \
-            client.subscribe("x") as events:
+async def test_event_stream_ends_when_server_stops_without_resubscribe() -> None:
+    async with running_server() as (url, server), \
+            open_client(url, resubscribe=False) as client, client.subscribe("x") as events:
+        assert events.active and events.established == 1
         server.app.closing.set()  # what shutdown does first
         with trio.fail_after(5):
             assert [e async for e in events] == []
+        assert not events.active
+
+
+async def test_subscription_resubscribes_after_a_server_restart() -> None:
+    async with running_server() as (url, _):
+        pass  # a free port, served twice in a row below
+    port = int(url.rsplit(":", 1)[1])
+    policy = RetryPolicy(base_delay=0.01, max_delay=0.05)
+    async with trio.open_nursery() as nursery:
+        first = trio.CancelScope()
+
+        async def serve_first(task_status: trio.TaskStatus[None]) -> None:
+            with first:
+                await serve(make_router(), f"http://127.0.0.1:{port}", task_status=task_status,
+                            graceful_timeout=0.1)
+
+        await nursery.start(serve_first)
+        async with open_client(url, retry=policy) as client, client.subscribe("note") as events:
+            await client.publish(new_event("note", {"n": 1}))
+            with trio.fail_after(5):
+                assert (await events.__anext__()).payload == {"n": 1}
+            first.cancel()
+            with trio.fail_after(5):
+                await events.wait_inactive()
+            await nursery.start(partial(serve, make_router(), f"http://127.0.0.1:{port}",
+                                        graceful_timeout=0.1))
+            with trio.fail_after(5):
+                await events.wait_active()
+            assert events.established == 2
+            await client.publish(new_event("note", {"n": 2}))
+            with trio.fail_after(5):
+                assert (await events.__anext__()).payload == {"n": 2}
+        nursery.cancel_scope.cancel()
 
 
 async def test_subscribe_errors_raise() -> None:

@@ -99,7 +99,8 @@ class HttpTransport:
     (see AuthHook), ``retry`` (a RetryPolicy), ``idempotent`` (may intents be retried
     after they might have run), connection pool bounds, TLS (``verify``: an
     ``ssl.SSLContext``, a CA bundle path or a bool; ``cert``: a client certificate),
-    ``http2``, ``protector`` (EMCL) and ``max_frame_bytes``.
+    ``http2``, ``protector`` (EMCL), ``max_frame_bytes``, ``event_buffer`` (events queued per
+    subscription) and ``resubscribe`` (re-open a subscription's event stream when it ends).
     """
 
     protocol = "http"
@@ -126,6 +127,7 @@ class HttpTransport:
         protector: FrameProtector | None = None,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         event_buffer: int = 64,
+        resubscribe: bool = True,
         rng: random.Random | None = None,
     ) -> None:
         base = url.rstrip("/")
@@ -136,6 +138,7 @@ class HttpTransport:
         self.retry = retry or RetryPolicy()
         self.idempotent = idempotent
         self.event_buffer = event_buffer
+        self.resubscribe = resubscribe
         self._rng = rng or random.Random()
         self._framing = ClientFraming(
             TransportProtocol.HTTP, codec=FrameCodec(max_frame_bytes), protector=protector
@@ -508,7 +511,10 @@ class HttpTransport:
 
         Entering waits until the server confirms the subscription (within ``timeout``), so
         events published after entry are received; it raises IntentusError on failure.
-        Iteration ends if the server closes the stream (for instance when it shuts down).
+        When the stream ends or breaks later (the server restarted, the network failed), the
+        subscription is re-opened with the retry policy's backoff until it succeeds or the
+        block exits; events published meanwhile are not seen. With ``resubscribe=False``
+        iteration ends instead.
         """
         self._check_open()
         nursery = self._nursery
@@ -526,7 +532,7 @@ class HttpTransport:
                 raise TransportTimeout("the event subscription was not confirmed in time",
                                        details={"timeout": self.timeout})
             async with receive_channel:
-                yield _Events(receive_channel)
+                yield _Events(receive_channel, reader)
         finally:
             reader.scope.cancel()
             with trio.CancelScope(shield=True):
@@ -698,10 +704,31 @@ async def _lines(response: httpx.Response, limit: int) -> AsyncGenerator[bytes, 
 
 
 class _Events:
-    """The async iterator ``subscribe`` yields."""
+    """The async iterator ``subscribe`` yields, with the state of its event stream."""
 
-    def __init__(self, channel: trio.MemoryReceiveChannel[Event]) -> None:
+    def __init__(self, channel: trio.MemoryReceiveChannel[Event], reader: _EventReader) -> None:
         self._channel = channel
+        self._reader = reader
+
+    @property
+    def active(self) -> bool:
+        """Whether the server currently confirms the subscription."""
+        return self._reader.active
+
+    @property
+    def established(self) -> int:
+        """How many times the server has confirmed it (1 + successful re-subscriptions)."""
+        return self._reader.established
+
+    async def wait_active(self) -> None:
+        """Return once the subscription is confirmed (again)."""
+        while not self._reader.active:
+            await self._reader.changed.wait()
+
+    async def wait_inactive(self) -> None:
+        """Return once its event stream is lost (or ended)."""
+        while self._reader.active:
+            await self._reader.changed.wait()
 
     def __aiter__(self) -> _Events:
         return self
@@ -727,23 +754,62 @@ class _EventReader:
         self.done = trio.Event()
         self.failure: IntentusError | None = None
         self.scope = trio.CancelScope()
+        self.established = 0
+        self._active = False
+        #: Set (and replaced) whenever ``active`` changes.
+        self.changed = trio.Event()
+        #: Whether the current stream was confirmed (resets the backoff).
+        self._confirmed = False
+
+    @property
+    def active(self) -> bool:
+        return self._active
+
+    def _set_active(self, active: bool) -> None:
+        if active:
+            self.established += 1
+            self.ready.set()
+        self._active = active
+        self.changed.set()
+        self.changed = trio.Event()
 
     async def run(self) -> None:
         try:
             with self.scope:
-                await self._read()
-        except IntentusError as exc:
-            self.failure = exc
-        except httpx.HTTPError as exc:
-            self.failure = ConnectionFailure(f"event stream failed: {type(exc).__name__}")
-        except BaseExceptionGroup as group:
-            lone = lone_exception(group)
-            self.failure = ConnectionFailure(
-                f"event stream failed: {type(lone or group).__name__}")
+                retry = 0
+                while True:
+                    failure = await self._read_once()
+                    if not self.ready.is_set():
+                        # Never confirmed: ``subscribe`` raises this on entry.
+                        self.failure = failure or ConnectionFailure(
+                            "the event stream closed before the subscription was confirmed")
+                        return
+                    if not self.transport.resubscribe or self.transport._closed:
+                        return
+                    retry = 1 if self._confirmed else retry + 1
+                    self._confirmed = False
+                    await trio.sleep(self.transport.retry.backoff(retry, self.transport._rng))
         finally:
+            self._active = False
             self.channel.close()
             self.ready.set()
             self.done.set()
+
+    async def _read_once(self) -> IntentusError | None:
+        """Read one event stream until it ends; the failure that ended it, if any."""
+        try:
+            await self._read()
+        except IntentusError as exc:
+            return exc
+        except httpx.HTTPError as exc:
+            return ConnectionFailure(f"event stream failed: {type(exc).__name__}")
+        except BaseExceptionGroup as group:
+            lone = lone_exception(group)
+            return ConnectionFailure(f"event stream failed: {type(lone or group).__name__}")
+        finally:
+            if self._active:
+                self._set_active(False)
+        return None
 
     async def _read(self) -> None:
         t = self.transport
@@ -768,8 +834,9 @@ class _EventReader:
                             await self._deliver(b"\n".join(data))
                             data = []
                     elif line.startswith(b":"):
-                        if line[1:].strip() == b"ready":
-                            self.ready.set()
+                        if line[1:].strip() == b"ready" and not self._active:
+                            self._confirmed = True
+                            self._set_active(True)
                     elif line.startswith(b"data:"):
                         data.append(line[5:].lstrip(b" "))
         finally:
