@@ -29,20 +29,30 @@ assert lib.crypto_aead_xchacha20poly1305_ietf_abytes() == TAG_BYTES
 
 
 class Scratch:
-    """A growable C output buffer, reused call after call by one (single-threaded) owner."""
+    """A growable C output buffer, reused call after call by one (single-threaded) owner.
 
-    __slots__ = ("_buf", "_size")
+    ``buf`` is the C array (valid until the next ``get``); ``whole`` and ``memory`` are a
+    cffi buffer and a memoryview over all of it, made once: slicing ``whole`` copies bytes
+    out, slicing ``memory`` copies nothing.
+    """
+
+    __slots__ = ("buf", "memory", "size", "whole")
 
     def __init__(self, size: int = 4096) -> None:
-        self._size = size
-        self._buf: Any = _new("unsigned char[]", size)
+        self.size = 0
+        self.buf: Any = None
+        self.whole: Any = None
+        self.memory = memoryview(b"")
+        self.get(size)
 
     def get(self, size: int) -> Any:
         """A buffer of at least ``size`` bytes (valid until the next call)."""
-        if size > self._size:
-            self._size = max(size, 2 * self._size)
-            self._buf = _new("unsigned char[]", self._size)
-        return self._buf
+        if size > self.size:
+            self.size = max(size, 2 * self.size)
+            self.buf = _new("unsigned char[]", self.size)
+            self.whole = view(self.buf)
+            self.memory = memoryview(self.whole)
+        return self.buf
 
 
 def _check(nonce: bytes, key: bytes) -> None:

@@ -7,20 +7,22 @@ reply binding, sender, recipient, timestamp window and nonce cache, and only the
 records the nonce.
 
 The hot path is one libsodium call per direction into a reused buffer, one keyed BLAKE2b
-over the AAD, nonce and tag, one strict base64 call per binary field, and AAD prefixes,
-header names and negotiation bytes from a cache. ``seal_object``/``open_object`` work on the
+over the AAD, nonce and tag (copied from a keyed state), one SIMD base64 call per binary
+field, AAD prefixes, header names and negotiation bytes from a cache, and the last
+timestamp formatted or parsed remembered. ``seal_object``/``open_object`` work on the
 envelope's JSON object directly; ``seal``/``open`` on the ``EMCLEnvelope`` model that frames
 carry. An engine is used by one thread (trio: one run).
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import os
 from collections.abc import Callable, Mapping
 from typing import Any, Final, NamedTuple, Protocol
+
+import pybase64
 
 from ..protocol.codec import MAX_NAME_CHARS, emcl_from_json
 from ..protocol.enums import MessageType
@@ -29,7 +31,14 @@ from ..protocol.models import EMCLEnvelope, IdentityEntry
 from . import _sodium
 from .chain import ChainPolicy, ChainSigner, body_digest, verify_chain
 from .clock import Clock
-from .encoding import b64d, b64e, format_timestamp, parse_timestamp
+from .encoding import (
+    LAST_OK_2,
+    b64_canonical,
+    b64d,
+    b64e,
+    format_timestamp,
+    parse_timestamp,
+)
 from .envelope import (
     EMCL_VERSION,
     MAC_BYTES,
@@ -53,12 +62,14 @@ _RESPONSE: Final = MessageType.RESPONSE
 _EMPTY: Mapping[str, str] = {}
 _FRESH: Final = NONCE_BYTES + SALT_BYTES
 _MIN_CIPHERTEXT: Final = SALT_BYTES + TAG_BYTES
+_NONCE_CHARS: Final = 32  # base64 of the 24-byte nonce
+_MAC_CHARS: Final = 44  # base64 of the 32-byte MAC
 _compare = hmac.compare_digest
-_blake2b = hashlib.blake2b
+_b64decode = pybase64.b64decode
 _encrypt = _sodium.encrypt_into
 _decrypt = _sodium.decrypt_into
-_view = _sodium.view
 _NULL = _sodium.NULL
+_tuple_new = tuple.__new__
 
 
 class PendingReplies(Protocol):
@@ -145,28 +156,37 @@ class Emcl:
         self._ts_prefix = ""
         self._ts_ms = -1
         self._ts_text = ""
-        self._parsed_prefix = ""
+        self._parsed_text: str | None = None
         self._parsed_value = 0.0
+        self._second_prefix = ""
+        self._second_value = 0.0
 
     def _parse_timestamp(self, text: str) -> float | None:
-        # Most timestamps share their second with the previous one: skip the calendar then.
-        if len(text) == 24 and text[:20] == self._parsed_prefix:
+        # Consecutive envelopes mostly share their timestamp, or at least its second: the
+        # caller checks the former, this skips the calendar for the latter.
+        if len(text) == 24 and text[:20] == self._second_prefix:
             milli = text[20:23]
-            if text[23] == "Z" and milli.isascii() and milli.isdigit():
-                return self._parsed_value + int(milli) / 1000
-            return None
-        value = parse_timestamp(text)
-        if value is not None:
-            self._parsed_prefix = text[:20]
-            self._parsed_value = value - int(text[20:23]) / 1000
+            if text[23] != "Z" or not (milli.isascii() and milli.isdigit()):
+                return None
+            value = self._second_value + int(milli) / 1000
+        else:
+            parsed = parse_timestamp(text)
+            if parsed is None:
+                return None
+            value = parsed
+            self._second_prefix = text[:20]
+            self._second_value = value - int(text[20:23]) / 1000
+        self._parsed_text = text
+        self._parsed_value = value
         return value
 
     # ------------------------------------------------------------------ sealing
 
     def _timestamp(self) -> str:
         ms = int(self.clock() * 1000)
-        if ms == self._ts_ms:
-            return self._ts_text
+        return self._ts_text if ms == self._ts_ms else self._new_timestamp(ms)
+
+    def _new_timestamp(self, ms: int) -> str:
         second, milli = divmod(ms, 1000)
         if second != self._ts_second:
             self._ts_prefix = format_timestamp(second)[:20]
@@ -181,17 +201,30 @@ class Emcl:
             raise ValueError("the random source returned the wrong number of bytes")
         return fresh[:NONCE_BYTES], fresh[NONCE_BYTES:]
 
-    def _origin(
-        self, body: bytes
-    ) -> tuple[bytes, bytes, str, tuple[IdentityEntry, ...]]:
-        """(nonce, plaintext, timestamp, chain) for a new envelope around ``body``."""
-        nonce, salt = self._fresh()
-        plaintext = salt + body
-        timestamp = self._timestamp()
-        chain: tuple[IdentityEntry, ...] = ()
-        if self.signer is not None:
+    def _seal_new(
+        self,
+        message_type: MessageType,
+        body: bytes,
+        key: SessionKey,
+        recipient: str,
+        headers: Mapping[str, str],
+        negotiation: tuple[str, str] | None,
+    ) -> tuple[str, str, str, str, tuple[IdentityEntry, ...]]:
+        """(ciphertext, nonce, hmac, timestamp, chain) of a new envelope around ``body``."""
+        fresh = self.random(_FRESH)
+        if len(fresh) != _FRESH:
+            raise ValueError("the random source returned the wrong number of bytes")
+        plaintext = fresh[NONCE_BYTES:] + body
+        ms = int(self.clock() * 1000)
+        timestamp = self._ts_text if ms == self._ts_ms else self._new_timestamp(ms)
+        if self.signer is None:
+            chain: tuple[IdentityEntry, ...] = ()
+        else:
             chain = (self.signer.entry((), body_digest(plaintext), timestamp),)
-        return nonce, plaintext, timestamp, chain
+        ciphertext, nonce, mac = self._encrypt(message_type, plaintext, fresh[:NONCE_BYTES],
+                                               timestamp, key, recipient, headers, negotiation,
+                                               chain)
+        return ciphertext, nonce, mac, timestamp, chain
 
     def seal(
         self,
@@ -204,9 +237,10 @@ class Emcl:
         negotiation: tuple[str, str] | None = None,
     ) -> EMCLEnvelope:
         """Seal a serialised body; the chain holds this agent's entry if it has a signer."""
-        nonce, plaintext, timestamp, chain = self._origin(body)
-        return self._seal(message_type, plaintext, nonce, timestamp, key, recipient, headers,
-                          negotiation, chain)
+        ciphertext, nonce, mac, timestamp, chain = self._seal_new(
+            message_type, body, key, recipient, headers, negotiation)
+        return EMCLEnvelope(EMCL_VERSION, ciphertext, nonce, mac, chain, key.key_id,
+                            self.agent_id, recipient, timestamp, message_type)
 
     def seal_object(
         self,
@@ -219,14 +253,12 @@ class Emcl:
         negotiation: tuple[str, str] | None = None,
     ) -> dict[str, Any]:
         """``seal``, returning the envelope's JSON object (what goes on the wire)."""
-        nonce, plaintext, timestamp, chain = self._origin(body)
-        ciphertext, nonce_text, mac = self._encrypt(
-            message_type, plaintext, nonce, timestamp, key, recipient, headers, negotiation,
-            chain)
-        return {"emclVersion": EMCL_VERSION, "ciphertext": ciphertext, "nonce": nonce_text,
+        ciphertext, nonce, mac, timestamp, chain = self._seal_new(
+            message_type, body, key, recipient, headers, negotiation)
+        return {"emclVersion": EMCL_VERSION, "ciphertext": ciphertext, "nonce": nonce,
                 "hmac": mac, "identityChain": _chain_json(chain) if chain else [],
                 "keyId": key.key_id, "sender": self.agent_id, "recipient": recipient,
-                "timestamp": timestamp, "messageType": message_type.value}
+                "timestamp": timestamp, "messageType": message_type._value_}
 
     def forward(
         self,
@@ -280,16 +312,18 @@ class Emcl:
         """(ciphertext, nonce, hmac) in their wire encodings."""
         if len(nonce) != NONCE_BYTES:
             raise ValueError("XChaCha20-Poly1305 takes a 24-byte nonce")
-        aad = self._aad(key.key_id, message_type.value, self.agent_id, recipient, timestamp,
+        aad = self._aad(key.key_id, message_type._value_, self.agent_id, recipient, timestamp,
                         negotiation, headers, _raw_chain(chain) if chain else ())
         size = len(plaintext) + TAG_BYTES
-        out = self._sealed.get(size)
-        _encrypt(out, _NULL, plaintext, len(plaintext), aad, len(aad), _NULL, nonce,
+        out = self._sealed
+        if size > out.size:
+            out.get(size)
+        _encrypt(out.buf, _NULL, plaintext, size - TAG_BYTES, aad, len(aad), _NULL, nonce,
                  key.enc_key)
-        sealed = _view(out, size)
-        mac = _blake2b(aad + nonce + sealed[size - TAG_BYTES:size], key=key.mac_key,
-                       digest_size=MAC_BYTES).digest()
-        return b64e(sealed), b64e(nonce), b64e(mac)
+        sealed = out.memory[:size]
+        mac = key.mac_state.copy()
+        mac.update(aad + nonce + sealed[size - TAG_BYTES:])
+        return b64e(sealed), b64e(nonce), b64e(mac.digest())
 
     # ------------------------------------------------------------------ opening
 
@@ -331,22 +365,27 @@ class Emcl:
         replies: PendingReplies | None = None,
     ) -> Opened:
         """``open`` for the envelope's parsed JSON object (as ``seal_object`` returns it)."""
-        get = obj.get
-        version, ciphertext, nonce, mac = (get("emclVersion"), get("ciphertext"),
-                                           get("nonce"), get("hmac"))
-        chain, kid, sender, recipient = (get("identityChain"), get("keyId"), get("sender"),
-                                         get("recipient"))
-        ts_text, inner = get("timestamp"), get("messageType")
-        mtype = _INNER.get(inner) if type(inner) is str else None
         # The common shape, checked inline; anything else goes through the full decoder.
-        if (type(version) is str and type(ciphertext) is str and type(nonce) is str
-                and type(mac) is str and type(chain) is list and not chain
-                and type(kid) is str and type(sender) is str and type(recipient) is str
-                and type(ts_text) is str and mtype is not None
-                and max(len(kid), len(sender), len(recipient)) <= MAX_NAME_CHARS):
-            return self._open(version, ciphertext, nonce, mac, (), kid, sender, recipient,
-                              ts_text, mtype, headers, negotiation, outer_type, accept,
-                              expected_sender, replies)
+        try:
+            version, ciphertext, nonce, mac, chain, kid, sender, recipient, ts_text, inner = (
+                obj["emclVersion"], obj["ciphertext"], obj["nonce"], obj["hmac"],
+                obj["identityChain"], obj["keyId"], obj["sender"], obj["recipient"],
+                obj["timestamp"], obj["messageType"])
+        except (KeyError, TypeError):
+            pass
+        else:
+            # _open compares the version with the one string it may be.
+            if (type(ciphertext) is str and type(nonce) is str and type(mac) is str
+                    and type(chain) is list and not chain and type(kid) is str
+                    and type(sender) is str and type(recipient) is str
+                    and type(ts_text) is str and type(inner) is str
+                    and len(kid) <= MAX_NAME_CHARS and len(sender) <= MAX_NAME_CHARS
+                    and len(recipient) <= MAX_NAME_CHARS):
+                mtype = _INNER.get(inner)
+                if mtype is not None:
+                    return self._open(version, ciphertext, nonce, mac, (), kid, sender,
+                                      recipient, ts_text, mtype, headers, negotiation,
+                                      outer_type, accept, expected_sender, replies)
         try:
             env = emcl_from_json(obj)
         except IntentusError:
@@ -373,34 +412,47 @@ class Emcl:
         expected_sender: str | None,
         replies: PendingReplies | None,
     ) -> Opened:
-        # 1. Structure and canonical encodings.
-        nonce, tag, ciphertext = b64d(nonce_text), b64d(mac_text), b64d(ciphertext_text)
-        timestamp = self._parse_timestamp(ts_text)
-        if (version != EMCL_VERSION or nonce is None or len(nonce) != NONCE_BYTES
-                or tag is None or len(tag) != MAC_BYTES or ciphertext is None
-                or len(ciphertext) < _MIN_CIPHERTEXT or timestamp is None):
+        # 1. Structure and canonical encodings (see encoding.py: the decoder refuses other
+        # characters and misplaced padding; lengths and one character do the rest).
+        try:
+            nonce = _b64decode(nonce_text, None, True)
+            tag = _b64decode(mac_text, None, True)
+            ciphertext = _b64decode(ciphertext_text, None, True)
+        except (ValueError, TypeError):
+            raise _refuse(Reason.MALFORMED, kid) from None
+        timestamp = (self._parsed_value if ts_text == self._parsed_text
+                     else self._parse_timestamp(ts_text))
+        size = len(ciphertext)
+        if (version != EMCL_VERSION or timestamp is None
+                # 32 characters that decode to 24 bytes: no padding, nothing else to check.
+                or len(nonce) != NONCE_BYTES or len(nonce_text) != _NONCE_CHARS
+                # 44 characters that decode to 32 bytes: one "=", after a character whose
+                # two unused bits must be zero.
+                or len(tag) != MAC_BYTES or len(mac_text) != _MAC_CHARS
+                or mac_text[-2] not in LAST_OK_2
+                or size < _MIN_CIPHERTEXT or not b64_canonical(ciphertext_text, size)):
             raise _refuse(Reason.MALFORMED, kid)
         raw_chain: list[RawEntry] = []
-        for e in chain:
-            public, signature = b64d(e.public_key), b64d(e.signature)
-            if (public is None or len(public) != 32 or signature is None or len(signature) != 64
-                    or parse_timestamp(e.timestamp) is None):
-                raise _refuse(Reason.MALFORMED, kid)
-            raw_chain.append((e.agent_id, public, e.timestamp, signature))
+        if chain:
+            for e in chain:
+                public, signature = b64d(e.public_key), b64d(e.signature)
+                if (public is None or len(public) != 32 or signature is None
+                        or len(signature) != 64 or parse_timestamp(e.timestamp) is None):
+                    raise _refuse(Reason.MALFORMED, kid)
+                raw_chain.append((e.agent_id, public, e.timestamp, signature))
         # 2. Key.
         key = self.keyring.lookup(kid)
         if key is None:
             raise _refuse(Reason.UNKNOWN_KEY, kid)
         # 3-4. AAD and MAC.
         try:
-            aad = self._aad(kid, mtype.value, sender, recipient, ts_text, negotiation, headers,
-                            raw_chain)
+            aad = self._aad(kid, mtype._value_, sender, recipient, ts_text, negotiation,
+                            headers, raw_chain)
         except UnicodeEncodeError:
             raise _refuse(Reason.MALFORMED, kid) from None
-        size = len(ciphertext)
-        expected = _blake2b(aad + nonce + ciphertext[size - TAG_BYTES:], key=key.mac_key,
-                            digest_size=MAC_BYTES).digest()
-        if not _compare(expected, tag):
+        mac = key.mac_state.copy()
+        mac.update(aad + nonce + ciphertext[size - TAG_BYTES:])
+        if not _compare(mac.digest(), tag):
             raise _refuse(Reason.TAMPERED, kid)
         # Every field is authentic from here on. 5. Direction and reply binding.
         if outer_type is not None and outer_type is not mtype and not (
@@ -433,19 +485,21 @@ class Emcl:
         if reason is not None:
             raise _refuse(reason, kid)
         # 9. Decrypt (libsodium checks the tag before writing any plaintext).
-        size -= TAG_BYTES
-        out = self._opened.get(size)
-        if _decrypt(out, _NULL, _NULL, ciphertext, len(ciphertext), aad, len(aad), nonce,
+        out = self._opened
+        if size > out.size:
+            out.get(size)
+        if _decrypt(out.buf, _NULL, _NULL, ciphertext, size, aad, len(aad), nonce,
                     key.enc_key):
             raise _refuse(Reason.TAMPERED, kid)
-        plain = _view(out, size)
-        salt, body = plain[:SALT_BYTES], plain[SALT_BYTES:size]
+        plain = out.whole
+        salt = plain[:SALT_BYTES]
+        body = plain[SALT_BYTES:size - TAG_BYTES]
         # 10. Identity chain. 11. Record.
         if (chain or self.require_chain) and not self._chain_trusted(chain, sender,
                                                                      salt + body):
             raise _refuse(Reason.UNTRUSTED_CHAIN, kid)
         replay.record(sender, nonce, timestamp, now)
-        return Opened(mtype, body, salt, sender, recipient, key, chain, timestamp)
+        return _tuple_new(Opened, (mtype, body, salt, sender, recipient, key, chain, timestamp))
 
     def _chain_trusted(
         self, chain: tuple[IdentityEntry, ...], sender: str, plaintext: bytes

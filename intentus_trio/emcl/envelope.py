@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections.abc import Mapping, Sequence
-from typing import Final
+from typing import Any, Final
 
 from . import _sodium
 from .encoding import lp, lps
@@ -33,6 +33,8 @@ _u32 = struct.Struct(">I").pack
 _blake2b = hashlib.blake2b
 _CACHE_LIMIT: Final = 256
 _NO_HEADERS_NO_CHAIN: Final = bytes(8)
+_TIMESTAMP_BYTES: Final = 24  # every canonical timestamp
+_LP_TIMESTAMP: Final = _u32(_TIMESTAMP_BYTES)
 
 
 def bound_headers(headers: Mapping[str, str]) -> list[tuple[str, str]]:
@@ -95,6 +97,13 @@ def compute_mac(mac_key: bytes, aad: bytes, nonce: bytes, tag: bytes) -> bytes:
     return _blake2b(aad + nonce + tag, key=mac_key, digest_size=MAC_BYTES).digest()
 
 
+
+def mac_state(mac_key: bytes) -> Any:
+    """The keyed BLAKE2b-256 of ``compute_mac`` before any input: ``copy()`` it and feed it
+    AAD || nonce || tag (saves parsing arguments and keying a new hash per MAC)."""
+    return _blake2b(key=mac_key, digest_size=MAC_BYTES)
+
+
 def seal_bytes(
     enc_key: bytes, mac_key: bytes, nonce: bytes, plaintext: bytes, aad: bytes
 ) -> tuple[bytes, bytes]:
@@ -106,15 +115,19 @@ def seal_bytes(
 class AadBuilder:
     """``build_aad`` with the constant parts cached (prefixes, negotiation, header names).
 
+    Without headers and chain the whole AAD of the last call is kept too: envelopes in a
+    stream share their fields and, within a millisecond, their timestamp.
     Raises UnicodeEncodeError for strings that have no UTF-8 form (lone surrogates).
     """
 
-    __slots__ = ("_names", "_negotiations", "_prefixes")
+    __slots__ = ("_last", "_last_aad", "_names", "_negotiations", "_prefixes")
 
     def __init__(self) -> None:
         self._prefixes: dict[tuple[str, str, str, str], bytes] = {}
-        self._negotiations: dict[tuple[str, str] | None, bytes] = {None: b"\x00"}
+        self._negotiations: dict[tuple[str, str], bytes] = {}
         self._names: dict[str, bytes] = {}
+        self._last: tuple[str, str, str, str, str, tuple[str, str] | None] | None = None
+        self._last_aad = b""
 
     def __call__(
         self,
@@ -127,22 +140,25 @@ class AadBuilder:
         headers: Mapping[str, str],
         chain: Sequence[RawEntry],
     ) -> bytes:
-        prefixes = self._prefixes
-        prefix = prefixes.get((key_id, message_type, sender, recipient))
+        bare = not headers and not chain
+        if bare:
+            fields = (key_id, message_type, sender, recipient, timestamp, negotiation)
+            if fields == self._last:
+                return self._last_aad
+        prefix = self._prefixes.get((key_id, message_type, sender, recipient))
         if prefix is None:
-            prefix = aad_prefix(EMCL_VERSION, key_id, message_type, sender, recipient)
-            if len(prefixes) >= _CACHE_LIMIT:
-                prefixes.clear()
-            prefixes[key_id, message_type, sender, recipient] = prefix
-        neg = self._negotiations.get(negotiation)
-        if neg is None:
-            neg = negotiation_bytes(negotiation)
-            if len(self._negotiations) < _CACHE_LIMIT:
-                self._negotiations[negotiation] = neg
+            prefix = self._prefix(key_id, message_type, sender, recipient)
         ts = timestamp.encode()
-        if not headers and not chain:
-            return b"".join((prefix, _u32(len(ts)), ts, neg, _NO_HEADERS_NO_CHAIN))
-        parts = [prefix, _u32(len(ts)), ts, neg, b""]
+        ts_length = _LP_TIMESTAMP if len(ts) == _TIMESTAMP_BYTES else _u32(len(ts))
+        if negotiation is None:
+            neg = b"\x00"
+        else:
+            neg = self._negotiations.get(negotiation) or self._negotiation(negotiation)
+        if bare:
+            self._last = fields
+            self._last_aad = aad = b"".join((prefix, ts_length, ts, neg, _NO_HEADERS_NO_CHAIN))
+            return aad
+        parts = [prefix, ts_length, ts, neg, b""]
         count = 0
         if headers:
             names = self._names
@@ -162,3 +178,17 @@ class AadBuilder:
         parts[4] = _u32(count)
         parts.append(chain_bytes(chain) if chain else b"\x00\x00\x00\x00")
         return b"".join(parts)
+
+    def _prefix(self, key_id: str, message_type: str, sender: str, recipient: str) -> bytes:
+        prefixes = self._prefixes
+        prefix = aad_prefix(EMCL_VERSION, key_id, message_type, sender, recipient)
+        if len(prefixes) >= _CACHE_LIMIT:
+            prefixes.clear()
+        prefixes[key_id, message_type, sender, recipient] = prefix
+        return prefix
+
+    def _negotiation(self, negotiation: tuple[str, str]) -> bytes:
+        neg = negotiation_bytes(negotiation)
+        if len(self._negotiations) < _CACHE_LIMIT:
+            self._negotiations[negotiation] = neg
+        return neg

@@ -17,12 +17,13 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterator
-from typing import Final
+from typing import Any, Final
 
 from attrs import Attribute, field, frozen
 
 from ..keys import X25519KeyPair, x25519
 from .clock import Clock, system_clock
+from .envelope import mac_state
 from .kdf import hkdf_expand, hkdf_extract
 
 GROUP_SALT: Final = b"intentus-trio emcl v1 group"
@@ -54,6 +55,12 @@ class SessionKey:
     mac_key: bytes = field(eq=False, validator=_key_bytes)
     peer: str | None = None
     not_after: float | None = None
+    #: The MAC's BLAKE2b state under ``mac_key`` (``envelope.mac_state``): each MAC of the
+    #: hot path starts from a ``copy()`` of it.
+    mac_state: Any = field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "mac_state", mac_state(self.mac_key))
 
     def __repr__(self) -> str:
         return f"SessionKey({self.key_id!r}, peer={self.peer!r})"

@@ -49,35 +49,42 @@ class ReplayGuard:
 
     def check(self, sender: str, nonce: bytes, timestamp: float, now: float) -> Reason | None:
         """The reason to refuse this envelope, or None. Does not record it."""
-        if timestamp < now - self.window or timestamp > now + self.window:
-            return Reason.STALE
-        if timestamp <= self._floor:
+        window = self.window
+        if not now - window <= timestamp <= now + window or timestamp <= self._floor:
             return Reason.STALE
         seen = self._senders.get(sender)
-        if seen is None:
-            return None
-        if nonce in seen.nonces:
-            return Reason.REPLAYED
-        if timestamp <= seen.floor:
-            return Reason.STALE
+        if seen is not None:
+            if nonce in seen.nonces:
+                return Reason.REPLAYED
+            if timestamp <= seen.floor:
+                return Reason.STALE
         return None
 
     def record(self, sender: str, nonce: bytes, timestamp: float, now: float) -> None:
         """Remember an accepted envelope (call after ``check`` and authentication)."""
-        senders = self._senders
-        seen = senders.get(sender)
+        seen = self._senders.get(sender)
         if seen is None:
-            if len(senders) >= self.max_senders:
-                _, evicted = senders.popitem(last=False)
-                if evicted.nonces:
-                    self._floor = max(self._floor, max(evicted.nonces.values()))
-                self._floor = max(self._floor, evicted.floor)
-            seen = senders[sender] = _Seen()
+            seen = self._add_sender(sender)
         else:
-            senders.move_to_end(sender)
+            self._senders.move_to_end(sender)
         nonces, order = seen.nonces, seen.order
         nonces[nonce] = timestamp
         order.append(nonce)
+        if len(order) > self.per_sender or nonces[order[0]] < now - self.window:
+            self._prune(seen, now)
+
+    def _add_sender(self, sender: str) -> _Seen:
+        senders = self._senders
+        if len(senders) >= self.max_senders:
+            _, evicted = senders.popitem(last=False)
+            if evicted.nonces:
+                self._floor = max(self._floor, max(evicted.nonces.values()))
+            self._floor = max(self._floor, evicted.floor)
+        seen = senders[sender] = _Seen()
+        return seen
+
+    def _prune(self, seen: _Seen, now: float) -> None:
+        nonces, order = seen.nonces, seen.order
         horizon = now - self.window
         # Entries outside the window would be refused as stale anyway.
         while order:

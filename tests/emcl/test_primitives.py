@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import os
+import re
+from collections.abc import Iterator
 
 import nacl.bindings as b
+import pybase64
+import pybase64._fallback
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from intentus_trio.emcl import _sodium
+from intentus_trio.emcl import _sodium, encoding
 from intentus_trio.emcl.encoding import (
     b64d,
     b64e,
@@ -84,38 +89,92 @@ def test_hkdf_matches_cryptography() -> None:
         hkdf_expand(bytes(32), b"", 255 * 32 + 1)
 
 
+# Every canonical spelling, and nothing else (docs/emcl-spec.md §3).
+_CANONICAL = re.compile(r"(?:[A-Za-z0-9+/]{4})*"
+                        r"(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?")
+
+
+@pytest.fixture(params=["c", "fallback"])
+def decoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """b64d over pybase64's C extension and over its pure-Python fallback."""
+    if request.param == "fallback":
+        monkeypatch.setattr(encoding, "_decode", pybase64._fallback.b64decode)
+    elif pybase64.b64decode is pybase64._fallback.b64decode:
+        pytest.skip("pybase64's C extension is not installed")
+    yield request.param
+
+
 @given(st.binary(max_size=200))
 def test_b64_round_trip_and_matches_stdlib(data: bytes) -> None:
     text = b64e(data)
     assert text == base64.b64encode(data).decode()
     assert b64d(text) == data
+    assert b64d(b64e(bytearray(data))) == data
 
 
 @pytest.mark.parametrize("text", [
     "A",            # impossible length
     "AA",           # padding missing
     "AAA",
+    "AAAAA",
     "AB==",         # non-zero unused bits (canonical is "AA==")
     "AAB=",         # non-zero unused bits (canonical is "AAA=")
+    "AP8/AB==",
     "AA=",          # short padding
     "AA=A",         # padding inside
     "AA==AA==",     # data after padding
+    "AA==A",
+    "AAA=A",
+    "AA===",        # excess padding
+    "AAA==",
+    "AAAA=",
+    "AAAA==",
+    "AAAA====",
+    "A===",
     "====",
+    "=AAA",
     "AA-A",         # base64url alphabet
     "AA_A",
     "AA A",         # space
     "AA\nA",
     "AAAA\n",
+    "\nAAAA",
+    "AA==\n",
+    "AA\r\n==",
+    "AA\t==",
     "AA!A",
+    "AA.A",
     "AAé=",         # not ASCII
+    "AAA\u0100",
     "AAAA\x00",
+    "AA\x00A",
+    "AA\x7fA",
+    "\uff21AAA",   # a fullwidth letter
 ])
-def test_b64_rejects_other_spellings(text: str) -> None:
+def test_b64_rejects_other_spellings(decoder: str, text: str) -> None:
     assert b64d(text) is None
 
 
+@settings(max_examples=400, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(alphabet="AQgwBw/+=-_ \n\x00é", max_size=13))
+def test_b64_accepts_exactly_the_canonical_spellings(decoder: str, text: str) -> None:
+    data = b64d(text)
+    if _CANONICAL.fullmatch(text) is None:
+        assert data is None
+    else:
+        assert data == binascii.a2b_base64(text, strict_mode=True)
+        assert b64e(data) == text
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=64))
+def test_b64_decodes_every_canonical_spelling(decoder: str, data: bytes) -> None:
+    assert b64d(b64e(data)) == data
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.text(max_size=12))
-def test_b64_decode_never_raises(text: str) -> None:
+def test_b64_decode_never_raises(decoder: str, text: str) -> None:
     data = b64d(text)
     if data is not None:
         assert b64e(data) == text
