@@ -24,6 +24,7 @@ from typing import Any, Final, NamedTuple, Protocol
 
 import pybase64
 
+from ..protocol._fastnew import fast_constructor
 from ..protocol.codec import MAX_NAME_CHARS, emcl_from_json
 from ..protocol.enums import MessageType
 from ..protocol.errors import EMCLFailure, IntentusError
@@ -70,6 +71,8 @@ _encrypt = _sodium.encrypt_into
 _decrypt = _sodium.decrypt_into
 _NULL = _sodium.NULL
 _tuple_new = tuple.__new__
+#: ``EMCLEnvelope(...)`` with every field given (no validators to run).
+_new_envelope = fast_constructor(EMCLEnvelope)
 
 
 class PendingReplies(Protocol):
@@ -239,8 +242,8 @@ class Emcl:
         """Seal a serialised body; the chain holds this agent's entry if it has a signer."""
         ciphertext, nonce, mac, timestamp, chain = self._seal_new(
             message_type, body, key, recipient, headers, negotiation)
-        return EMCLEnvelope(EMCL_VERSION, ciphertext, nonce, mac, chain, key.key_id,
-                            self.agent_id, recipient, timestamp, message_type)
+        return _new_envelope(EMCL_VERSION, ciphertext, nonce, mac, chain, key.key_id,
+                             self.agent_id, recipient, timestamp, message_type)
 
     def seal_object(
         self,
@@ -294,8 +297,8 @@ class Emcl:
         ciphertext, nonce_text, mac = self._encrypt(
             message_type, plaintext, nonce, timestamp, key, recipient, headers, negotiation,
             chain)
-        return EMCLEnvelope(EMCL_VERSION, ciphertext, nonce_text, mac, chain, key.key_id,
-                            self.agent_id, recipient, timestamp, message_type)
+        return _new_envelope(EMCL_VERSION, ciphertext, nonce_text, mac, chain, key.key_id,
+                             self.agent_id, recipient, timestamp, message_type)
 
     def _encrypt(
         self,

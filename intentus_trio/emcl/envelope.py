@@ -35,6 +35,8 @@ _CACHE_LIMIT: Final = 256
 _NO_HEADERS_NO_CHAIN: Final = bytes(8)
 _TIMESTAMP_BYTES: Final = 24  # every canonical timestamp
 _LP_TIMESTAMP: Final = _u32(_TIMESTAMP_BYTES)
+_SHORT: Final = 256
+_SHORT_LENGTHS: Final = tuple(_u32(n) for n in range(_SHORT))
 
 
 def bound_headers(headers: Mapping[str, str]) -> list[tuple[str, str]]:
@@ -113,19 +115,20 @@ def seal_bytes(
 
 
 class AadBuilder:
-    """``build_aad`` with the constant parts cached (prefixes, negotiation, header names).
+    """``build_aad`` with the constant parts cached: prefixes, negotiation, and for each set
+    of header names (in the frame's order) the bound ones sorted, with their encodings.
 
     Without headers and chain the whole AAD of the last call is kept too: envelopes in a
     stream share their fields and, within a millisecond, their timestamp.
     Raises UnicodeEncodeError for strings that have no UTF-8 form (lone surrogates).
     """
 
-    __slots__ = ("_last", "_last_aad", "_names", "_negotiations", "_prefixes")
+    __slots__ = ("_last", "_last_aad", "_layouts", "_negotiations", "_prefixes")
 
     def __init__(self) -> None:
         self._prefixes: dict[tuple[str, str, str, str], bytes] = {}
         self._negotiations: dict[tuple[str, str], bytes] = {}
-        self._names: dict[str, bytes] = {}
+        self._layouts: dict[tuple[str, ...], tuple[bytes, tuple[tuple[str, bytes], ...]]] = {}
         self._last: tuple[str, str, str, str, str, tuple[str, str] | None] | None = None
         self._last_aad = b""
 
@@ -158,24 +161,19 @@ class AadBuilder:
             self._last = fields
             self._last_aad = aad = b"".join((prefix, ts_length, ts, neg, _NO_HEADERS_NO_CHAIN))
             return aad
-        parts = [prefix, ts_length, ts, neg, b""]
-        count = 0
+        parts = [prefix, ts_length, ts, neg]
         if headers:
-            names = self._names
-            for name in sorted(headers):
-                if name in UNBOUND_HEADERS:
-                    continue
-                encoded = names.get(name)
-                if encoded is None:
-                    encoded = lps(name)
-                    if len(names) < _CACHE_LIMIT:
-                        names[name] = encoded
+            names = tuple(headers)
+            layout = self._layouts.get(names) or self._layout(names)
+            parts.append(layout[0])
+            for name, encoded in layout[1]:
                 value = headers[name].encode()
+                size = len(value)
                 parts.append(encoded)
-                parts.append(_u32(len(value)))
+                parts.append(_SHORT_LENGTHS[size] if size < _SHORT else _u32(size))
                 parts.append(value)
-                count += 1
-        parts[4] = _u32(count)
+        else:
+            parts.append(b"\x00\x00\x00\x00")
         parts.append(chain_bytes(chain) if chain else b"\x00\x00\x00\x00")
         return b"".join(parts)
 
@@ -186,6 +184,16 @@ class AadBuilder:
             prefixes.clear()
         prefixes[key_id, message_type, sender, recipient] = prefix
         return prefix
+
+    def _layout(self, names: tuple[str, ...]) -> tuple[bytes, tuple[tuple[str, bytes], ...]]:
+        """(u32(count), ((name, lp(name)), ...)) of the bound headers among ``names``."""
+        bound = tuple((name, lps(name)) for name in sorted(names)
+                      if name not in UNBOUND_HEADERS)
+        layout = (_u32(len(bound)), bound)
+        if len(self._layouts) >= _CACHE_LIMIT:
+            self._layouts.clear()
+        self._layouts[names] = layout
+        return layout
 
     def _negotiation(self, negotiation: tuple[str, str]) -> bytes:
         neg = negotiation_bytes(negotiation)

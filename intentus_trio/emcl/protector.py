@@ -22,10 +22,9 @@ from collections import OrderedDict
 from enum import StrEnum
 from typing import Final
 
-import orjson
-
 from ..protocol import headers as h
-from ..protocol.codec import body_from_json, body_to_json
+from ..protocol._fastnew import new_frame
+from ..protocol.codec import body_from_json, body_to_json, dumps, loads
 from ..protocol.enums import MessageType
 from ..protocol.errors import EMCLFailure, IntentusError
 from ..protocol.models import EMCLEnvelope, TransportEnvelope
@@ -172,13 +171,13 @@ class EmclProtector:
         headers[h.EMCL] = EMCL_VERSION
         neg = frame.protocol_negotiation
         env = self.engine.seal(
-            mtype, orjson.dumps(body_to_json(body)), key=key, recipient=recipient,
+            mtype, dumps(body_to_json(body)), key=key, recipient=recipient,
             headers=headers, negotiation=None if neg is None else (neg.min_version,
                                                                    neg.max_version),
         )
         if self._tracks and mtype is not _RESPONSE:
             self.pending.add(env.hmac, recipient, event=mtype is MessageType.EVENT)
-        return TransportEnvelope(frame.protocol, mtype, env, headers, neg)
+        return new_frame(frame.protocol, mtype, env, headers, neg)
 
     # ------------------------------------------------------------------ opening
 
@@ -190,15 +189,17 @@ class EmclProtector:
         opened = self.open_envelope(frame, request=request)
         mtype = opened.message_type
         try:
-            body = body_from_json(mtype, orjson.loads(opened.body))
-        except (IntentusError, orjson.JSONDecodeError):
+            # Parsed like the body of an unsealed frame.
+            body = body_from_json(mtype, loads(opened.body))
+        except IntentusError:
             raise failure(Reason.MALFORMED) from None
-        headers = {k: v for k, v in frame.headers.items() if k not in _INTERNAL_HEADERS}
+        headers = dict(frame.headers)
+        for name in _INTERNAL_HEADERS:
+            headers.pop(name, None)
         if (mtype is _RESPONSE and self._tracks
                 and headers.get(h.STREAM) != h.STREAM_CHUNK):
             self.pending.done(frame.headers[REPLY_TO_HEADER])
-        return TransportEnvelope(frame.protocol, mtype, body, headers,
-                                 frame.protocol_negotiation)
+        return new_frame(frame.protocol, mtype, body, headers, frame.protocol_negotiation)
 
     def open_envelope(
         self, frame: TransportEnvelope, *, request: TransportEnvelope | None = None

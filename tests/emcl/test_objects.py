@@ -181,7 +181,10 @@ names = st.sampled_from(["g1", "g2"]), st.sampled_from(["intent", "event"]), \
 calls = st.tuples(
     *names, st.sampled_from(["2026-01-01T00:00:00.000Z", "2026-01-01T00:00:00.001Z", "x"]),
     st.sampled_from([None, ("1.0", "1.0"), ("1.0", "2.0")]),
-    st.sampled_from([{}, {"requestId": "1"}, {"requestId": "2", "emcl": "1.0"}]),
+    st.sampled_from([{}, {"requestId": "1"}, {"requestId": "2", "emcl": "1.0"},
+                     {"traceId": "t", "contentType": "a/b", "requestId": "3"},
+                     {"requestId": "3", "traceId": "t", "contentType": "a/b", "tracestate": "x"},
+                     {"zé": "é" * 200, "a": "", "emclReplyTo": "r" * 300}]),
 )
 
 

@@ -74,6 +74,19 @@ def test_frame_round_trip_through_the_codec(
     assert isinstance(out.body, AgentResponse) and out.body.payload == {"ok": SECRET}
 
 
+def test_sealed_bodies_parse_like_unsealed_ones(
+    protectors: tuple[EmclProtector, EmclProtector],
+) -> None:
+    client, server = protectors
+    codec = FrameCodec()
+    frame = request_frame(new_intent("echo", {"big": 2**70, "small": -(2**65), "text": "é"}),
+                          HTTP, request_id="1")
+    plain = codec.decode(codec.encode(frame))
+    opened = server.open(codec.decode(codec.encode(client.seal(frame))))
+    assert opened.body == plain.body == frame.body
+    assert opened.headers == plain.headers
+
+
 def test_headers_and_negotiation_are_bound(
     protectors: tuple[EmclProtector, EmclProtector],
 ) -> None:
