@@ -70,6 +70,7 @@ _b64decode = pybase64.b64decode
 _encrypt = _sodium.encrypt_into
 _decrypt = _sodium.decrypt_into
 _NULL = _sodium.NULL
+#: ``Opened(...)`` without the NamedTuple's Python-level ``__new__``.
 _tuple_new = tuple.__new__
 #: ``EMCLEnvelope(...)`` with every field given (no validators to run).
 _new_envelope = fast_constructor(EMCLEnvelope)

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from intentus_trio.emcl import Emcl, encoding
+from intentus_trio.emcl import ChainSigner, Emcl, Keyring, encoding, trust_origin
 from intentus_trio.emcl import engine as engine_module
 from intentus_trio.emcl.encoding import LAST_OK_1, LAST_OK_2, b64d, b64e, format_timestamp
 from intentus_trio.emcl.envelope import (
@@ -28,6 +28,7 @@ from intentus_trio.emcl.envelope import (
 )
 from intentus_trio.emcl.failures import reason_of
 from intentus_trio.emcl.keyring import derive_group_key
+from intentus_trio.keys import Ed25519KeyPair
 from intentus_trio.protocol.codec import emcl_from_json, emcl_to_json
 from intentus_trio.protocol.enums import MessageType
 from intentus_trio.protocol.errors import EMCLFailure
@@ -103,6 +104,23 @@ def test_wrong_members_are_malformed(pair: tuple[Emcl, Emcl], member: str, value
     assert refused(bob, obj) == expected
     assert decrypts == []
     assert bob.open_object(sealed(alice)).body == BODY
+
+
+def test_objects_with_an_identity_chain(clock: FakeClock) -> None:
+    signing = Ed25519KeyPair.generate()
+    ring = Keyring(clock=clock)
+    ring.add_group_key("g1", bytes(range(32)))
+    alice = Emcl(ring, "alice", signer=ChainSigner("alice", signing))
+    bob = Emcl(ring, "bob", chain_policy=trust_origin({"alice": signing.public}))
+    obj = sealed(alice)
+    assert [e["agentId"] for e in obj["identityChain"]] == ["alice"]
+    assert [e.agent_id for e in bob.open_object(obj).chain] == ["alice"]
+    # A chain is required here; without one, or with a changed one, the envelope is refused.
+    assert refused(bob, {**sealed(Emcl(ring, "alice")), "identityChain": []}) == (
+        "untrusted_chain")
+    other = sealed(alice)
+    other["identityChain"][0]["signature"] = obj["identityChain"][0]["signature"]
+    assert refused(bob, other) == "tampered"
 
 
 def test_other_shapes_are_malformed(pair: tuple[Emcl, Emcl]) -> None:
