@@ -13,9 +13,10 @@ every network transport and measured several times faster (see ``docs/architectu
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 import orjson
@@ -519,7 +520,8 @@ def frame_from_json(obj: Any) -> TransportEnvelope:
 # --------------------------------------------------------------------------- bytes
 
 
-_msgspec_encode = msgspec.json.Encoder().encode
+_BIG_INTEGER: Final = "Integer exceeds 64-bit range"
+_json_dumps = json.dumps
 _msgspec_decode = msgspec.json.Decoder().decode
 _orjson_dumps = orjson.dumps
 _JSONEncodeError = orjson.JSONEncodeError
@@ -529,16 +531,20 @@ _BYTE_POSITION = re.compile(r"\(byte (\d+)\)")
 def dumps(obj: Any) -> bytes:
     """Compact JSON bytes (UTF-8, no spaces), the form every transport sends.
 
-    orjson is the faster encoder; integers beyond 64 bits (which the decoder keeps exact)
-    go through msgspec instead of being refused.
+    orjson is the encoder; a value holding integers beyond 64 bits (which the decoder keeps
+    exact) is written by the standard library instead of being refused. Anything else orjson
+    refuses raises its ``JSONEncodeError`` (a ``TypeError``).
     """
     try:
         return _orjson_dumps(obj)
-    except _JSONEncodeError:
+    except _JSONEncodeError as exc:
+        if str(exc) != _BIG_INTEGER:
+            raise
         try:
-            return _msgspec_encode(obj)
-        except (TypeError, ValueError, msgspec.MsgspecError) as exc:
-            raise TypeError(f"not JSON-serialisable: {type(exc).__name__}") from None
+            return _json_dumps(obj, separators=(",", ":"), ensure_ascii=False,
+                               allow_nan=False).encode()
+        except (TypeError, ValueError):
+            raise exc from None
 
 
 def loads(data: bytes | bytearray | memoryview | str) -> Any:

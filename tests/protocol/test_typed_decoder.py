@@ -165,3 +165,12 @@ def test_too_many_headers_decline_and_are_refused() -> None:
     data = codec.dumps(obj)
     assert typed_decoder.decode_frame(data) is None
     assert isinstance(python_decode(data), IntentusError)
+
+
+def test_big_integers_do_not_open_the_door_to_other_types() -> None:
+    with pytest.raises(TypeError):
+        codec.dumps({"big": 2**80, "set": {1, 2}})
+    with pytest.raises(TypeError):
+        codec.dumps({"set": {1, 2}})
+    assert codec.loads(codec.dumps({"big": 2**80, "s": "é", "f": 1.5})) == {
+        "big": 2**80, "s": "é", "f": 1.5}
