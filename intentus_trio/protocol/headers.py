@@ -18,6 +18,8 @@ STREAM = "stream"
 SEQUENCE = "seq"
 #: Set to the EMCL version when the body is EMCL-sealed.
 EMCL = "emcl"
+#: Whole milliseconds the caller will still wait for the reply: servers stop the work then.
+TIMEOUT_MS = "timeoutMs"
 
 JSON_CONTENT_TYPE = "application/json"
 STREAM_CHUNK = "chunk"

@@ -9,9 +9,12 @@ serving. Transports differ only in how bytes move.
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from typing import Protocol
+
+import trio
 
 from ..protocol import headers as h
 from ..protocol._fastnew import new_frame as _new_frame
@@ -57,6 +60,23 @@ class FrameProtector(Protocol):
 
 def is_sealed(frame: TransportEnvelope) -> bool:
     return isinstance(frame.body, EMCLEnvelope)
+
+
+def timeout_headers(deadline: float) -> dict[str, str]:
+    """``{timeoutMs: ...}`` for a call due at trio time ``deadline`` (none when infinite)."""
+    if deadline == math.inf:
+        return {}
+    ms = max(1, math.ceil((deadline - trio.current_time()) * 1000))
+    return {h.TIMEOUT_MS: str(ms)}
+
+
+def call_timeout(headers: Mapping[str, str], cap: float | None) -> float | None:
+    """Seconds a server gives a call: the client's ``timeoutMs``, capped by ``cap``."""
+    text = headers.get(h.TIMEOUT_MS)
+    if text is None or not text.isdigit() or len(text) > 12:
+        return cap
+    seconds = int(text) / 1000
+    return seconds if cap is None else min(seconds, cap)
 
 
 def request_frame(

@@ -71,9 +71,18 @@ async def test_concurrent_calls_are_multiplexed_on_one_socket() -> None:
 
 
 async def test_timeout_then_the_same_socket_keeps_working() -> None:
-    async with running_node(make_router()) as server, open_client(server.urls["rpc"]) as c:
+    router = make_router()
+
+    async def stubborn(env: IntentEnvelope) -> JsonObject:
+        # Ignores the node's deadline, so its reply surely arrives after the client gave up.
+        with trio.CancelScope(shield=True):
+            await trio.sleep(0.5)
+        return {}
+
+    router.register("stubborn", "stubborn", stubborn)
+    async with running_node(router) as server, open_client(server.urls["rpc"]) as c:
         with trio.fail_after(TIMEOUT):
-            slow = await c.send_intent(new_intent("sleep", {"seconds": 0.5}), timeout=0.05)
+            slow = await c.send_intent(new_intent("stubborn"), timeout=0.05)
             assert slow.error is not None and slow.error.code is ErrorCode.TRANSPORT_ERROR
             assert slow.error.details["transportCode"] == TransportCode.TIMEOUT
             assert slow.error.retryable
@@ -314,3 +323,57 @@ async def test_stream_that_falls_behind_ends_with_an_error_and_is_cancelled() ->
             await stopped.wait()
         assert c.stats.streams_overflowed == 1
         assert server.stats.streams_cancelled == 1
+
+
+# --------------------------------------------------------------------------- deadlines
+
+
+def _stoppable_router() -> tuple[Router, trio.Event]:
+    stopped = trio.Event()
+    router = make_router()
+
+    async def forever(env: IntentEnvelope) -> JsonObject:
+        try:
+            await trio.sleep_forever()
+        finally:
+            stopped.set()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    router.register("forever", "forever", forever)
+    return router, stopped
+
+
+async def test_the_node_stops_a_call_when_the_client_stops_waiting() -> None:
+    router, stopped = _stoppable_router()
+    async with running_node(router) as server, open_client(server.urls["rpc"]) as client:
+        response = await client.send_intent(new_intent("forever"), timeout=0.2)
+        assert response.error is not None
+        assert response.error.details["transportCode"] == TransportCode.TIMEOUT
+        with trio.fail_after(TIMEOUT):
+            await stopped.wait()  # the agent was cancelled, not left running
+        assert server.stats.timeouts == 1
+        assert (await client.send_intent(new_intent("echo", {"after": 1}))).ok
+
+
+async def test_max_call_timeout_caps_a_call_and_answers_timeout() -> None:
+    router, stopped = _stoppable_router()
+    async with running_node(router, max_call_timeout=0.2) as server, \
+            open_client(server.urls["rpc"]) as client:
+        with trio.fail_after(TIMEOUT):
+            response = await client.send_intent(new_intent("forever"), timeout=None)
+        assert response.error is not None and response.error.code is ErrorCode.TRANSPORT_ERROR
+        assert response.error.details["transportCode"] == TransportCode.TIMEOUT
+        assert stopped.is_set() and server.stats.timeouts == 1
+
+
+async def test_a_stream_past_its_deadline_ends_with_timeout() -> None:
+    async with running_node(make_router(), max_call_timeout=0.3) as server, \
+            open_client(server.urls["rpc"]) as client:
+        with trio.fail_after(TIMEOUT):
+            items = [item async for item in client.send_stream(
+                new_intent("count", {"n": 100, "pause": 0.1}), timeout=None)]
+        assert 1 <= len(items) - 1 < 100 and all(isinstance(i, StreamChunk) for i in items[:-1])
+        final = items[-1]
+        assert isinstance(final, AgentResponse) and final.error is not None
+        assert final.error.details["transportCode"] == TransportCode.TIMEOUT
+        assert server.stats.timeouts == 1 and server.stats.streams_cancelled == 0

@@ -40,7 +40,7 @@ from ...protocol.factory import new_intent
 from ...protocol.models import AgentResponse, Event, IntentEnvelope, StreamChunk
 from ...routing.events import DEFAULT_SUBSCRIPTION_BUFFER
 from ..base import StreamItem
-from ..framing import ClientFraming, FrameProtector
+from ..framing import ClientFraming, FrameProtector, timeout_headers
 from ..remote_subscription import RemoteSubscription
 from . import wire
 from .backend import STREAM_ERRORS, Backend, closed_reason
@@ -200,13 +200,6 @@ class MxpTransport:
         return ConnectionFailure(f"MXP stream to {self.url} failed: {reason}",
                                  details={"url": self.url, "reason": reason})
 
-    @staticmethod
-    def _headers(deadline: float) -> dict[str, str] | None:
-        if deadline == math.inf:
-            return None
-        ms = max(1, math.ceil((deadline - trio.current_time()) * 1000))
-        return {wire.TIMEOUT_MS: str(ms)}
-
     def _reply(self, msg: MxpMessage | None, mid: int,
                kinds: frozenset[MessageType]) -> StreamItem:
         """The item a reply message carries; raises IntentusError for anything else."""
@@ -267,7 +260,7 @@ class MxpTransport:
         mid = next(self._ids)
         try:
             data = self.framing.encode_intent(env, request_id=str(mid),
-                                              headers=self._headers(deadline))
+                                              headers=timeout_headers(deadline))
         except IntentusError as exc:
             return exc.to_response(trace_id=trace_id)
         return await self._exchange(MessageType.CALL, data, mid, trace_id,
@@ -288,7 +281,7 @@ class MxpTransport:
             with trio.move_on_at(deadline):
                 try:
                     data = self.framing.encode_intent(env, request_id=str(mid),
-                                                      headers=self._headers(deadline))
+                                                      headers=timeout_headers(deadline))
                     link, stream = await self._open(wire.URGENCY[env.context.priority],
                                                     deadline)
                     link.in_flight += 1

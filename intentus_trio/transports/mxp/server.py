@@ -47,7 +47,13 @@ from ...protocol.models import AgentResponse, Event, IntentEnvelope, TransportEn
 from ...protocol.versions import negotiate
 from ...routing.events import DEFAULT_SUBSCRIPTION_BUFFER
 from ...routing.router import Router
-from ..framing import FrameDispatcher, FrameProtector, event_frame, response_frame
+from ..framing import (
+    FrameDispatcher,
+    FrameProtector,
+    call_timeout,
+    event_frame,
+    response_frame,
+)
 from . import wire
 from .backend import STREAM_ERRORS, Backend, ClientPolicy, MxpBackend, StreamConnection
 from .endpoint import MxpEndpoint
@@ -277,10 +283,7 @@ class MxpServer:
 
     def _deadline(self, frame: TransportEnvelope) -> float | None:
         """Seconds this call may take: the client's timeoutMs, capped by max_call_timeout."""
-        text = frame.headers.get(wire.TIMEOUT_MS, "")
-        client = int(text) / 1000 if text.isdigit() and len(text) <= 12 else None
-        limits = [t for t in (client, self.max_call_timeout) if t is not None]
-        return min(limits) if limits else None
+        return call_timeout(frame.headers, self.max_call_timeout)
 
     async def _serve(self, stream: trio.abc.HalfCloseableStream, reader: wire.MessageReader,
                      request: MxpMessage) -> None:

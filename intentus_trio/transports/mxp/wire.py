@@ -32,12 +32,13 @@ from ...mxp.message import (
     decode_prefix,
     encode,
 )
+from ...protocol import headers as h
 from ...protocol.enums import Priority
 from ...protocol.errors import IntentusError, MalformedMessage, PayloadTooLarge
 from ..mxp_legacy.trace import wire_trace as _uuid_trace
 
 #: Header on requests: milliseconds left before the client gives up on the call.
-TIMEOUT_MS: Final = "timeoutMs"
+TIMEOUT_MS: Final = h.TIMEOUT_MS
 #: Header naming a control request (only ``subscribe`` exists).
 CONTROL: Final = "control"
 SUBSCRIBE: Final = "subscribe"

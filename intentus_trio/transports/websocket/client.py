@@ -45,7 +45,7 @@ from ...protocol.errors import (
 )
 from ...protocol.models import AgentResponse, Event, IntentEnvelope, JsonObject, StreamChunk
 from ..base import StreamItem
-from ..framing import ClientFraming, FrameProtector, event_frame, reply_item
+from ..framing import ClientFraming, FrameProtector, event_frame, reply_item, timeout_headers
 from . import wire
 from .calls import ReplySlot, StreamSlot, WebSocketSubscription
 from .deadlines import Deadlines
@@ -495,16 +495,10 @@ class WebSocketClient:
             raise PayloadTooLarge(len(data), limit)
         return data.decode()
 
-    def _request_headers(self, deadline: float) -> dict[str, str]:
-        if deadline == math.inf:
-            return {}
-        ms = max(1, int((deadline - trio.current_time()) * 1000))
-        return {wire.TIMEOUT_MS: str(ms)}
-
     def _encode_intent(
         self, env: IntentEnvelope, rid: str, limit: int, deadline: float, *, stream: bool = False
     ) -> str:
-        headers = self._request_headers(deadline)
+        headers = timeout_headers(deadline)
         if stream:
             headers[h.STREAM] = wire.STREAM_OPEN
             headers[wire.WINDOW] = str(self.stream_window)

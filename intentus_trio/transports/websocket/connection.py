@@ -36,7 +36,7 @@ from ...protocol.errors import (
 )
 from ...protocol.models import AgentResponse, Event, JsonObject, TransportEnvelope
 from ...routing.events import Subscription
-from ..framing import FrameProtector, event_frame, response_frame
+from ..framing import FrameProtector, call_timeout, event_frame, response_frame
 from . import wire
 from .deadlines import Deadlines
 from .link import Link, describe_close
@@ -312,7 +312,7 @@ class ServerConnection:
 
     def _start(self, frame: TransportEnvelope, rid: str | None) -> None:
         headers = frame.headers
-        timeout = wire.timeout_seconds(headers, self.server.max_call_timeout)
+        timeout = call_timeout(headers, self.server.max_call_timeout)
         stream = headers.get(h.STREAM) == wire.STREAM_OPEN
         call = _Call(frame, rid, stream, wire.window(headers) if stream else None)
         if timeout is not None:

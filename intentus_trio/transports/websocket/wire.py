@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import Any, Final
 
+from ...protocol import headers as h
 from ...protocol.enums import ErrorCode
 from ...protocol.errors import IntentusError, ProtocolError, ValidationError
 from ...protocol.factory import new_intent
@@ -29,7 +30,7 @@ SUBSCRIPTION: Final = "subscription"
 #: Header on pushed events: events the server dropped so far for this subscription.
 DROPPED: Final = "dropped"
 #: Header on requests: milliseconds left before the client gives up on the call.
-TIMEOUT_MS: Final = "timeoutMs"
+TIMEOUT_MS: Final = h.TIMEOUT_MS
 #: Header on stream requests: how many chunks the client will buffer before granting more.
 WINDOW: Final = "window"
 #: Value of the ``stream`` header on a request that wants a streamed reply.
@@ -109,15 +110,6 @@ def _count(text: str | None, limit: int) -> int | None:
     if text is None or not text.isdigit() or len(text) > 12:
         return None
     return min(int(text), limit)
-
-
-def timeout_seconds(headers: Mapping[str, str], cap: float | None) -> float | None:
-    """The client's remaining deadline from ``timeoutMs``, capped by the server's ``cap``."""
-    ms = _count(headers.get(TIMEOUT_MS), 10**12)
-    if ms is None:
-        return cap
-    seconds = ms / 1000
-    return seconds if cap is None else min(seconds, cap)
 
 
 def window(headers: Mapping[str, str]) -> int | None:

@@ -38,7 +38,7 @@ from ...protocol.errors import (
 )
 from ...protocol.models import AgentResponse, Event, IntentEnvelope, StreamChunk
 from ..base import StreamItem
-from ..framing import ClientFraming, FrameProtector
+from ..framing import ClientFraming, FrameProtector, timeout_headers
 from ..zmq_trio import TrioSocket
 from . import wire
 from .endpoints import check_url, endpoint
@@ -319,7 +319,7 @@ class ZmqClient:
         sock = self._socket()
         limit, deadline = self._deadline(timeout)
         try:
-            data = self.framing.encode_intent(env)
+            data = self.framing.encode_intent(env, headers=timeout_headers(deadline))
         except IntentusError as exc:
             return exc.to_response(trace_id=env.metadata.trace_id)
         request_id = b"%x" % next(self._ids)
@@ -341,7 +341,8 @@ class ZmqClient:
         sock = self._socket()
         limit, deadline = self._deadline(timeout)
         try:
-            data = self.framing.encode_intent(env, headers=wire.STREAM_HEADERS)
+            data = self.framing.encode_intent(
+                env, headers={**wire.STREAM_HEADERS, **timeout_headers(deadline)})
         except IntentusError as exc:
             yield exc.to_response(trace_id=env.metadata.trace_id)
             return

@@ -22,10 +22,10 @@ import zmq
 
 from ...protocol.codec import DEFAULT_MAX_FRAME_BYTES, FrameCodec
 from ...protocol.enums import TransportProtocol
-from ...protocol.errors import IntentusError, MalformedMessage, PayloadTooLarge
+from ...protocol.errors import IntentusError, MalformedMessage, PayloadTooLarge, TransportTimeout
 from ...protocol.models import TransportEnvelope
 from ...routing.router import Router
-from ..framing import ClientFraming, FrameDispatcher, FrameProtector
+from ..framing import ClientFraming, FrameDispatcher, FrameProtector, call_timeout
 from ..zmq_trio import TrioSocket
 from . import wire
 from .endpoints import Role, check_url, connectable, endpoint, split_tcp
@@ -52,6 +52,8 @@ class ServerStats:
     #: Replies whose client had gone, or whose queue stayed full past ``reply_timeout``.
     dropped_replies: int = 0
     streams_cancelled: int = 0
+    #: Calls stopped by their deadline (the client's ``timeoutMs`` or ``max_call_timeout``).
+    timeouts: int = 0
     #: Cancel requests for a stream that is not running (finished, or never existed).
     unknown_cancels: int = 0
     events_published: int = 0
@@ -73,6 +75,7 @@ class ZmqServer:
         heartbeat: float | None = 2.0,
         shutdown_timeout: float = 5.0,
         reply_timeout: float = 30.0,
+        max_call_timeout: float | None = 300.0,
         events: bool = True,
         events_url: str | None = None,
         event_buffer: int = 1024,
@@ -97,6 +100,7 @@ class ZmqServer:
         self.max_concurrency = max_concurrency
         self.shutdown_timeout = shutdown_timeout
         self.reply_timeout = reply_timeout
+        self.max_call_timeout = max_call_timeout
         self.events = events
         self.event_buffer = event_buffer
         self._explicit: dict[Role, str | None] = {
@@ -240,24 +244,43 @@ class ZmqServer:
         except IntentusError as exc:
             await self._reply(envelope, dispatcher.error_frame(exc, data=payload), error=True)
             return
+        timeout = call_timeout(frame.headers, self.max_call_timeout)
         if frame.headers.get("stream") == wire.STREAM_OPEN:
-            await self._stream(envelope, frame)
+            await self._stream(envelope, frame, timeout)
+            return
+        reply: TransportEnvelope | None = None
+        if timeout is None:
+            reply = await dispatcher.handle_frame(frame)
         else:
-            await self._reply(envelope, await dispatcher.handle_frame(frame), request=frame)
+            with trio.move_on_after(timeout):
+                reply = await dispatcher.handle_frame(frame)
+        await self._reply(envelope, reply or self._timed_out(frame), request=frame)
 
-    async def _stream(self, envelope: list[bytes], frame: TransportEnvelope) -> None:
+    def _timed_out(self, frame: TransportEnvelope) -> TransportEnvelope:
+        self.stats.timeouts += 1
+        return self.dispatcher.error_frame(
+            TransportTimeout("the call did not finish within its deadline"), request=frame)
+
+    async def _stream(
+        self, envelope: list[bytes], frame: TransportEnvelope, timeout: float | None
+    ) -> None:
         key = tuple(envelope)
-        with trio.CancelScope() as scope:
+        deadline = trio.current_time() + timeout if timeout is not None else float("inf")
+        with trio.CancelScope(deadline=deadline) as scope:
             self._streams[key] = scope
             try:
                 async with aclosing(self.dispatcher.handle_stream(frame)) as replies:
                     async for reply in replies:
                         await self._reply(envelope, reply, request=frame)
             finally:
-                if self._streams.get(key) is scope:
+                by_client = self._streams.get(key) is not scope
+                if not by_client:
                     del self._streams[key]
         if scope.cancelled_caught:
-            self.stats.streams_cancelled += 1
+            if by_client:
+                self.stats.streams_cancelled += 1
+            else:  # the deadline passed: the stream ends with TIMEOUT
+                await self._reply(envelope, self._timed_out(frame), request=frame)
 
     def _cancel_stream(self, envelope: list[bytes]) -> None:
         scope = self._streams.pop(tuple(envelope), None)
