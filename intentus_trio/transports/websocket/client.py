@@ -45,10 +45,10 @@ from ...protocol.errors import (
 )
 from ...protocol.models import AgentResponse, Event, IntentEnvelope, JsonObject, StreamChunk
 from ..base import StreamItem
+from ..deadlines import Deadlines
 from ..framing import ClientFraming, FrameProtector, event_frame, reply_item, timeout_headers
 from . import wire
 from .calls import ReplySlot, StreamSlot, WebSocketSubscription
-from .deadlines import Deadlines
 from .endpoint import Endpoint
 from .link import Link, describe_close
 from .stream import DirectStream, deliver_messages

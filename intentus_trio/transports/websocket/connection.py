@@ -36,9 +36,9 @@ from ...protocol.errors import (
 )
 from ...protocol.models import AgentResponse, Event, JsonObject, TransportEnvelope
 from ...routing.events import Subscription
+from ..deadlines import Deadlines
 from ..framing import FrameProtector, call_timeout, event_frame, response_frame
 from . import wire
-from .deadlines import Deadlines
 from .link import Link, describe_close
 from .stream import DirectStream, deliver_messages
 

@@ -5,16 +5,25 @@ actually suspends (an agent awaiting I/O) does an idle member take over receivin
 that finish without suspending (most agents, most of the time) thus run inline, message after
 message, while slow ones still run concurrently, up to the pool size. The first suspension is
 noticed by driving the handler's coroutine by hand and forwarding its trio traps unchanged.
+
+Deadlines: a cancel scope per message would cost more than the rest of the pool's work, so
+each member runs inside one long-lived scope instead. A handler that wants a deadline calls
+``current_member().guard(deadline, on_expiry)``; when the deadline passes while that handler
+is still running, the pool's timer cancels the member's scope (the handler and its agent get
+``Cancelled``), awaits ``on_expiry`` and starts the member again in a fresh scope.
 """
 
 from __future__ import annotations
 
+import itertools
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import trio
 
+from ..deadlines import Deadlines
 from ..zmq_trio import TrioSocket
 
 T = TypeVar("T")
@@ -54,6 +63,57 @@ def run_inline(
                 return result
 
 
+class Member:
+    """One pool task, as its handlers see it (``current_member()``)."""
+
+    __slots__ = ("_call", "_calls", "_deadlines", "expired", "scope")
+
+    def __init__(self, deadlines: Deadlines[tuple[Member, int]]) -> None:
+        self._deadlines = deadlines
+        self._calls = itertools.count(1)
+        #: The message being handled under a deadline (0: none).
+        self._call = 0
+        self.scope: trio.CancelScope | None = None
+        #: What to await after a deadline stopped the handler.
+        self.expired: Callable[[], Awaitable[None]] | None = None
+
+    def guard(self, deadline: float, on_expiry: Callable[[], Awaitable[None]]) -> int:
+        """Stop the running handler at ``deadline`` unless ``release`` comes first."""
+        call = self._call = next(self._calls)
+        self.expired = on_expiry
+        self._deadlines.add(deadline, (self, call))
+        return call
+
+    def release(self, call: int) -> bool:
+        """End the guard of ``call``; False if its deadline already stopped the handler."""
+        if self._call != call:
+            return False
+        self._call = 0
+        self.expired = None
+        return True
+
+    def _expire(self, call: int) -> None:
+        if self._call == call and self.scope is not None:
+            self._call = 0
+            self.scope.cancel()
+
+
+def _expire(entry: tuple[Member, int]) -> None:
+    entry[0]._expire(entry[1])
+
+
+def _finished(entry: tuple[Member, int]) -> bool:
+    return entry[0]._call != entry[1]
+
+
+_MEMBER: ContextVar[Member] = ContextVar("intentus_trio_zmq_pool_member")
+
+
+def current_member() -> Member:
+    """The pool member running the calling handler (LookupError outside a pool)."""
+    return _MEMBER.get()
+
+
 class ServingPool:
     """``size`` tasks handling the messages of ``sock`` with ``handle`` (see module doc)."""
 
@@ -73,17 +133,44 @@ class ServingPool:
         self.idle_hook = idle_hook
         self._receiving = False
         self._idle = trio.lowlevel.ParkingLot()
+        self._deadlines = Deadlines[tuple[Member, int]](_expire, _finished)
 
     async def run(self) -> None:
         """Serve until the socket is closed or its receiving side shut down."""
         async with trio.open_nursery() as nursery:
-            for _ in range(self.size):
-                nursery.start_soon(self._member)
+            timer = trio.CancelScope()
+
+            async def run_timer() -> None:
+                with timer:
+                    await self._deadlines.run()
+
+            nursery.start_soon(run_timer)
+            async with trio.open_nursery() as members:
+                for _ in range(self.size):
+                    members.start_soon(self._member)
+            timer.cancel()
 
     def _take_over(self) -> None:
         self._idle.unpark()
 
     async def _member(self) -> None:
+        member = Member(self._deadlines)
+        _MEMBER.set(member)
+        try:
+            while True:
+                with trio.CancelScope() as scope:
+                    member.scope = scope
+                    await self._serve()
+                    return
+                # A handler's deadline cancelled the scope: answer for it, then go on.
+                expired, member.expired = member.expired, None
+                if expired is not None:
+                    await expired()
+        finally:
+            # Whoever stops must not leave the others parked with nobody receiving.
+            self._idle.unpark_all()
+
+    async def _serve(self) -> None:
         sock = self.sock
         handled = 0
         try:
@@ -109,6 +196,3 @@ class ServingPool:
                     await trio.lowlevel.checkpoint()
         except (trio.EndOfChannel, trio.ClosedResourceError):
             return
-        finally:
-            # Whoever stops must not leave the others parked with nobody receiving.
-            self._idle.unpark_all()

@@ -29,7 +29,7 @@ from ..framing import ClientFraming, FrameDispatcher, FrameProtector, call_timeo
 from ..zmq_trio import TrioSocket
 from . import wire
 from .endpoints import Role, check_url, connectable, endpoint, split_tcp
-from .pool import ServingPool
+from .pool import ServingPool, current_member
 from .workers import Distributor
 
 log = logging.getLogger("intentus_trio.zeromq")
@@ -248,13 +248,24 @@ class ZmqServer:
         if frame.headers.get("stream") == wire.STREAM_OPEN:
             await self._stream(envelope, frame, timeout)
             return
-        reply: TransportEnvelope | None = None
         if timeout is None:
             reply = await dispatcher.handle_frame(frame)
         else:
-            with trio.move_on_after(timeout):
+            # The pool member's scope, not one per call, enforces the deadline (pool.py).
+            member = current_member()
+
+            async def expired() -> None:
+                await self._reply(envelope, self._timed_out(frame), request=frame)
+
+            call = member.guard(trio.current_time() + timeout, expired)
+            in_time = False
+            try:
                 reply = await dispatcher.handle_frame(frame)
-        await self._reply(envelope, reply or self._timed_out(frame), request=frame)
+            finally:
+                in_time = member.release(call)
+            if not in_time:  # finished, but too late (an agent that shielded itself)
+                await trio.lowlevel.checkpoint()  # Cancelled: the member answers TIMEOUT
+        await self._reply(envelope, reply, request=frame)
 
     def _timed_out(self, frame: TransportEnvelope) -> TransportEnvelope:
         self.stats.timeouts += 1
