@@ -14,13 +14,17 @@ from typing import Any, TypeVar
 
 import attrs
 
+from .enums import RoutingStrategy
 from .models import (
+    DEFAULT_ROUTING,
+    DEFAULT_ROUTING_METADATA,
     AgentResponse,
     IntentContext,
     IntentEnvelope,
     IntentMetadata,
     IntentRef,
     ProtocolNegotiation,
+    RoutingMetadata,
     RoutingOptions,
     TransportEnvelope,
 )
@@ -43,8 +47,8 @@ def fast_constructor(cls: type[T]) -> Callable[..., T]:
     return make
 
 
-# The decoders' constructors and caches, shared by codec.py and typed_decoder.py so both
-# paths build identical objects.
+# The decoders' constructors, caches and shared defaults, used by codec.py and
+# typed_decoder.py alike so both paths build identical objects.
 new_ref = fast_constructor(IntentRef)
 new_routing = fast_constructor(RoutingOptions)
 new_context = fast_constructor(IntentContext)
@@ -81,3 +85,20 @@ def negotiation(min_version: str, max_version: str) -> ProtocolNegotiation:
         if len(NEGOTIATIONS) < NEGOTIATIONS_LIMIT:
             NEGOTIATIONS[key] = neg
     return neg
+
+
+def routing_options(
+    strategy: RoutingStrategy, target: str | None, fallbacks: tuple[str, ...]
+) -> RoutingOptions:
+    """Routing options, the shared default when they say nothing beyond it."""
+    if strategy is RoutingStrategy.DIRECT and target is None and not fallbacks:
+        return DEFAULT_ROUTING
+    options: RoutingOptions = new_routing(strategy, target, fallbacks)
+    return options
+
+
+def routing_metadata(decision_path: tuple[str, ...], retries: int) -> RoutingMetadata:
+    """Routing metadata, the shared default when empty."""
+    if not decision_path and not retries:
+        return DEFAULT_ROUTING_METADATA
+    return RoutingMetadata(decision_path, retries)

@@ -30,7 +30,8 @@ from ._fastnew import (
     new_intent,
     new_metadata,
     new_response,
-    new_routing,
+    routing_metadata,
+    routing_options,
 )
 from .enums import (
     ErrorCode,
@@ -50,6 +51,8 @@ from .limits import MAX_LIST_ITEMS as MAX_LIST_ITEMS
 from .limits import MAX_MESSAGE_CHARS as MAX_MESSAGE_CHARS
 from .limits import MAX_NAME_CHARS as MAX_NAME_CHARS
 from .models import (
+    DEFAULT_ROUTING,
+    DEFAULT_ROUTING_METADATA,
     AgentResponse,
     Body,
     EMCLEnvelope,
@@ -58,8 +61,6 @@ from .models import (
     IdentityEntry,
     IntentEnvelope,
     JsonObject,
-    RoutingMetadata,
-    RoutingOptions,
     TransportEnvelope,
 )
 
@@ -71,8 +72,6 @@ _MESSAGE_TYPE = {m.value: m for m in MessageType}
 _PROTOCOL = {m.value: m for m in TransportProtocol}
 
 _MISSING: Any = object()
-_DEFAULT_ROUTING = RoutingOptions()
-_DEFAULT_ROUTING_METADATA = RoutingMetadata()
 
 
 # --------------------------------------------------------------------------- checks
@@ -236,21 +235,17 @@ def intent_from_json(obj: Any, path: str = "body") -> IntentEnvelope:
 
     routing_obj = obj.get("routing")
     if routing_obj is None:
-        routing = _DEFAULT_ROUTING
+        routing = DEFAULT_ROUTING
     else:
         rpath = path + ".routing"
         routing_obj = _object(routing_obj, path, "routing")
         strategy = _enum(_STRATEGY, routing_obj.get("strategy", "direct"), rpath, "strategy")
         target = _opt_str(routing_obj.get("targetAgent"), rpath, "targetAgent")
         fallbacks = _names(routing_obj.get("fallbackAgents", []), rpath, "fallbackAgents")
-        routing = (
-            _DEFAULT_ROUTING
-            if strategy is RoutingStrategy.DIRECT and target is None and not fallbacks
-            else new_routing(strategy, target, fallbacks)
-        )
+        routing = routing_options(strategy, target, fallbacks)
     rmeta_obj = obj.get("routingMetadata")
     if rmeta_obj is None:
-        rmeta = _DEFAULT_ROUTING_METADATA
+        rmeta = DEFAULT_ROUTING_METADATA
     else:
         rmpath = path + ".routingMetadata"
         rmeta_obj = _object(rmeta_obj, path, "routingMetadata")
@@ -258,8 +253,7 @@ def intent_from_json(obj: Any, path: str = "body") -> IntentEnvelope:
         if type(retries) is not int or not 0 <= retries <= 1_000_000:
             raise _fail(rmpath, "retries", "expected a non-negative integer")
         decision_path = _names(rmeta_obj.get("decisionPath", []), rmpath, "decisionPath")
-        rmeta = (_DEFAULT_ROUTING_METADATA if not decision_path and not retries
-                 else RoutingMetadata(decision_path, retries))
+        rmeta = routing_metadata(decision_path, retries)
     version = obj.get("version")
     if type(version) is not str or len(version) > limit:
         raise _bad_str(obj, "version", path)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
+from ._fastnew import routing_options
 from .enums import Priority, RoutingStrategy
 from .models import (
     PROTOCOL_VERSION,
@@ -22,10 +23,7 @@ from .models import (
     IntentMetadata,
     IntentRef,
     JsonObject,
-    RoutingOptions,
 )
-
-_DEFAULT_ROUTING = RoutingOptions()
 
 #: The trace id of the intent being handled by the current task (set by the Router).
 trace_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -111,9 +109,7 @@ def new_intent(
         {} if payload is None else payload,
         IntentContext(source, now, priority, tuple(tags)),
         IntentMetadata(new_id(), source, now, trace_id or trace_id_var.get() or new_id()),
-        _DEFAULT_ROUTING
-        if strategy is RoutingStrategy.DIRECT and target_agent is None and not fallback_agents
-        else RoutingOptions(strategy, target_agent, tuple(fallback_agents)),
+        routing_options(strategy, target_agent, tuple(fallback_agents)),
     )
 
 

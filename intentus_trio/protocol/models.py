@@ -64,8 +64,9 @@ class RoutingMetadata:
     retries: int = 0
 
 
-_DEFAULT_ROUTING = RoutingOptions()
-_DEFAULT_ROUTING_METADATA = RoutingMetadata()
+#: Shared by every envelope that routes directly with no metadata (both are immutable).
+DEFAULT_ROUTING = RoutingOptions()
+DEFAULT_ROUTING_METADATA = RoutingMetadata()
 
 
 @frozen
@@ -77,8 +78,8 @@ class IntentEnvelope:
     payload: JsonObject
     context: IntentContext
     metadata: IntentMetadata
-    routing: RoutingOptions = _DEFAULT_ROUTING
-    routing_metadata: RoutingMetadata = _DEFAULT_ROUTING_METADATA
+    routing: RoutingOptions = DEFAULT_ROUTING
+    routing_metadata: RoutingMetadata = DEFAULT_ROUTING_METADATA
 
     @property
     def trace_id(self) -> str:

@@ -23,7 +23,8 @@ from ._fastnew import (
     new_intent,
     new_metadata,
     new_response,
-    new_routing,
+    routing_metadata,
+    routing_options,
 )
 from .enums import ErrorCode, MessageType, Priority, ResponseStatus, RoutingStrategy
 from .enums import TransportProtocol as _Protocol
@@ -37,6 +38,8 @@ from .limits import (
     MAX_NAME_CHARS,
 )
 from .models import (
+    DEFAULT_ROUTING,
+    DEFAULT_ROUTING_METADATA,
     AgentResponse,
     Body,
     EMCLEnvelope,
@@ -44,8 +47,6 @@ from .models import (
     Event,
     IdentityEntry,
     IntentEnvelope,
-    RoutingMetadata,
-    RoutingOptions,
     TransportEnvelope,
 )
 
@@ -165,9 +166,6 @@ _response = msgspec.json.Decoder(_Response).decode
 _event = msgspec.json.Decoder(_Event).decode
 _emcl = msgspec.json.Decoder(_Emcl).decode
 
-_DEFAULT_ROUTING: Final = RoutingOptions()
-_DEFAULT_ROUTING_METADATA: Final = RoutingMetadata()
-_DIRECT: Final = RoutingStrategy.DIRECT
 _INTENT: Final = MessageType.INTENT
 _RESPONSE: Final = MessageType.RESPONSE
 _EVENT: Final = MessageType.EVENT
@@ -178,15 +176,10 @@ _INPUT_ERRORS: Final = (msgspec.MsgspecError, ValueError, RecursionError)
 def _intent_body(raw: msgspec.Raw) -> IntentEnvelope:
     s = _intent(raw)
     ctx, meta, routing, rmeta = s.context, s.metadata, s.routing, s.routing_metadata
-    if routing is None or (routing.strategy is _DIRECT and routing.target_agent is None
-                           and not routing.fallback_agents):
-        options = _DEFAULT_ROUTING
-    else:
-        options = new_routing(routing.strategy, routing.target_agent, routing.fallback_agents)
-    if rmeta is None or (not rmeta.decision_path and not rmeta.retries):
-        routing_meta = _DEFAULT_ROUTING_METADATA
-    else:
-        routing_meta = RoutingMetadata(rmeta.decision_path, rmeta.retries)
+    options = DEFAULT_ROUTING if routing is None else routing_options(
+        routing.strategy, routing.target_agent, routing.fallback_agents)
+    routing_meta = DEFAULT_ROUTING_METADATA if rmeta is None else routing_metadata(
+        rmeta.decision_path, rmeta.retries)
     result: IntentEnvelope = new_intent(
         s.version,
         intent_ref(s.intent.name, s.intent.version),
