@@ -7,10 +7,11 @@ message, while slow ones still run concurrently, up to the pool size. The first 
 noticed by driving the handler's coroutine by hand and forwarding its trio traps unchanged.
 
 Deadlines: a cancel scope per message would cost more than the rest of the pool's work, so
-each member runs inside one long-lived scope instead. A handler that wants a deadline calls
-``current_member().guard(deadline, on_expiry)``; when the deadline passes while that handler
-is still running, the pool's timer cancels the member's scope (the handler and its agent get
-``Cancelled``), awaits ``on_expiry`` and starts the member again in a fresh scope.
+each member runs inside one long-lived scope instead. A handler that wants a deadline awaits
+its work through ``current_member().guarded(deadline, work, on_expiry)``; when the deadline
+passes while the work is still running, the pool's timer cancels the member's scope (the
+handler and its agent get ``Cancelled``); the member then awaits ``on_expiry`` and starts
+again in a fresh scope.
 """
 
 from __future__ import annotations
@@ -66,31 +67,34 @@ def run_inline(
 class Member:
     """One pool task, as its handlers see it (``current_member()``)."""
 
-    __slots__ = ("_call", "_calls", "_deadlines", "expired", "scope")
+    __slots__ = ("_call", "_calls", "_deadlines", "_expired", "scope")
 
     def __init__(self, deadlines: Deadlines[tuple[Member, int]]) -> None:
         self._deadlines = deadlines
         self._calls = itertools.count(1)
-        #: The message being handled under a deadline (0: none).
+        #: The work running under a deadline (0: none).
         self._call = 0
         self.scope: trio.CancelScope | None = None
-        #: What to await after a deadline stopped the handler.
-        self.expired: Callable[[], Awaitable[None]] | None = None
+        #: What the member awaits after a deadline stopped the handler.
+        self._expired: Callable[[], Awaitable[None]] | None = None
 
-    def guard(self, deadline: float, on_expiry: Callable[[], Awaitable[None]]) -> int:
-        """Stop the running handler at ``deadline`` unless ``release`` comes first."""
+    async def guarded(
+        self, deadline: float, work: Awaitable[T], on_expiry: Callable[[], Awaitable[None]]
+    ) -> T:
+        """``await work``, stopped at ``deadline`` (then the member awaits ``on_expiry``)."""
         call = self._call = next(self._calls)
-        self.expired = on_expiry
+        self._expired = on_expiry
         self._deadlines.add(deadline, (self, call))
-        return call
-
-    def release(self, call: int) -> bool:
-        """End the guard of ``call``; False if its deadline already stopped the handler."""
-        if self._call != call:
-            return False
-        self._call = 0
-        self.expired = None
-        return True
+        try:
+            result = await work
+        finally:
+            in_time = self._call == call
+            if in_time:
+                self._call = 0
+                self._expired = None
+        if not in_time:  # finished, but after its deadline (the work shielded itself)
+            await trio.lowlevel.checkpoint()  # raises Cancelled: on_expiry answers instead
+        return result
 
     def _expire(self, call: int) -> None:
         if self._call == call and self.scope is not None:
@@ -163,7 +167,7 @@ class ServingPool:
                     await self._serve()
                     return
                 # A handler's deadline cancelled the scope: answer for it, then go on.
-                expired, member.expired = member.expired, None
+                expired, member._expired = member._expired, None
                 if expired is not None:
                     await expired()
         finally:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 from collections.abc import Iterable
 from contextlib import ExitStack, aclosing
 from typing import Any
@@ -252,19 +253,11 @@ class ZmqServer:
             reply = await dispatcher.handle_frame(frame)
         else:
             # The pool member's scope, not one per call, enforces the deadline (pool.py).
-            member = current_member()
-
             async def expired() -> None:
                 await self._reply(envelope, self._timed_out(frame), request=frame)
 
-            call = member.guard(trio.current_time() + timeout, expired)
-            in_time = False
-            try:
-                reply = await dispatcher.handle_frame(frame)
-            finally:
-                in_time = member.release(call)
-            if not in_time:  # finished, but too late (an agent that shielded itself)
-                await trio.lowlevel.checkpoint()  # Cancelled: the member answers TIMEOUT
+            reply = await current_member().guarded(
+                trio.current_time() + timeout, dispatcher.handle_frame(frame), expired)
         await self._reply(envelope, reply, request=frame)
 
     def _timed_out(self, frame: TransportEnvelope) -> TransportEnvelope:
@@ -276,7 +269,7 @@ class ZmqServer:
         self, envelope: list[bytes], frame: TransportEnvelope, timeout: float | None
     ) -> None:
         key = tuple(envelope)
-        deadline = trio.current_time() + timeout if timeout is not None else float("inf")
+        deadline = trio.current_time() + timeout if timeout is not None else math.inf
         with trio.CancelScope(deadline=deadline) as scope:
             self._streams[key] = scope
             try:
