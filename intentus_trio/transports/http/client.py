@@ -758,8 +758,6 @@ class _EventReader:
         self._active = False
         #: Set (and replaced) whenever ``active`` changes.
         self.changed = trio.Event()
-        #: Whether the current stream was confirmed (resets the backoff).
-        self._confirmed = False
 
     @property
     def active(self) -> bool:
@@ -778,6 +776,7 @@ class _EventReader:
             with self.scope:
                 retry = 0
                 while True:
+                    confirmed_before = self.established
                     failure = await self._read_once()
                     if not self.ready.is_set():
                         # Never confirmed: ``subscribe`` raises this on entry.
@@ -786,11 +785,10 @@ class _EventReader:
                         return
                     if not self.transport.resubscribe or self.transport._closed:
                         return
-                    retry = 1 if self._confirmed else retry + 1
-                    self._confirmed = False
+                    # A stream the server confirmed starts the backoff over.
+                    retry = 1 if self.established > confirmed_before else retry + 1
                     await trio.sleep(self.transport.retry.backoff(retry, self.transport._rng))
         finally:
-            self._active = False
             self.channel.close()
             self.ready.set()
             self.done.set()
@@ -835,7 +833,6 @@ class _EventReader:
                             data = []
                     elif line.startswith(b":"):
                         if line[1:].strip() == b"ready" and not self._active:
-                            self._confirmed = True
                             self._set_active(True)
                     elif line.startswith(b"data:"):
                         data.append(line[5:].lstrip(b" "))
