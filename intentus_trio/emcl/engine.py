@@ -33,7 +33,6 @@ from . import _sodium
 from .chain import ChainPolicy, ChainSigner, body_digest, verify_chain
 from .clock import Clock
 from .encoding import (
-    LAST_OK_2,
     b64_canonical,
     b64d,
     b64e,
@@ -63,8 +62,6 @@ _RESPONSE: Final = MessageType.RESPONSE
 _EMPTY: Mapping[str, str] = {}
 _FRESH: Final = NONCE_BYTES + SALT_BYTES
 _MIN_CIPHERTEXT: Final = SALT_BYTES + TAG_BYTES
-_NONCE_CHARS: Final = 32  # base64 of the 24-byte nonce
-_MAC_CHARS: Final = 44  # base64 of the 32-byte MAC
 _compare = hmac.compare_digest
 _b64decode = pybase64.b64decode
 _encrypt = _sodium.encrypt_into
@@ -219,8 +216,7 @@ class Emcl:
         if len(fresh) != _FRESH:
             raise ValueError("the random source returned the wrong number of bytes")
         plaintext = fresh[NONCE_BYTES:] + body
-        ms = int(self.clock() * 1000)
-        timestamp = self._ts_text if ms == self._ts_ms else self._new_timestamp(ms)
+        timestamp = self._timestamp()
         if self.signer is None:
             chain: tuple[IdentityEntry, ...] = ()
         else:
@@ -428,12 +424,8 @@ class Emcl:
                      else self._parse_timestamp(ts_text))
         size = len(ciphertext)
         if (version != EMCL_VERSION or timestamp is None
-                # 32 characters that decode to 24 bytes: no padding, nothing else to check.
-                or len(nonce) != NONCE_BYTES or len(nonce_text) != _NONCE_CHARS
-                # 44 characters that decode to 32 bytes: one "=", after a character whose
-                # two unused bits must be zero.
-                or len(tag) != MAC_BYTES or len(mac_text) != _MAC_CHARS
-                or mac_text[-2] not in LAST_OK_2
+                or len(nonce) != NONCE_BYTES or not b64_canonical(nonce_text, NONCE_BYTES)
+                or len(tag) != MAC_BYTES or not b64_canonical(mac_text, MAC_BYTES)
                 or size < _MIN_CIPHERTEXT or not b64_canonical(ciphertext_text, size)):
             raise _refuse(Reason.MALFORMED, kid)
         raw_chain: list[RawEntry] = []
