@@ -52,9 +52,10 @@ class Deadlines(Generic[T]):
         if wait is not None and deadline < wait.deadline:
             wait.deadline = deadline
 
-    async def run(self) -> None:
-        """Serve the deadlines until cancelled."""
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve the deadlines until cancelled (``nursery.start`` returns once it serves)."""
         heap = self._heap
+        task_status.started()
         while True:
             with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as wait:
                 self._wait = wait

@@ -12,7 +12,6 @@ reports CONNECTION_FAILURE, and one sent but unanswered reports TIMEOUT.
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import os
 from collections import deque
@@ -38,6 +37,7 @@ from ...protocol.errors import (
 )
 from ...protocol.models import AgentResponse, Event, IntentEnvelope, StreamChunk
 from ..base import StreamItem
+from ..deadlines import Deadlines
 from ..framing import ClientFraming, FrameProtector, timeout_headers
 from ..zmq_trio import TrioSocket
 from . import wire
@@ -67,6 +67,10 @@ class _Call:
         self.stream = stream
         self.expired = False
         self.done = False
+
+
+def _call_done(call: _Call) -> bool:
+    return call.done
 
 
 class ZmqClient:
@@ -111,9 +115,7 @@ class ZmqClient:
         self._subscriptions: set[TrioSocket] = set()
         # Deadlines of waiting calls, served by one timer task: a cancel scope per call
         # would cost more than the rest of the call's trio overhead.
-        self._deadlines: list[tuple[float, int, _Call]] = []
-        self._deadline_ids = itertools.count()
-        self._timer_scope: trio.CancelScope | None = None
+        self._deadlines = Deadlines[_Call](self._expire, _call_done)
         self._nursery_cm: AbstractAsyncContextManager[trio.Nursery] | None = None
         self._nursery: trio.Nursery | None = None
 
@@ -131,7 +133,7 @@ class ZmqClient:
             sock.close(0)
             raise
         self._sock = sock
-        await self._nursery.start(self._run_timer)
+        await self._nursery.start(self._deadlines.run)
         return self
 
     async def __aexit__(
@@ -158,32 +160,14 @@ class ZmqClient:
 
     # ------------------------------------------------------------------ deadlines
 
-    async def _run_timer(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        heap = self._deadlines
-        task_status.started()
-        while True:
-            with trio.CancelScope(deadline=heap[0][0] if heap else _INF) as scope:
-                self._timer_scope = scope
-                await trio.sleep_forever()
-            self._timer_scope = None
-            now = trio.current_time()
-            while heap and heap[0][0] <= now:
-                call = heapq.heappop(heap)[2]
-                if not call.done and not call.items:
-                    call.expired = True
-                    self._wake(call)
+    def _expire(self, call: _Call) -> None:
+        if not call.items:
+            call.expired = True
+            self._wake(call)
 
     def _arm(self, call: _Call, deadline: float) -> None:
-        if deadline == _INF:
-            return
-        heap = self._deadlines
-        if len(heap) > 2 * len(self._calls) + 64:
-            heap[:] = [entry for entry in heap if not entry[2].done]
-            heapq.heapify(heap)
-        heapq.heappush(heap, (deadline, next(self._deadline_ids), call))
-        scope = self._timer_scope
-        if scope is not None and deadline < scope.deadline:
-            scope.deadline = deadline
+        if deadline != _INF:
+            self._deadlines.add(deadline, call)
 
     def _wake(self, call: _Call) -> None:
         """Make a waiting call look at its state (an item, a deadline, or leadership)."""
