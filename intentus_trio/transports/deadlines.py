@@ -21,16 +21,22 @@ T = TypeVar("T")
 
 
 class Deadlines(Generic[T]):
-    """Calls ``expire(item)`` once ``item``'s deadline passes, unless ``done(item)``."""
+    """Calls ``expire(item)`` once ``item``'s deadline passes (at most ``slack`` seconds
+    later), unless ``done(item)``."""
 
     #: Finished entries are dropped once the heap holds this many, or twice the entries
     #: left by the last drop: a few list passes per hundred calls, and finished calls are
     #: not kept alive long (they hold their frames).
     MIN_COMPACT = 128
 
-    def __init__(self, expire: Callable[[T], None], done: Callable[[T], bool]) -> None:
+    def __init__(
+        self, expire: Callable[[T], None], done: Callable[[T], bool], *, slack: float = 0.0
+    ) -> None:
+        if slack < 0:
+            raise ValueError("slack must not be negative")
         self._expire = expire
         self._done = done
+        self._slack = slack
         self._heap: list[tuple[float, int, T]] = []
         self._seq = itertools.count()
         #: Heap size at which finished entries are dropped next.
@@ -49,15 +55,15 @@ class Deadlines(Generic[T]):
             self._compact_at = max(self.MIN_COMPACT, 2 * len(heap))
         heapq.heappush(heap, (deadline, next(self._seq), item))
         wait = self._wait
-        if wait is not None and deadline < wait.deadline:
-            wait.deadline = deadline
+        if wait is not None and deadline + self._slack < wait.deadline:
+            wait.deadline = deadline + self._slack
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve the deadlines until cancelled (``nursery.start`` returns once it serves)."""
-        heap = self._heap
+        heap, slack = self._heap, self._slack
         task_status.started()
         while True:
-            with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as wait:
+            with trio.CancelScope(deadline=heap[0][0] + slack if heap else math.inf) as wait:
                 self._wait = wait
                 await trio.sleep_forever()
             self._wait = None

@@ -9,7 +9,8 @@ JSON-RPC endpoint. See ``docs/transports/http.md`` for the endpoints.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable, MutableMapping
+import math
+from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import aclosing
 from typing import Any, Final
 from urllib.parse import parse_qs
@@ -41,9 +42,16 @@ from ...protocol.errors import (
 )
 from ...protocol.models import AgentResponse, TransportEnvelope
 from ...routing.router import Router
-from ..framing import FrameDispatcher, FrameProtector, event_frame, response_frame
+from ..framing import (
+    FrameDispatcher,
+    FrameProtector,
+    call_timeout,
+    event_frame,
+    response_frame,
+)
 from . import jsonrpc, wire
 from .tasks import StoreFull, TaskRecord, TaskState, TaskStore
+from .watch import DisconnectWatch
 
 log = logging.getLogger("intentus_trio.http.server")
 
@@ -79,6 +87,9 @@ class ServerLimits:
     heartbeat: float = 15.0
     #: Longest ``?wait=`` a task status query may ask for, in seconds.
     max_wait: float = _MAX_WAIT
+    #: Longest a REST or stream call may run, in seconds, whatever the client's
+    #: ``timeoutMs`` header asks (None: only the client's deadline bounds it).
+    max_call_timeout: float | None = 300.0
 
 
 @attrs.define
@@ -87,6 +98,10 @@ class ServerStats:
     #: Distinct client (address, port) pairs seen, i.e. TCP connections (while < 4096).
     connections: int = 0
     tasks_submitted: int = 0
+    #: Calls answered with TIMEOUT because their deadline passed.
+    timeouts: int = 0
+    #: Calls cancelled because their client disconnected before the answer.
+    abandoned: int = 0
 
 
 class _Exit(Exception):
@@ -133,6 +148,8 @@ class HttpApp:
         #: Set when the server starts draining: streams end, health turns 503.
         self.closing = trio.Event()
         self.task_nursery: trio.Nursery | None = None
+        #: Cancels calls whose clients disconnect; ``HttpServer`` runs its service task.
+        self.watch = DisconnectWatch()
         self._peers: set[tuple[Any, ...]] = set()
         self._routes: dict[str, dict[str, Handler]] = {
             wire.INTENT_PATH: {"POST": self._frame_endpoint},
@@ -357,8 +374,40 @@ class HttpApp:
             reply, status = self._decode_failure(exc, data)
             await self._send_frame(send, status, reply)
             return
-        reply = await self.dispatcher.handle_frame(frame)
+        reply = await self._attended(frame, receive)
         await self._send_frame(send, self._reply_status(frame, reply), reply)
+
+    async def _attended(self, frame: TransportEnvelope, receive: Receive) -> TransportEnvelope:
+        """``handle_frame`` under the call's deadline, cancelled if its client leaves.
+
+        The deadline is the client's ``timeoutMs`` capped by ``max_call_timeout``; when it
+        passes the reply is a TIMEOUT error.
+        """
+        timeout = call_timeout(frame.headers, self.limits.max_call_timeout)
+        reply: TransportEnvelope | None = None
+
+        async def handle() -> None:
+            nonlocal reply
+            reply = await self.dispatcher.handle_frame(frame)
+
+        await self._unless_gone(receive, handle, timeout)
+        if reply is None:
+            self.stats.timeouts += 1
+            reply = self.dispatcher.error_frame(TransportTimeout(
+                "the call did not finish within its deadline",
+                details={"timeout": timeout}), request=frame)
+        return reply
+
+    async def _unless_gone(
+        self, receive: Receive, work: Callable[[], Awaitable[None]], timeout: float | None = None
+    ) -> None:
+        """Run ``work`` for at most ``timeout`` seconds; raise ClientGone if the client
+        disconnects first (its work is cancelled then)."""
+        deadline = math.inf if timeout is None else trio.current_time() + timeout
+        call = await self.watch.attend(receive, work, deadline)
+        if call.gone:
+            self.stats.abandoned += 1
+            raise ClientGone
 
     # ------------------------------------------------------------------ JSON-RPC
 
@@ -376,7 +425,12 @@ class HttpApp:
                     "batch", f"expected 1 to {self.limits.max_batch} calls").to_response())
                 await self._respond(send, 400, dumps(out))
                 return
-            replies = await self._batch(message)
+            replies: list[Any] = []
+
+            async def batch() -> None:
+                replies.extend(await self._batch(message))
+
+            await self._unless_gone(receive, batch)
             if not replies:
                 await self._respond(send, 204, b"", [])
                 return
@@ -386,7 +440,14 @@ class HttpApp:
         if not isinstance(parsed, jsonrpc.Call):
             await self._respond(send, jsonrpc.status_of(parsed), dumps(parsed))
             return
-        reply = await self._call(parsed)
+        call = parsed
+        answer: list[Any] = []
+
+        async def single() -> None:
+            answer.append(await self._call(call))
+
+        await self._unless_gone(receive, single)
+        reply = answer[0]
         if parsed.notification:
             await self._respond(send, 204, b"", [])
         else:
@@ -411,15 +472,22 @@ class HttpApp:
         return [reply for reply in replies if reply is not None]
 
     async def _call(self, call: jsonrpc.Call) -> Any:
-        """Carry out one JSON-RPC call; never raises for bad input."""
-        try:
-            return await self._carry_out(call)
-        except IntentusError as exc:
-            return jsonrpc.error(call.id, jsonrpc.code_for(exc), exc.to_response())
-        except Exception:
-            log.exception("JSON-RPC method %s failed", call.method)
-            return jsonrpc.error(call.id, jsonrpc.INTERNAL_ERROR, ProtocolError(
-                "internal error while carrying out the call").to_response())
+        """Carry out one JSON-RPC call within ``max_call_timeout``; never raises for bad
+        input."""
+        timeout = self.limits.max_call_timeout
+        with trio.move_on_after(math.inf if timeout is None else timeout):
+            try:
+                return await self._carry_out(call)
+            except IntentusError as exc:
+                return jsonrpc.error(call.id, jsonrpc.code_for(exc), exc.to_response())
+            except Exception:
+                log.exception("JSON-RPC method %s failed", call.method)
+                return jsonrpc.error(call.id, jsonrpc.INTERNAL_ERROR, ProtocolError(
+                    "internal error while carrying out the call").to_response())
+        self.stats.timeouts += 1
+        return jsonrpc.error(call.id, jsonrpc.INTENT_FAILED, TransportTimeout(
+            "the call did not finish within its deadline",
+            details={"timeout": timeout}).to_response())
 
     async def _carry_out(self, call: jsonrpc.Call) -> Any:
         method, params = call.method, call.params
@@ -458,35 +526,45 @@ class HttpApp:
         sse = (_header(scope, b"accept") or b"").find(wire.SSE.encode()) >= 0
         media = wire.SSE if sse else wire.NDJSON
 
+        timeout = call_timeout(frame.headers, self.limits.max_call_timeout)
+        started = False
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
-            async with aclosing(self.dispatcher.handle_stream(frame)) as frames:
-                await self._send_stream(send, frame, frames, media)
+            with trio.move_on_after(math.inf if timeout is None else timeout) as expiry:
+                async with aclosing(self.dispatcher.handle_stream(frame)) as frames:
+                    async for reply in frames:
+                        started = await self._stream_line(send, frame, reply, media, started)
+            if expiry.cancelled_caught:
+                self.stats.timeouts += 1
+                reply = self.dispatcher.error_frame(TransportTimeout(
+                    "the stream did not finish within its deadline",
+                    details={"timeout": timeout}), request=frame)
+                await self._stream_line(send, frame, reply, media, started)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
             nursery.cancel_scope.cancel()
 
-    async def _send_stream(
+    async def _stream_line(
         self,
         send: Send,
         request: TransportEnvelope,
-        frames: AsyncGenerator[TransportEnvelope, None],
+        reply: TransportEnvelope,
         media: str,
-    ) -> None:
-        started = False
-        async for reply in frames:
-            try:
-                line = self.codec.encode(reply)
-            except PayloadTooLarge as exc:
-                line = self.codec.encode(response_frame(exc.to_response(), request.protocol))
-            chunk = b"data: " + line + b"\n\n" if media == wire.SSE else line + b"\n"
-            if not started:
-                # Only a stream that fails at once can still choose its status.
-                chunked = reply.headers.get(h.STREAM) == h.STREAM_CHUNK
-                status = 200 if chunked else self._reply_status(request, reply)
-                await send({"type": "http.response.start", "status": status, "headers": [
-                    (b"content-type", media.encode()), (b"cache-control", b"no-store")]})
-                started = True
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        started: bool,
+    ) -> bool:
+        """Send one reply frame of a stream (starting the response first); returns True."""
+        try:
+            line = self.codec.encode(reply)
+        except PayloadTooLarge as exc:
+            line = self.codec.encode(response_frame(exc.to_response(), request.protocol))
+        chunk = b"data: " + line + b"\n\n" if media == wire.SSE else line + b"\n"
+        if not started:
+            # Only a stream that fails at once can still choose its status.
+            chunked = reply.headers.get(h.STREAM) == h.STREAM_CHUNK
+            status = 200 if chunked else self._reply_status(request, reply)
+            await send({"type": "http.response.start", "status": status, "headers": [
+                (b"content-type", media.encode()), (b"cache-control", b"no-store")]})
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        return True
 
     # ------------------------------------------------------------------ events
 

@@ -42,7 +42,7 @@ from ...protocol.errors import (
 )
 from ...protocol.models import AgentResponse, Event, IntentEnvelope, StreamChunk
 from ..base import StreamItem
-from ..framing import ClientFraming, FrameProtector, request_frame
+from ..framing import ClientFraming, FrameProtector, request_frame, timeout_headers
 from . import jsonrpc, wire
 from .retry import RetryPolicy, parse_retry_after
 
@@ -335,8 +335,9 @@ class HttpTransport:
         """POST the intent frame to /intent; ``idempotent=True`` allows more retries."""
         self._check_open()
         trace_id = env.metadata.trace_id
+        limit = self.timeout if timeout is _UNSET else timeout
         try:
-            data = self._framing.encode_intent(env)
+            data = self._framing.encode_intent(env, headers=_timeout_headers(limit))
         except IntentusError as exc:
             return exc.to_response(trace_id=trace_id)
 
@@ -349,7 +350,7 @@ class HttpTransport:
 
         return await self._call(
             "POST", self._urls["intent"], data, decode, failed,
-            limit=self.timeout if timeout is _UNSET else timeout,
+            limit=limit,
             idempotent=self.idempotent if idempotent is None else idempotent,
         )
 
@@ -439,7 +440,7 @@ class HttpTransport:
         limit = self.timeout if timeout is _UNSET else timeout
         deadline = None if limit is None else trio.current_time() + limit
         try:
-            data = self._framing.encode_intent(env)
+            data = self._framing.encode_intent(env, headers=_timeout_headers(limit))
         except IntentusError as exc:
             yield exc.to_response(trace_id=trace_id)
             return
@@ -672,6 +673,11 @@ class HttpTransport:
         if isinstance(result, AgentResponse):
             raise RemoteError(result)
         return result
+
+
+def _timeout_headers(limit: float | None) -> dict[str, str]:
+    """The frame header telling the server how long the call may take (all attempts)."""
+    return {} if limit is None else timeout_headers(trio.current_time() + limit)
 
 
 def _remaining(deadline: float | None) -> float:

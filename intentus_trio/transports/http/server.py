@@ -109,6 +109,7 @@ class HttpServer:
         async with trio.open_nursery() as nursery:
             worker: trio.CancelScope = await nursery.start(self._worker, config, stop)
             tasks_scope: trio.CancelScope = await nursery.start(self._task_host)
+            await nursery.start(app.watch.run)
             assert self.url is not None
             task_status.started(self.url)
             try:
