@@ -140,7 +140,7 @@ def intent_to_json(env: IntentEnvelope) -> JsonObject:
         "context": {
             "sourceAgent": ctx.source_agent,
             "timestamp": ctx.timestamp,
-            "priority": ctx.priority.value,
+            "priority": ctx.priority._value_,
             "tags": list(ctx.tags),
         },
         "metadata": {
@@ -151,7 +151,7 @@ def intent_to_json(env: IntentEnvelope) -> JsonObject:
             "identityChain": list(meta.identity_chain),
         },
         "routing": {
-            "strategy": routing.strategy.value,
+            "strategy": routing.strategy._value_,
             "targetAgent": routing.target_agent,
             "fallbackAgents": list(routing.fallback_agents),
         },
@@ -276,7 +276,7 @@ def intent_from_json(obj: Any, path: str = "body") -> IntentEnvelope:
 
 def error_to_json(error: ErrorInfo) -> JsonObject:
     return {
-        "code": error.code.value,
+        "code": error.code._value_,
         "message": error.message,
         "retryable": error.retryable,
         "details": error.details,
@@ -299,7 +299,7 @@ def error_from_json(obj: Any, path: str) -> ErrorInfo:
 def response_to_json(resp: AgentResponse) -> JsonObject:
     return {
         "version": resp.version,
-        "status": resp.status.value,
+        "status": resp.status._value_,
         "payload": resp.payload,
         "metadata": resp.metadata,
         "error": None if resp.error is None else error_to_json(resp.error),
@@ -370,7 +370,7 @@ def emcl_to_json(env: EMCLEnvelope) -> JsonObject:
     if env.timestamp is not None:
         out["timestamp"] = env.timestamp
     if env.message_type is not None:
-        out["messageType"] = env.message_type.value
+        out["messageType"] = env.message_type._value_
     return out
 
 
@@ -453,11 +453,11 @@ def body_from_json(message_type: MessageType, obj: Any, path: str = "body") -> B
 
 
 def frame_to_json(frame: TransportEnvelope) -> JsonObject:
-    out: JsonObject = {"protocol": frame.protocol.value}
+    out: JsonObject = {"protocol": frame.protocol._value_}
     neg = frame.protocol_negotiation
     if neg is not None:
         out["protocolNegotiation"] = {"minVersion": neg.min_version, "maxVersion": neg.max_version}
-    out["messageType"] = frame.message_type.value
+    out["messageType"] = frame.message_type._value_
     out["headers"] = frame.headers
     out["body"] = body_to_json(frame.body)
     return out
