@@ -367,15 +367,24 @@ class HttpApp:
 
     async def _frame_endpoint(self, scope: Scope, receive: Receive, send: Send) -> None:
         """POST /intent, POST / and POST /events: one frame in, one reply frame out."""
+        frame = await self._read_frame(scope, receive, send)
+        reply = await self._attended(frame, receive)
+        await self._send_frame(send, self._reply_status(frame, reply), reply)
+
+    async def _read_frame(self, scope: Scope, receive: Receive, send: Send) -> TransportEnvelope:
+        """The request's frame; one that does not decode is answered here (raises _Exit)."""
         data = await self._read_json_body(scope, receive, send)
         try:
-            frame = self.codec.decode(data)
+            return self.codec.decode(data)
         except IntentusError as exc:
             reply, status = self._decode_failure(exc, data)
             await self._send_frame(send, status, reply)
-            return
-        reply = await self._attended(frame, receive)
-        await self._send_frame(send, self._reply_status(frame, reply), reply)
+            raise _Exit from None
+
+    def _timed_out(self, timeout: float | None, what: str = "call") -> TransportTimeout:
+        self.stats.timeouts += 1
+        return TransportTimeout(f"the {what} did not finish within its deadline",
+                                details={"timeout": timeout})
 
     async def _attended(self, frame: TransportEnvelope, receive: Receive) -> TransportEnvelope:
         """``handle_frame`` under the call's deadline, cancelled if its client leaves.
@@ -392,10 +401,7 @@ class HttpApp:
 
         await self._unless_gone(receive, handle, timeout)
         if reply is None:
-            self.stats.timeouts += 1
-            reply = self.dispatcher.error_frame(TransportTimeout(
-                "the call did not finish within its deadline",
-                details={"timeout": timeout}), request=frame)
+            reply = self.dispatcher.error_frame(self._timed_out(timeout), request=frame)
         return reply
 
     async def _unless_gone(
@@ -484,10 +490,8 @@ class HttpApp:
                 log.exception("JSON-RPC method %s failed", call.method)
                 return jsonrpc.error(call.id, jsonrpc.INTERNAL_ERROR, ProtocolError(
                     "internal error while carrying out the call").to_response())
-        self.stats.timeouts += 1
-        return jsonrpc.error(call.id, jsonrpc.INTENT_FAILED, TransportTimeout(
-            "the call did not finish within its deadline",
-            details={"timeout": timeout}).to_response())
+        return jsonrpc.error(call.id, jsonrpc.INTENT_FAILED,
+                             self._timed_out(timeout).to_response())
 
     async def _carry_out(self, call: jsonrpc.Call) -> Any:
         method, params = call.method, call.params
@@ -516,13 +520,7 @@ class HttpApp:
 
     async def _stream_endpoint(self, scope: Scope, receive: Receive, send: Send) -> None:
         """POST /stream: reply frames as NDJSON lines (or SSE events), chunks then final."""
-        data = await self._read_json_body(scope, receive, send)
-        try:
-            frame = self.codec.decode(data)
-        except IntentusError as exc:
-            reply, status = self._decode_failure(exc, data)
-            await self._send_frame(send, status, reply)
-            return
+        frame = await self._read_frame(scope, receive, send)
         sse = (_header(scope, b"accept") or b"").find(wire.SSE.encode()) >= 0
         media = wire.SSE if sse else wire.NDJSON
 
@@ -535,10 +533,8 @@ class HttpApp:
                     async for reply in frames:
                         started = await self._stream_line(send, frame, reply, media, started)
             if expiry.cancelled_caught:
-                self.stats.timeouts += 1
-                reply = self.dispatcher.error_frame(TransportTimeout(
-                    "the stream did not finish within its deadline",
-                    details={"timeout": timeout}), request=frame)
+                reply = self.dispatcher.error_frame(self._timed_out(timeout, "stream"),
+                                                    request=frame)
                 await self._stream_line(send, frame, reply, media, started)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             nursery.cancel_scope.cancel()
@@ -615,13 +611,7 @@ class HttpApp:
 
     async def _submit_task(self, scope: Scope, receive: Receive, send: Send) -> None:
         """POST /tasks: start an intent frame as a task; 202 with its id and status URL."""
-        data = await self._read_json_body(scope, receive, send)
-        try:
-            frame = self.codec.decode(data)
-        except IntentusError as exc:
-            reply, status = self._decode_failure(exc, data)
-            await self._send_frame(send, status, reply)
-            return
+        frame = await self._read_frame(scope, receive, send)
         if frame.message_type not in (MessageType.INTENT, MessageType.EMCL):
             await self._error(send, receive, 400, ProtocolError(
                 "a task is submitted with an intent frame",
