@@ -13,8 +13,7 @@ import logging
 import math
 import random
 from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
-from types import TracebackType
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import trio
@@ -41,6 +40,7 @@ from ...protocol.models import AgentResponse, Event, IntentEnvelope, StreamChunk
 from ...routing.events import DEFAULT_SUBSCRIPTION_BUFFER
 from ..base import StreamItem
 from ..framing import ClientFraming, FrameProtector, timeout_headers
+from ..lifetime import RunsOnce
 from ..remote_subscription import RemoteSubscription
 from . import wire
 from .backend import STREAM_ERRORS, Backend, closed_reason
@@ -69,7 +69,7 @@ class MxpSubscription(RemoteSubscription):
         self.scope = trio.CancelScope()
 
 
-class MxpTransport:
+class MxpTransport(RunsOnce):
     """A ``Transport`` to the MXP server at ``url`` (``mxp://host:port?key=<public key>``).
 
     Use it as an async context manager (``async with open_client(url) as transport``).
@@ -128,29 +128,11 @@ class MxpTransport:
         self._ids = itertools.count(1)
         self._nursery: trio.Nursery | None = None
         self._closed = False
-        self._started = False
-        self._cm: AbstractAsyncContextManager[MxpTransport] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def __aenter__(self) -> MxpTransport:
-        self._cm = self._running()
-        return await self._cm.__aenter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        assert self._cm is not None
-        return await self._cm.__aexit__(exc_type, exc, tb)
-
     @asynccontextmanager
     async def _running(self) -> AsyncIterator[MxpTransport]:
-        if self._started:
-            raise RuntimeError("an MxpTransport can be entered only once")
-        self._started = True
         with unwrap_single():
             async with trio.open_nursery() as nursery:
                 if self._own_pool:

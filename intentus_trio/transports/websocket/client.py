@@ -16,9 +16,8 @@ import math
 import random
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from contextlib import asynccontextmanager, suppress
 from functools import partial
-from types import TracebackType
 from typing import Any, cast
 
 import attrs
@@ -47,6 +46,7 @@ from ...protocol.models import AgentResponse, Event, IntentEnvelope, JsonObject,
 from ..base import StreamItem
 from ..deadlines import Deadlines
 from ..framing import ClientFraming, FrameProtector, event_frame, reply_item, timeout_headers
+from ..lifetime import RunsOnce
 from . import wire
 from .calls import ReplySlot, StreamSlot, WebSocketSubscription
 from .endpoint import Endpoint
@@ -141,7 +141,7 @@ class _Session:
         self.end(reason)
 
 
-class WebSocketClient:
+class WebSocketClient(RunsOnce):
     """A ``Transport`` over one persistent, multiplexed WebSocket connection.
 
     Use it as an async context manager (``async with open_client(url) as client``): the
@@ -206,34 +206,16 @@ class WebSocketClient:
         self._last_failure = "not connected yet"
         self._dead: str | None = None
         self._closed = False
-        self._started = False
         self._background = trio.CancelScope()
         self._stopped = trio.Event()
         #: Deadlines of unary calls waiting for their reply, served by one timer task.
         self._deadlines = Deadlines[ReplySlot](ReplySlot.expire, _slot_done)
         self._expiry = trio.CancelScope()
-        self._cm: AbstractAsyncContextManager[WebSocketClient] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def __aenter__(self) -> WebSocketClient:
-        self._cm = self._running()
-        return await self._cm.__aenter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        assert self._cm is not None
-        return await self._cm.__aexit__(exc_type, exc, tb)
-
     @asynccontextmanager
     async def _running(self) -> AsyncIterator[WebSocketClient]:
-        if self._started:
-            raise RuntimeError("a WebSocketClient can be entered only once")
-        self._started = True
         with unwrap_single():
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._expire_calls)
