@@ -1,10 +1,12 @@
-"""An async context manager whose lifetime is one generator, entered once."""
+"""Lifetimes of clients and servers: a generator entered once, a shielded worker nursery."""
 
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
+
+import trio
 
 
 class RunsOnce:
@@ -38,3 +40,14 @@ class RunsOnce:
     ) -> bool | None:
         assert self._lifetime is not None
         return await self._lifetime.__aexit__(exc_type, exc, tb)
+
+
+async def shielded_nursery(stop: trio.Event, *, task_status: Any) -> None:
+    """A nursery (reported to ``nursery.start``) that its parent's cancellation does not
+    reach: a server's connection tasks live in it until ``stop`` is set, so a shutdown can
+    let them finish within a grace period instead of cutting them off."""
+    async with trio.open_nursery() as nursery:
+        nursery.cancel_scope.shield = True
+        task_status.started(nursery)
+        await stop.wait()
+        nursery.cancel_scope.cancel()

@@ -54,6 +54,7 @@ from ..framing import (
     event_frame,
     response_frame,
 )
+from ..lifetime import shielded_nursery
 from . import wire
 from .backend import STREAM_ERRORS, Backend, ClientPolicy, MxpBackend, StreamConnection
 from .endpoint import MxpEndpoint
@@ -170,7 +171,7 @@ class MxpServer:
                 self.url = self.endpoint.with_port(listener.local_address[1]).url
                 async with trio.open_nursery() as outer:
                     stop = trio.Event()
-                    workers: trio.Nursery = await outer.start(_shielded_nursery, stop)
+                    workers: trio.Nursery = await outer.start(shielded_nursery, stop)
                     accepting = trio.CancelScope()
                     workers.start_soon(self._accept_loop, listener, workers, accepting)
                     task_status.started(self.url)
@@ -468,14 +469,6 @@ def _seal(dispatcher: FrameDispatcher, reply: TransportEnvelope,
     if not sealed or request is None or protector is None:
         return reply
     return protector.seal(reply, reply_to=request)
-
-
-async def _shielded_nursery(stop: trio.Event, *, task_status: Any) -> None:
-    async with trio.open_nursery() as nursery:
-        nursery.cancel_scope.shield = True
-        task_status.started(nursery)
-        await stop.wait()
-        nursery.cancel_scope.cancel()
 
 
 async def serve(

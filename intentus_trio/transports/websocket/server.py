@@ -22,6 +22,7 @@ from ...protocol.enums import TransportProtocol
 from ...protocol.models import Event
 from ...routing.router import Router
 from ..framing import FrameDispatcher, FrameProtector
+from ..lifetime import shielded_nursery
 from . import wire
 from .connection import ServerConnection, event_push_frame
 from .endpoint import Endpoint
@@ -51,14 +52,6 @@ class ServerStats:
     peak_active: int = 0
     events_out: int = 0
     events_oversize: int = 0
-
-
-async def _shielded_nursery(stop: trio.Event, *, task_status: Any) -> None:
-    async with trio.open_nursery() as nursery:
-        nursery.cancel_scope.shield = True
-        task_status.started(nursery)
-        await stop.wait()
-        nursery.cancel_scope.cancel()
 
 
 class WebSocketServer:
@@ -157,7 +150,7 @@ class WebSocketServer:
         with unwrap_single():
             async with trio.open_nursery() as outer:
                 stop = trio.Event()
-                workers: trio.Nursery = await outer.start(_shielded_nursery, stop)
+                workers: trio.Nursery = await outer.start(shielded_nursery, stop)
                 listening = trio.CancelScope()
                 try:
                     port = await workers.start(self._listen, listening, workers)
