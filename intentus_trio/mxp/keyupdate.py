@@ -20,7 +20,6 @@ from intentus_trio.mxp.packet import (
     PN_LEN_MASK,
     SHORT_PN_OFFSET,
     SHORT_RESERVED,
-    decode_packet_number,
 )
 from intentus_trio.mxp.protection import (
     IV_LEN,
@@ -37,7 +36,6 @@ from intentus_trio.mxp.protection import (
 from intentus_trio.mxp.replay import ReplayWindow
 
 _decrypt = lib.crypto_aead_chacha20poly1305_ietf_decrypt
-_unpack = ffi.unpack
 _NULL = ffi.NULL
 _FORM_BITS = LONG_FORM | FIXED_BIT
 _SAMPLE_END = SAMPLE_OFFSET + SAMPLE_LEN
@@ -53,6 +51,10 @@ class Opened(NamedTuple):
     pn: int
     payload: bytes
     key_phase: int
+
+
+#: ``Opened(...)`` without the NamedTuple's Python-level ``__new__`` (once per packet).
+_tuple_new = tuple.__new__
 
 
 class OneRttKeys:
@@ -104,10 +106,10 @@ class OneRttKeys:
         self.update_count += 1
 
     def protect(
-        self, dcid: bytes, pn: int, truncated_pn: int, pn_len: int, payload: bytes
+        self, dcid: bytes, pn: int, truncated_pn: int, pn_len: int, payload: bytes | bytearray
     ) -> bytes:
         return protect_short(
-            self._send, self._send_hp, dcid, pn, truncated_pn, pn_len, self.send_key_phase,
+            self._send, self._send_hp, dcid, pn, truncated_pn, pn_len, self.send_generation & 1,
             payload,
         )  # fmt: skip
 
@@ -126,24 +128,37 @@ class OneRttKeys:
         """The opened packet, or a short drop reason (``"malformed"``, ``"auth"``,
         ``"replay"``) for the caller's counters.
 
-        Header removal (``remove_header_protection``) and ``PacketCipher.open`` are inlined:
-        this runs once per packet received, and a Python call costs more than a 16-byte hash."""
-        if len(data) < MIN_SHORT_PACKET or data[0] & _FORM_BITS != FIXED_BIT:
+        Header removal, packet-number expansion, the replay check and the AEAD are inlined
+        (``remove_header_protection``, ``decode_packet_number``, ``ReplayWindow``): this runs
+        once per packet received, and a Python call costs more than a 16-byte hash. The packet
+        is copied into the cipher's buffer, its header unmasked there and the payload opened in
+        place, so the header needs no bytes of its own."""
+        size = len(data)
+        if size < MIN_SHORT_PACKET or size > MAX_PACKET or data[0] & _FORM_BITS != FIXED_BIT:
             return "malformed"
-        h = self._recv_hp._keyed.copy()
+        h = self._recv_hp.keyed.copy()
         h.update(data[SAMPLE_OFFSET:_SAMPLE_END])
-        mask = h.digest()
-        first = data[0] ^ (mask[0] & 0x1F)
+        mask = int.from_bytes(h.digest())
+        first = data[0] ^ ((mask >> 32) & 0x1F)
         pn_len = (first & PN_LEN_MASK) + 1
         end = SHORT_PN_OFFSET + pn_len
-        truncated = int.from_bytes(data[SHORT_PN_OFFSET:end], "big") ^ int.from_bytes(
-            mask[1 : 1 + pn_len], "big"
+        # the four bytes after the connection id hold the packet number and then ciphertext
+        truncated = ((int.from_bytes(data[SHORT_PN_OFFSET:SAMPLE_OFFSET]) ^ mask) & 0xFFFFFFFF) >> (
+            (4 - pn_len) << 3
         )
+        # packet-number expansion next to the largest accepted number (RFC 9000 §A.3)
         replay = self.replay
         largest = replay.largest
-        pn = decode_packet_number(largest, truncated, pn_len << 3)
-        if pn <= largest and not replay.would_accept(pn):
-            return "replay"
+        window = 1 << (pn_len << 3)
+        pn = ((largest + 1) & -window) | truncated
+        if pn <= largest - (window >> 1) + 1 and pn < (1 << 62) - window:
+            pn += window
+        elif pn > largest + 1 + (window >> 1) and pn >= window:
+            pn -= window
+        if pn <= largest:
+            offset = largest - pn
+            if offset >= replay.size or (replay.bits >> offset) & 1:
+                return "replay"
         phase = (first >> 2) & 1
         if self._prev_discard_at is not None and now >= self._prev_discard_at:
             self.discard_expired(now)
@@ -159,11 +174,14 @@ class OneRttKeys:
             rotate = True
         if cipher is None:
             return "auth"
-        header = bytes((first,)) + data[1:SHORT_PN_OFFSET] + truncated.to_bytes(pn_len, "big")
-        size = len(data) - end
-        if size > MAX_PACKET + TAG_LEN or _decrypt(
-            cipher._buf, _NULL, _NULL, data[end:], size, header, end,
-            (cipher._iv ^ pn).to_bytes(IV_LEN, "big"), cipher._key,
+        memory = cipher.memory
+        memory[0:size] = data
+        memory[0] = first
+        memory[SHORT_PN_OFFSET:end] = truncated.to_bytes(pn_len)
+        at = cipher.at[pn_len]
+        if _decrypt(
+            at, _NULL, _NULL, at, size - end, cipher.buf, end,
+            (cipher.iv ^ pn).to_bytes(IV_LEN), cipher.key,
         ):  # fmt: skip
             return "auth"
         if first & SHORT_RESERVED:
@@ -173,7 +191,7 @@ class OneRttKeys:
             self._rotate_recv(pn, now)
         elif cipher is self._recv and pn < self._recv_first_pn:
             self._recv_first_pn = pn
-        return Opened(pn, _unpack(cipher._out, size - TAG_LEN), phase)
+        return _tuple_new(Opened, (pn, cipher.whole[end : size - TAG_LEN], phase))
 
     def _rotate_recv(self, pn: int, now: float) -> None:
         assert self._recv_next is not None

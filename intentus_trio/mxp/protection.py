@@ -34,8 +34,9 @@ MAX_PACKET = 65527
 # bound once: attribute lookups on the cffi lib cost more than the module-global lookup
 _encrypt = lib.crypto_aead_chacha20poly1305_ietf_encrypt
 _decrypt = lib.crypto_aead_chacha20poly1305_ietf_decrypt
-_unpack = ffi.unpack
 _NULL = ffi.NULL
+_SAMPLE_END = SAMPLE_OFFSET + SAMPLE_LEN
+_FIRST_PHASE_1 = FIXED_BIT | KEY_PHASE_BIT
 
 
 def kdf(secret: bytes, label: bytes, length: int = 32) -> bytes:
@@ -44,51 +45,40 @@ def kdf(secret: bytes, label: bytes, length: int = 32) -> bytes:
 
 
 class PacketCipher:
-    """The AEAD for one direction and one key phase."""
+    """The AEAD for one direction and one key phase, with the C buffer its packets are built
+    or opened in.
 
-    __slots__ = ("_buf", "_iv", "_key", "_len", "_out")
+    A whole packet lives in ``buf``: the header (the AAD) first, the sealed payload right after
+    it, so sealing and header protection work in place and the finished packet leaves as one
+    copy. ``at[n]`` points just past a header with an ``n``-byte packet number; ``memory`` is a
+    writable view of ``buf``, ``whole`` a cffi buffer whose slices are bytes. ``dcid`` is the
+    connection id the buffer's header holds (a sending cipher writes it only when it changes).
+    """
+
+    __slots__ = ("at", "buf", "dcid", "iv", "key", "memory", "whole")
 
     def __init__(self, secret: bytes) -> None:
-        self._key = kdf(secret, b"mxp key", KEY_LEN)
-        self._iv = int.from_bytes(kdf(secret, b"mxp iv", IV_LEN), "big")
-        self._buf = ffi.new("unsigned char[]", MAX_PACKET + TAG_LEN)
-        # the same memory seen as char*, which ffi.unpack turns into bytes fastest
-        self._out = ffi.cast("char *", self._buf)
-        self._len = ffi.new("unsigned long long *")
-
-    def seal(self, pn: int, header: bytes, plaintext: bytes) -> bytes:
-        nonce = (self._iv ^ pn).to_bytes(IV_LEN, "big")
-        _encrypt(
-            self._buf, self._len, plaintext, len(plaintext), header, len(header),
-            _NULL, nonce, self._key,
-        )  # fmt: skip
-        return _unpack(self._out, self._len[0])  # type: ignore[no-any-return]
-
-    def open(self, pn: int, header: bytes, ciphertext: bytes) -> bytes | None:
-        """The plaintext, or None if authentication fails."""
-        if len(ciphertext) > MAX_PACKET + TAG_LEN:
-            return None  # libsodium itself rejects ciphertexts shorter than the tag
-        nonce = (self._iv ^ pn).to_bytes(IV_LEN, "big")
-        if _decrypt(
-            self._buf, self._len, _NULL, ciphertext, len(ciphertext), header, len(header),
-            nonce, self._key,
-        ):  # fmt: skip
-            return None
-        return _unpack(self._out, self._len[0])  # type: ignore[no-any-return]
+        self.key = kdf(secret, b"mxp key", KEY_LEN)
+        self.iv = int.from_bytes(kdf(secret, b"mxp iv", IV_LEN))
+        self.buf = ffi.new("unsigned char[]", MAX_PACKET)
+        self.at = tuple(self.buf + SHORT_PN_OFFSET + n for n in range(5))
+        self.whole = ffi.buffer(self.buf)
+        self.memory = memoryview(self.whole)
+        self.dcid: bytes | None = None
 
 
 class HeaderProtector:
     """Masks for one direction; the key stays fixed across key updates."""
 
-    __slots__ = ("_keyed",)
+    __slots__ = ("keyed",)
 
     def __init__(self, secret: bytes) -> None:
         # Copying a keyed state is about twice as fast as keying per packet; BLAKE2s is a
         # little faster than BLAKE2b on 16-byte inputs.
-        self._keyed = hashlib.blake2s(key=kdf(secret, b"mxp hp", 32), digest_size=5)
+        self.keyed = hashlib.blake2s(key=kdf(secret, b"mxp hp", 32), digest_size=5)
 
     def mask(self, sample: bytes) -> bytes:
-        h = self._keyed.copy()
+        h = self.keyed.copy()
         h.update(sample)
         return h.digest()
 
@@ -101,30 +91,41 @@ def protect_short(
     truncated_pn: int,
     pn_len: int,
     key_phase: int,
-    payload: bytes,
+    payload: bytes | bytearray,
 ) -> bytes:
     """Build a protected short-header packet. Short payloads are padded with zero bytes
     (PADDING frames) so the header-protection sample exists.
 
-    ``cipher.seal`` and ``hp.mask`` are inlined: this runs once per packet sent."""
-    if len(payload) < 4 - pn_len:
-        payload += bytes(4 - pn_len - len(payload))
-    first = FIXED_BIT | (KEY_PHASE_BIT if key_phase else 0) | (pn_len - 1)
-    header = bytes((first,)) + dcid + truncated_pn.to_bytes(pn_len, "big")
-    out_len = cipher._len
+    The header is written into ``cipher.buf`` and authenticated from there, the payload is
+    sealed right after it and the mask applied in place, so one copy leaves as the packet.
+    The mask is inlined (as one integer: byte 0 for the first byte, bytes 1-4 for the packet
+    number): this runs once per packet sent."""
+    size = len(payload)
+    if size < 4 - pn_len:
+        payload = bytes(payload) + bytes(4 - pn_len - size)
+        size = 4 - pn_len
+    elif size > MAX_PACKET - MIN_SHORT_PACKET:
+        raise ValueError("payload too large for one packet")
+    first = (_FIRST_PHASE_1 if key_phase else FIXED_BIT) | (pn_len - 1)
+    end = SHORT_PN_OFFSET + pn_len
+    memory = cipher.memory
+    memory[0] = first
+    if dcid is not cipher.dcid:
+        memory[1:SHORT_PN_OFFSET] = dcid
+        cipher.dcid = dcid
+    memory[SHORT_PN_OFFSET:end] = truncated_pn.to_bytes(pn_len)
     _encrypt(
-        cipher._buf, out_len, payload, len(payload), header, len(header), _NULL,
-        (cipher._iv ^ pn).to_bytes(IV_LEN, "big"), cipher._key,
+        cipher.at[pn_len], _NULL, payload, size, cipher.buf, end, _NULL,
+        (cipher.iv ^ pn).to_bytes(IV_LEN), cipher.key,
     )  # fmt: skip
-    sealed: bytes = _unpack(cipher._out, out_len[0])
-    start = 4 - pn_len
-    h = hp._keyed.copy()
-    h.update(sealed[start : start + SAMPLE_LEN])
-    mask = h.digest()
-    masked_pn = truncated_pn ^ int.from_bytes(mask[1 : 1 + pn_len], "big")
-    return b"".join(
-        (bytes((first ^ (mask[0] & 0x1F),)), dcid, masked_pn.to_bytes(pn_len, "big"), sealed)
-    )
+    h = hp.keyed.copy()
+    h.update(memory[SAMPLE_OFFSET:_SAMPLE_END])
+    mask = int.from_bytes(h.digest())
+    memory[0] = first ^ ((mask >> 32) & 0x1F)
+    memory[SHORT_PN_OFFSET:end] = (
+        truncated_pn ^ ((mask & 0xFFFFFFFF) >> ((4 - pn_len) << 3))
+    ).to_bytes(pn_len)
+    return cipher.whole[0 : end + size + TAG_LEN]  # type: ignore[no-any-return]
 
 
 def remove_header_protection(hp: HeaderProtector, data: bytes) -> tuple[bytes, int, int] | None:
@@ -132,9 +133,7 @@ def remove_header_protection(hp: HeaderProtector, data: bytes) -> tuple[bytes, i
     its length in bytes), or None if the packet is too short or not a short header."""
     if len(data) < MIN_SHORT_PACKET or data[0] & (LONG_FORM | FIXED_BIT) != FIXED_BIT:
         return None
-    h = hp._keyed.copy()
-    h.update(data[SAMPLE_OFFSET : SAMPLE_OFFSET + SAMPLE_LEN])
-    mask = h.digest()
+    mask = hp.mask(data[SAMPLE_OFFSET:_SAMPLE_END])
     first = data[0] ^ (mask[0] & 0x1F)
     pn_len = (first & PN_LEN_MASK) + 1
     end = SHORT_PN_OFFSET + pn_len

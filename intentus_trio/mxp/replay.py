@@ -9,7 +9,7 @@ from __future__ import annotations
 
 
 class ReplayWindow:
-    __slots__ = ("_bits", "_mask", "largest", "size")
+    __slots__ = ("_mask", "bits", "largest", "size")
 
     def __init__(self, size: int = 1024) -> None:
         if size < 1:
@@ -17,22 +17,22 @@ class ReplayWindow:
         self.size = size
         self.largest = -1
         # bit i set <=> packet number (largest - i) was accepted
-        self._bits = 0
+        self.bits = 0
         self._mask = (1 << size) - 1
 
     def would_accept(self, pn: int) -> bool:
         if pn > self.largest:
             return True
         offset = self.largest - pn
-        return offset < self.size and not (self._bits >> offset) & 1
+        return offset < self.size and not (self.bits >> offset) & 1
 
     def mark(self, pn: int) -> None:
         if pn > self.largest:
             shift = pn - self.largest
-            self._bits = ((self._bits << shift) | 1) & self._mask
+            self.bits = ((self.bits << shift) | 1) & self._mask
             self.largest = pn
         else:
-            self._bits |= 1 << (self.largest - pn)
+            self.bits |= 1 << (self.largest - pn)
 
     def accept(self, pn: int) -> bool:
         """Check and mark in one step."""

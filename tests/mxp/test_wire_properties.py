@@ -197,6 +197,26 @@ def test_packet_protection_round_trip(pn: int, pn_len: int, payload: bytes) -> N
     assert receiver.unprotect(raw, 0.0) == "replay"
 
 
+@given(
+    largest=st.integers(-1, 2**40),
+    pn_len=st.integers(1, 4),
+    offset=st.integers(-(2**31) + 1, 2**31),
+)
+def test_unprotect_expands_packet_numbers_like_decode_packet_number(
+    largest: int, pn_len: int, offset: int
+) -> None:
+    window = 1 << (8 * pn_len)
+    pn = largest + 1 + offset % window - window // 2 + 1
+    sender, receiver = _pair()
+    if pn < 0 or pn == largest or pn <= largest - receiver.replay.size:
+        return  # not a number, a replay or out of the replay window
+    receiver.replay.largest = largest
+    truncated = pn & (window - 1)
+    opened = receiver.unprotect(sender.protect(DCID, pn, truncated, pn_len, b"\x01"), 0.0)
+    assert isinstance(opened, Opened)
+    assert opened.pn == pn == decode_packet_number(largest, truncated, 8 * pn_len)
+
+
 @given(st.data())
 def test_any_bit_flip_is_rejected(data: st.DataObject) -> None:
     sender, receiver = _pair()
