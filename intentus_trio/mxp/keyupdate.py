@@ -174,6 +174,8 @@ class OneRttKeys:
             rotate = True
         if cipher is None:
             return "auth"
+        if size > cipher.size:
+            cipher.reserve(size)
         memory = cipher.memory
         memory[0:size] = data
         memory[0] = first

@@ -37,6 +37,8 @@ _decrypt = lib.crypto_aead_chacha20poly1305_ietf_decrypt
 _NULL = ffi.NULL
 _SAMPLE_END = SAMPLE_OFFSET + SAMPLE_LEN
 _FIRST_PHASE_1 = FIXED_BIT | KEY_PHASE_BIT
+# a 1,500-byte MTU's packet fits without growing
+_INITIAL_BUFFER = 2048
 
 
 def kdf(secret: bytes, label: bytes, length: int = 32) -> bytes:
@@ -55,12 +57,21 @@ class PacketCipher:
     connection id the buffer's header holds (a sending cipher writes it only when it changes).
     """
 
-    __slots__ = ("at", "buf", "dcid", "iv", "key", "memory", "whole")
+    __slots__ = ("at", "buf", "dcid", "iv", "key", "memory", "size", "whole")
 
     def __init__(self, secret: bytes) -> None:
         self.key = kdf(secret, b"mxp key", KEY_LEN)
         self.iv = int.from_bytes(kdf(secret, b"mxp iv", IV_LEN))
-        self.buf = ffi.new("unsigned char[]", MAX_PACKET)
+        self.size = 0
+        self.reserve(_INITIAL_BUFFER)
+
+    def reserve(self, size: int) -> None:
+        """Room for a packet of ``size`` bytes. Buffers start small and grow on demand:
+        zeroing a 64 KiB buffer per cipher would cost more than a handshake's HMACs."""
+        if size <= self.size:
+            return
+        self.size = max(size, 2 * self.size)
+        self.buf = ffi.new("unsigned char[]", self.size)
         self.at = tuple(self.buf + SHORT_PN_OFFSET + n for n in range(5))
         self.whole = ffi.buffer(self.buf)
         self.memory = memoryview(self.whole)
@@ -108,6 +119,8 @@ def protect_short(
         raise ValueError("payload too large for one packet")
     first = (_FIRST_PHASE_1 if key_phase else FIXED_BIT) | (pn_len - 1)
     end = SHORT_PN_OFFSET + pn_len
+    if end + size + TAG_LEN > cipher.size:
+        cipher.reserve(end + size + TAG_LEN)
     memory = cipher.memory
     memory[0] = first
     if dcid is not cipher.dcid:

@@ -26,6 +26,7 @@ from intentus_trio.mxp.frames import (
 from intentus_trio.mxp.keyupdate import OneRttKeys, Opened
 from intentus_trio.mxp.packet import (
     CID_LEN,
+    SHORT_PN_OFFSET,
     PacketError,
     PacketType,
     decode_packet_number,
@@ -34,7 +35,13 @@ from intentus_trio.mxp.packet import (
     encode_packet_number,
     parse_long_packet,
 )
-from intentus_trio.mxp.protection import HeaderProtector, remove_header_protection
+from intentus_trio.mxp.protection import (
+    MAX_PACKET,
+    MIN_SHORT_PACKET,
+    TAG_LEN,
+    HeaderProtector,
+    remove_header_protection,
+)
 from intentus_trio.mxp.rangeset import RangeSet
 from intentus_trio.mxp.replay import ReplayWindow
 from intentus_trio.mxp.varint import VARINT_MAX, DecodeError, decode_varint, encode_varint
@@ -215,6 +222,19 @@ def test_unprotect_expands_packet_numbers_like_decode_packet_number(
     opened = receiver.unprotect(sender.protect(DCID, pn, truncated, pn_len, b"\x01"), 0.0)
     assert isinstance(opened, Opened)
     assert opened.pn == pn == decode_packet_number(largest, truncated, 8 * pn_len)
+
+
+def test_protection_buffers_grow_for_large_packets() -> None:
+    sender, receiver = _pair()
+    for pn, size in enumerate((100, 5000, MAX_PACKET - MIN_SHORT_PACKET, 1200)):
+        payload = bytes([pn + 1]) * size
+        raw = sender.protect(DCID, pn, pn, 1, payload)
+        assert len(raw) == SHORT_PN_OFFSET + 1 + size + TAG_LEN
+        opened = receiver.unprotect(raw, 0.0)
+        assert isinstance(opened, Opened) and opened.payload == payload
+    with pytest.raises(ValueError):
+        sender.protect(DCID, 9, 9, 1, bytes(MAX_PACKET))
+    assert receiver.unprotect(bytes([0x40]) * (MAX_PACKET + 1), 0.0) == "malformed"
 
 
 @given(st.data())
