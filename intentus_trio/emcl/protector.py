@@ -14,10 +14,17 @@ request's sender, under its key, with the bound header ``emclReplyTo`` set to th
 MAC. The requesting endpoint remembers the MACs of the requests it sealed until their final
 reply and refuses a response that does not name one of them (``unmatched_reply``); given the
 request itself (``open(reply, request=...)``) it requires exactly that one.
+
+A request opened with an identity chain keeps it for as long as its decoded body lives:
+when that very object is sealed again by a protector with a chain signer (a router
+forwarding it to a remote agent, which passes the envelope on unchanged), the original
+plaintext is re-sealed with the chain extended by this hop (``Emcl.forward``), so the last
+receiver can verify the whole path back to the origin.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections import OrderedDict
 from enum import StrEnum
 from typing import Final
@@ -47,6 +54,30 @@ DEFAULT_MAX_PENDING: Final = 65536
 #: Events awaiting an acknowledgement (kept apart so unacknowledged events never push
 #: out the requests of long streams).
 DEFAULT_MAX_PENDING_EVENTS: Final = 4096
+
+
+#: Bodies of chained requests opened in this process, by object identity (see the module
+#: docstring); an entry goes when its body is garbage-collected.
+_opened: dict[int, tuple[weakref.ref[object], Opened]] = {}
+
+
+def _remember(body: object, opened: Opened) -> None:
+    key = id(body)
+
+    def forget(ref: weakref.ref[object]) -> None:
+        entry = _opened.get(key)
+        if entry is not None and entry[0] is ref:
+            del _opened[key]
+
+    _opened[key] = (weakref.ref(body, forget), opened)
+
+
+def opened_as(body: object) -> Opened | None:
+    """What opening produced ``body``, if it came with an identity chain and lives on."""
+    entry = _opened.get(id(body))
+    if entry is None or entry[0]() is not body:
+        return None
+    return entry[1]
 
 
 class Role(StrEnum):
@@ -170,11 +201,16 @@ class EmclProtector:
             raise failure(Reason.NO_KEY)
         headers[h.EMCL] = EMCL_VERSION
         neg = frame.protocol_negotiation
-        env = self.engine.seal(
-            mtype, dumps(body_to_json(body)), key=key, recipient=recipient,
-            headers=headers, negotiation=None if neg is None else (neg.min_version,
-                                                                   neg.max_version),
-        )
+        negotiation = None if neg is None else (neg.min_version, neg.max_version)
+        received = None if reply_to is not None or self.engine.signer is None \
+            else opened_as(body)
+        if received is not None and received.message_type is mtype:
+            env = self.engine.forward(received, key=key, recipient=recipient,
+                                      headers=headers, negotiation=negotiation)
+        else:
+            env = self.engine.seal(mtype, dumps(body_to_json(body)), key=key,
+                                   recipient=recipient, headers=headers,
+                                   negotiation=negotiation)
         if self._tracks and mtype is not _RESPONSE:
             self.pending.add(env.hmac, recipient, event=mtype is MessageType.EVENT)
         return new_frame(frame.protocol, mtype, env, headers, neg)
@@ -193,6 +229,8 @@ class EmclProtector:
             body = body_from_json(mtype, loads(opened.body))
         except IntentusError:
             raise failure(Reason.MALFORMED) from None
+        if opened.chain and mtype is not _RESPONSE:
+            _remember(body, opened)
         headers = dict(frame.headers)
         for name in _INTERNAL_HEADERS:
             headers.pop(name, None)
