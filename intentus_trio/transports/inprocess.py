@@ -11,6 +11,7 @@ one, none of that code runs.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from contextlib import aclosing, asynccontextmanager
 from types import TracebackType
@@ -28,6 +29,8 @@ from .base import StreamItem
 from .framing import FrameProtector, event_frame, reply_item, request_frame, response_frame
 
 _UNSET: Any = object()
+_LOCAL = TransportProtocol.LOCAL
+log = logging.getLogger("intentus_trio.inprocess")
 
 
 class InProcessTransport:
@@ -117,11 +120,17 @@ class InProcessTransport:
 
     @asynccontextmanager
     async def subscribe(self, event_type: str) -> AsyncIterator[AsyncIterator[Event]]:
+        """Events of ``event_type`` (exact or pattern); with a protector each one is sealed
+        by the router's side and opened by the caller's, as over a network."""
         self._check_open()
         async with self.router.events.subscribe(event_type) as sub:
             self._subscriptions.add(sub)
             try:
-                yield sub
+                if self.protector is None:
+                    yield sub
+                else:
+                    assert self.server_protector is not None
+                    yield SealedEvents(sub, self.server_protector, self.protector)
             finally:
                 self._subscriptions.discard(sub)
 
@@ -187,3 +196,39 @@ def _timed_out(env: IntentEnvelope, limit: float | None) -> AgentResponse:
     return TransportTimeout(
         f"no response within {limit} s", details={"timeout": limit}
     ).to_response(trace_id=env.metadata.trace_id)
+
+
+class SealedEvents:
+    """A subscription whose events travel sealed: ``server`` seals, ``client`` opens.
+
+    An event that does not open (a key retired meanwhile, say) is dropped, logged and
+    counted in ``refused``; ``dropped`` adds those the subscription's buffer dropped.
+    """
+
+    def __init__(self, sub: Subscription, server: FrameProtector, client: FrameProtector) -> None:
+        self.subscription = sub
+        self.event_type = sub.event_type
+        self._server = server
+        self._client = client
+        self.refused = 0
+
+    @property
+    def dropped(self) -> int:
+        return self.subscription.dropped + self.refused
+
+    def __aiter__(self) -> SealedEvents:
+        return self
+
+    async def __anext__(self) -> Event:
+        sub = self.subscription
+        while True:
+            event = await sub.__anext__()
+            try:
+                opened = self._client.open(self._server.seal(event_frame(event, _LOCAL)))
+            except IntentusError as exc:
+                self.refused += 1
+                log.warning("an event of %r did not open: %s", self.event_type, exc.message)
+                continue
+            if isinstance(opened.body, Event):
+                return opened.body
+            self.refused += 1

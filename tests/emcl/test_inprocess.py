@@ -15,7 +15,7 @@ from intentus_trio.protocol.factory import new_event, new_intent
 from intentus_trio.protocol.models import AgentResponse, IntentEnvelope, StreamChunk
 from intentus_trio.routing.router import Router
 from intentus_trio.transports.framing import request_frame
-from intentus_trio.transports.inprocess import InProcessTransport
+from intentus_trio.transports.inprocess import InProcessTransport, SealedEvents
 
 from .conftest import T0
 
@@ -161,3 +161,33 @@ def test_server_protector_needs_a_client_protector() -> None:
     _, server = group_pair()
     with pytest.raises(ValueError):
         InProcessTransport(make_router(), server_protector=server)
+
+
+async def test_subscribed_events_are_sealed_and_opened() -> None:
+    client, server = group_pair()
+    c, s = Counting(client), Counting(server)
+    router = make_router()
+    t = InProcessTransport(router, protector=c, server_protector=s)  # type: ignore[arg-type]
+    async with t.subscribe("thing.*") as events:
+        router.events.publish(new_event("thing.done", {"x": 1}))
+        with trio.fail_after(1):
+            event = await events.__anext__()
+    assert event.payload == {"x": 1} and event.event_type == "thing.done"
+    assert s.calls == ["seal"] and c.calls == ["open"]
+
+
+async def test_an_event_that_does_not_open_is_dropped_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _, server = group_pair()
+    stranger, _ = group_pair()  # another group key: cannot open the server's events
+    router = make_router()
+    t = InProcessTransport(router, protector=stranger, server_protector=server)
+    async with t.subscribe("thing.*") as events:
+        router.events.publish(new_event("thing.lost", {"secret": "s3cr3t"}))
+        router.events.publish(new_event("thing.lost", {"secret": "s3cr3t"}))
+        with trio.move_on_after(1):
+            await events.__anext__()
+        assert isinstance(events, SealedEvents)
+        assert events.refused == 2 and events.dropped == 2
+    assert "did not open" in caplog.text and "s3cr3t" not in caplog.text
