@@ -10,19 +10,22 @@ spec's HMAC construction over the stdlib hash.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import os
 from collections.abc import Callable
 from typing import Any
 
 import attrs
-from nacl import bindings as _nacl
-from nacl import exceptions as _nacl_exc
+from nacl import bindings as _nacl  # importing it initialises libsodium
+from nacl._sodium import ffi as _ffi
+from nacl._sodium import lib as _lib
 
 DHLEN = 32
 MAX_MESSAGE_LEN = 65535
 _MAX_NONCE = 2**64 - 1
 _TAG_LEN = 16
+_KEY_LEN = 32
 
 
 class NoiseError(Exception):
@@ -57,14 +60,24 @@ class KeyPair:
         return f"KeyPair(public={self.public.hex()})"
 
 
+# libsodium called directly (as in protection.py): ``nacl.bindings`` checks and formats error
+# messages on every call, a visible share of a handshake's Python time.
+_scalarmult = _lib.crypto_scalarmult
+_aead_encrypt = _lib.crypto_aead_chacha20poly1305_ietf_encrypt
+_aead_decrypt = _lib.crypto_aead_chacha20poly1305_ietf_decrypt
+_new = _ffi.new
+_buffer = _ffi.buffer
+_NULL = _ffi.NULL
+
+
 def dh(keypair: KeyPair, public: bytes) -> bytes:
     """X25519; a low-order peer key (all-zero shared secret) is rejected."""
-    if len(public) != DHLEN:
-        raise NoiseError("bad public key length")
-    try:
-        return bytes(_nacl.crypto_scalarmult(keypair.private, public))
-    except _nacl_exc.RuntimeError as exc:
-        raise NoiseError("invalid (low-order) public key") from exc
+    if len(public) != DHLEN or len(keypair.private) != DHLEN:
+        raise NoiseError("bad key length")
+    out = _new("unsigned char[]", DHLEN)
+    if _scalarmult(out, keypair.private, public):
+        raise NoiseError("invalid (low-order) public key")
+    return _buffer(out, DHLEN)[:]  # type: ignore[no-any-return]
 
 
 _IPAD = bytes(x ^ 0x36 for x in range(256))
@@ -114,16 +127,24 @@ def _nonce(n: int) -> bytes:
 
 
 def aead_encrypt(key: bytes, n: int, ad: bytes, plaintext: bytes) -> bytes:
-    return bytes(_nacl.crypto_aead_chacha20poly1305_ietf_encrypt(plaintext, ad, _nonce(n), key))
+    if len(key) != _KEY_LEN:
+        raise NoiseError("ChaChaPoly keys are 32 bytes")
+    size = len(plaintext) + _TAG_LEN
+    out = _new("unsigned char[]", size)
+    _aead_encrypt(out, _NULL, plaintext, len(plaintext), ad, len(ad), _NULL, _nonce(n), key)
+    return _buffer(out, size)[:]  # type: ignore[no-any-return]
 
 
 def aead_decrypt(key: bytes, n: int, ad: bytes, ciphertext: bytes) -> bytes:
-    try:
-        return bytes(
-            _nacl.crypto_aead_chacha20poly1305_ietf_decrypt(ciphertext, ad, _nonce(n), key)
-        )
-    except _nacl_exc.CryptoError as exc:
-        raise NoiseDecryptError("authentication failed") from exc
+    if len(key) != _KEY_LEN:
+        raise NoiseError("ChaChaPoly keys are 32 bytes")
+    size = len(ciphertext) - _TAG_LEN
+    if size < 0:
+        raise NoiseDecryptError("authentication failed")
+    out = _new("unsigned char[]", max(size, 1))
+    if _aead_decrypt(out, _NULL, _NULL, ciphertext, len(ciphertext), ad, len(ad), _nonce(n), key):
+        raise NoiseDecryptError("authentication failed")
+    return _buffer(out, size)[:]  # type: ignore[no-any-return]
 
 
 # --------------------------------------------------------------------------- states
@@ -255,6 +276,41 @@ def parse_protocol_name(name: str) -> tuple[HandshakePattern, HashFunction]:
     return PATTERNS[pattern], _HASHES[hash_name]
 
 
+@functools.lru_cache(maxsize=64)
+def _initial_state(
+    protocol_name: str,
+    initiator: bool,
+    prologue: bytes,
+    static_public: bytes | None,
+    remote_static: bytes | None,
+) -> tuple[HandshakePattern, HashFunction, bytes, bytes]:
+    """Pattern, hash, chaining key and handshake hash once the prologue and the pre-message
+    keys are mixed in. They depend on the configuration only, so a server (or a client
+    reconnecting) computes them once instead of per handshake."""
+    pattern, hash_fn = parse_protocol_name(protocol_name)
+    sym = SymmetricState.initialize(protocol_name.encode("ascii"), hash_fn)
+    sym.mix_hash(prologue)
+    for side_is_initiator, tokens in (
+        (True, pattern.initiator_pre),
+        (False, pattern.responder_pre),
+    ):
+        for token in tokens:
+            if token != "s":
+                raise ValueError("only static keys are supported as pre-messages")
+            if side_is_initiator == initiator:
+                if static_public is None:
+                    raise ValueError("this pattern needs our static key")
+                sym.mix_hash(static_public)
+            else:
+                if remote_static is None:
+                    raise ValueError("this pattern needs the peer's static key")
+                sym.mix_hash(remote_static)
+    writes_s = any("s" in m for i, m in enumerate(pattern.messages) if (i % 2 == 0) == initiator)
+    if writes_s and static_public is None:
+        raise ValueError("this pattern needs our static key")
+    return pattern, hash_fn, sym.ck, sym.h
+
+
 class HandshakeState:
     """One side of a Noise handshake; feed it messages in turn, then ``split()``.
 
@@ -271,36 +327,21 @@ class HandshakeState:
         remote_static: bytes | None = None,
         ephemeral: KeyPair | None = None,
     ) -> None:
-        self.pattern, hash_fn = parse_protocol_name(protocol_name)
+        self.pattern, hash_fn, ck, h = _initial_state(
+            protocol_name,
+            initiator,
+            prologue,
+            None if static is None else static.public,
+            remote_static,
+        )
         self.initiator = initiator
-        self.symmetric = SymmetricState.initialize(protocol_name.encode("ascii"), hash_fn)
+        self.symmetric = SymmetricState(hash_fn, ck, h)
         self.s = static
         self.e = ephemeral
         self.rs = remote_static
         self.re: bytes | None = None
         self._index = 0
         self._failed = False
-        self.symmetric.mix_hash(prologue)
-        for side_is_initiator, tokens in (
-            (True, self.pattern.initiator_pre),
-            (False, self.pattern.responder_pre),
-        ):
-            for token in tokens:
-                if token != "s":
-                    raise ValueError("only static keys are supported as pre-messages")
-                if side_is_initiator == initiator:
-                    if self.s is None:
-                        raise ValueError("this pattern needs our static key")
-                    self.symmetric.mix_hash(self.s.public)
-                else:
-                    if self.rs is None:
-                        raise ValueError("this pattern needs the peer's static key")
-                    self.symmetric.mix_hash(self.rs)
-        writes_s = any(
-            "s" in m for i, m in enumerate(self.pattern.messages) if (i % 2 == 0) == initiator
-        )
-        if writes_s and self.s is None:
-            raise ValueError("this pattern needs our static key")
 
     @classmethod
     def initiator_ik(
