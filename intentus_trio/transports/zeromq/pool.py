@@ -11,7 +11,8 @@ each member runs inside one long-lived scope instead. A handler that wants a dea
 its work through ``current_member().guarded(deadline, work, on_expiry)``; when the deadline
 passes while the work is still running, the pool's timer cancels the member's scope (the
 handler and its agent get ``Cancelled``); the member then awaits ``on_expiry`` and starts
-again in a fresh scope.
+again in a fresh scope. Work that finishes without suspending cannot be interrupted anyway,
+so its deadline enters the timer's heap only at the work's first suspension.
 """
 
 from __future__ import annotations
@@ -67,26 +68,30 @@ def run_inline(
 class Member:
     """One pool task, as its handlers see it (``current_member()``)."""
 
-    __slots__ = ("_call", "_calls", "_deadlines", "_expired", "scope")
+    __slots__ = ("_call", "_calls", "_deadline", "_deadlines", "_expired", "scope")
 
     def __init__(self, deadlines: Deadlines[tuple[Member, int]]) -> None:
         self._deadlines = deadlines
         self._calls = itertools.count(1)
-        #: The work running under a deadline (0: none).
+        #: The work running under a deadline (0: none), and that deadline.
         self._call = 0
+        self._deadline = 0.0
         self.scope: trio.CancelScope | None = None
         #: What the member awaits after a deadline stopped the handler.
         self._expired: Callable[[], Awaitable[None]] | None = None
 
     async def guarded(
-        self, deadline: float, work: Awaitable[T], on_expiry: Callable[[], Awaitable[None]]
+        self,
+        deadline: float,
+        work: Coroutine[Any, Any, T],
+        on_expiry: Callable[[], Awaitable[None]],
     ) -> T:
         """``await work``, stopped at ``deadline`` (then the member awaits ``on_expiry``)."""
         call = self._call = next(self._calls)
         self._expired = on_expiry
-        self._deadlines.add(deadline, (self, call))
+        self._deadline = deadline
         try:
-            result = await work
+            result = await run_inline(work, self._arm)
         finally:
             in_time = self._call == call
             if in_time:
@@ -95,6 +100,9 @@ class Member:
         if not in_time:  # finished, but after its deadline (the work shielded itself)
             await trio.lowlevel.checkpoint()  # raises Cancelled: on_expiry answers instead
         return result
+
+    def _arm(self) -> None:
+        self._deadlines.add(self._deadline, (self, self._call))
 
     def _expire(self, call: int) -> None:
         if self._call == call and self.scope is not None:
