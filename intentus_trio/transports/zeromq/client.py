@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from fnmatch import fnmatchcase
 from types import TracebackType
@@ -116,6 +116,8 @@ class ZmqClient:
         # Deadlines of waiting calls, served by one timer task: a cancel scope per call
         # would cost more than the rest of the call's trio overhead.
         self._deadlines = Deadlines[_Call](self._expire, _call_done)
+        #: ``trio.current_time``; ``__aenter__`` reads its clock directly (two calls less).
+        self._now: Callable[[], float] = trio.current_time
         self._nursery_cm: AbstractAsyncContextManager[trio.Nursery] | None = None
         self._nursery: trio.Nursery | None = None
 
@@ -133,6 +135,7 @@ class ZmqClient:
             sock.close(0)
             raise
         self._sock = sock
+        self._now = trio.lowlevel.current_clock().current_time
         await self._nursery.start(self._deadlines.run)
         return self
 
@@ -165,10 +168,6 @@ class ZmqClient:
             call.expired = True
             self._wake(call)
 
-    def _arm(self, call: _Call, deadline: float) -> None:
-        if deadline != _INF:
-            self._deadlines.add(deadline, call)
-
     def _wake(self, call: _Call) -> None:
         """Make a waiting call look at its state (an item, a deadline, or leadership)."""
         event = call.event
@@ -187,15 +186,27 @@ class ZmqClient:
 
     def _deadline(self, timeout: float | None) -> tuple[float | None, float]:
         limit = self.timeout if timeout is _UNSET else timeout
-        return limit, _INF if limit is None else trio.current_time() + limit
+        return limit, _INF if limit is None else self._now() + limit
 
-    async def _send(self, sock: TrioSocket, message: list[bytes], deadline: float) -> bool:
-        """Queue ``message``; False if no connection took it before ``deadline``."""
+    def _start(self, sock: TrioSocket, call: _Call, message: list[bytes], deadline: float) -> bool:
+        """Queue a call's request if the socket takes it now, and register the call.
+
+        Registering after the send keeps the bookkeeping out of the round trip; it is still
+        done before the caller first yields, so no reply can arrive unclaimed.
+        """
         try:
             sock.send_nowait(message)
-            return True
+            sent = True
         except trio.WouldBlock:
-            pass
+            sent = False
+        self._calls[message[0]] = call
+        if deadline != _INF:
+            self._deadlines.add(deadline, call)
+        return sent
+
+    @staticmethod
+    async def _send(sock: TrioSocket, message: list[bytes], deadline: float) -> bool:
+        """Queue ``message`` once the socket takes it; False if not before ``deadline``."""
         with trio.move_on_at(deadline):
             await sock.send(message)
             return True
@@ -307,12 +318,12 @@ class ZmqClient:
         except IntentusError as exc:
             return exc.to_response(trace_id=env.metadata.trace_id)
         request_id = b"%x" % next(self._ids)
+        message = [request_id, b"", data]
         call = _Call(False)
-        self._calls[request_id] = call
-        self._arm(call, deadline)
+        sent = self._start(sock, call, message, deadline)
         self.stats.requests += 1
         try:
-            if not await self._send(sock, [request_id, b"", data], deadline):
+            if not sent and not await self._send(sock, message, deadline):
                 return _not_connected(env, self.url, limit)
             return self._response(await self._next(sock, call, deadline), env, limit)
         finally:
@@ -331,13 +342,13 @@ class ZmqClient:
             yield exc.to_response(trace_id=env.metadata.trace_id)
             return
         request_id = b"%x" % next(self._ids)
+        message = [request_id, b"", data]
         call = _Call(True)
-        self._calls[request_id] = call
-        self._arm(call, deadline)
+        sent = self._start(sock, call, message, deadline)
         self.stats.requests += 1
         finished = False
         try:
-            if not await self._send(sock, [request_id, b"", data], deadline):
+            if not sent and not await self._send(sock, message, deadline):
                 finished = True
                 yield _not_connected(env, self.url, limit)
                 return
@@ -374,11 +385,11 @@ class ZmqClient:
         limit, deadline = self._deadline(_UNSET)
         data = self.framing.encode_event(event)
         request_id = b"%x" % next(self._ids)
+        message = [request_id, b"", data]
         call = _Call(False)
-        self._calls[request_id] = call
-        self._arm(call, deadline)
+        sent = self._start(sock, call, message, deadline)
         try:
-            if not await self._send(sock, [request_id, b"", data], deadline):
+            if not sent and not await self._send(sock, message, deadline):
                 raise ConnectionFailure(f"no connection to {self.url} within {limit} s")
             item = await self._next(sock, call, deadline)
         finally:
