@@ -13,7 +13,11 @@ reading ``EVENTS``) may consume that news. So the rules here are:
   whoever leaves the FD wakes one of them to take over, and a task whose own send or receive
   consumed the edge the FD sleeper was waiting for wakes it with ``notify_closing`` (the
   sleeper then sees ``ClosedResourceError`` on a socket that is still open and re-checks).
-  A cancel scope would do the same but costs more than the rest of a wakeup together.
+  A cancel scope would do the same but costs more than the rest of a wakeup together;
+* a receiver woken on the FD tries to receive at once instead of reading ``EVENTS`` first:
+  the receive processes the socket's pending commands itself, and finds the message the
+  wakeup announced, so the common wakeup costs one ``EVENTS`` read less (pyzmq's
+  ``getsockopt`` converts the option to an enum, which costs more than the libzmq call).
 
 Send-side backpressure is the high-water mark: a send that meets it waits for ``POLLOUT``.
 Closing wakes every waiter with ``trio.ClosedResourceError`` and closes the socket with a
@@ -75,6 +79,7 @@ class TrioSocket:
         "_fd_mask",
         "_fd_sleeper",
         "_interrupt",
+        "_parked",
         "_readers",
         "_recv_shut",
         "_writers",
@@ -90,6 +95,9 @@ class TrioSocket:
         self._interrupt = False
         self._fd_sleeper: object | None = None
         self._fd_mask = 0
+        #: Tasks parked in ``_readers`` or ``_writers`` (a ParkingLot's truth test is a
+        #: Python call, and the hot path asks after every send and receive).
+        self._parked = 0
         self._readers = trio.lowlevel.ParkingLot()
         self._writers = trio.lowlevel.ParkingLot()
 
@@ -118,7 +126,7 @@ class TrioSocket:
     def events(self) -> int:
         """``EVENTS`` now (``POLLIN``/``POLLOUT`` bits); passes readiness on to waiters."""
         events: int = _get(self.socket, _EVENTS)
-        if events and (self._fd_sleeper is not None or self._readers or self._writers):
+        if events and (self._fd_sleeper is not None or self._parked):
             self._handoff(events)
         return events
 
@@ -143,51 +151,64 @@ class TrioSocket:
 
     def _after_io(self) -> None:
         # The operation may have consumed the FD's edge: re-read EVENTS and pass it on.
-        if self._fd_sleeper is not None or self._readers or self._writers:
+        if self._fd_sleeper is not None or self._parked:
             self._handoff(_get(self.socket, _EVENTS))
 
     async def wait(self, mask: int) -> None:
         """Return once ``EVENTS`` has a bit of ``mask`` (``POLLIN`` and/or ``POLLOUT``)."""
         self._check_open()
-        await self._wait(mask, _get(self.socket, _EVENTS))
-
-    async def _wait(self, mask: int, events: int) -> None:
-        """``wait`` given a fresh reading of ``EVENTS``."""
+        events = _get(self.socket, _EVENTS)
         while not events & mask:
-            if mask & POLLIN:
-                if self._recv_shut:
-                    raise trio.EndOfChannel
-                if self._interrupt:
-                    self._interrupt = False
-                    raise trio.WouldBlock
-            if events and (self._readers or self._writers):
-                self._handoff(events)
-            if self._fd_sleeper is None:
-                await self._sleep_on_fd(mask)
-            else:
-                await (self._readers if mask & POLLIN else self._writers).park()
-            self._check_open()
-            if mask & POLLIN and self._recv_shut:
-                raise trio.EndOfChannel
+            await self._turn(mask, events)
             events = _get(self.socket, _EVENTS)
 
-    async def _sleep_on_fd(self, mask: int) -> None:
-        token = self._fd_sleeper = object()
-        self._fd_mask = mask
-        try:
-            await trio.lowlevel.wait_readable(self._fd)
-        except trio.ClosedResourceError:
-            if self._closed:
-                raise
-            # Kicked: the caller loops and re-checks EVENTS.
-        finally:
-            if self._fd_sleeper is token:
-                self._fd_sleeper = None
-            # Someone must sleep on the FD next (after re-checking EVENTS): hand the role on.
-            if self._readers:
-                self._readers.unpark()
-            elif self._writers:
-                self._writers.unpark()
+    async def _turn(self, mask: int, events: int) -> bool:
+        """Wait once: on the FD, or parked while another task sleeps on it.
+
+        ``events`` is a fresh reading of ``EVENTS`` without a bit of ``mask``. Returns True
+        if this task slept on the FD (the caller may then try its operation at once), False
+        if it was parked and woken (the caller re-reads ``EVENTS``).
+        """
+        if mask & POLLIN:
+            if self._recv_shut:
+                raise trio.EndOfChannel
+            if self._interrupt:
+                self._interrupt = False
+                raise trio.WouldBlock
+        if events and self._parked:
+            self._handoff(events)
+        if self._fd_sleeper is None:
+            token = self._fd_sleeper = object()
+            self._fd_mask = mask
+            try:
+                await trio.lowlevel.wait_readable(self._fd)
+            except trio.ClosedResourceError:
+                if self._closed:
+                    raise
+                # Kicked: the caller re-checks.
+            finally:
+                if self._fd_sleeper is token:
+                    self._fd_sleeper = None
+                # Someone must sleep on the FD next (after re-checking EVENTS): hand the
+                # role on.
+                if self._parked:
+                    if self._readers:
+                        self._readers.unpark()
+                    elif self._writers:
+                        self._writers.unpark()
+            slept = True
+        else:
+            self._parked += 1
+            try:
+                await (self._readers if mask & POLLIN else self._writers).park()
+            finally:
+                self._parked -= 1
+            slept = False
+        if self._closed:
+            raise trio.ClosedResourceError("the ZeroMQ socket is closed")
+        if mask & POLLIN and self._recv_shut:
+            raise trio.EndOfChannel
+        return slept
 
     # ------------------------------------------------------------------ I/O
 
@@ -215,9 +236,25 @@ class TrioSocket:
         self._after_io()
         return frames
 
+    def _try_recv(self) -> list[bytes] | None:
+        """One whole message, or None if none is queued (``zmq.Again``, which costs more
+        than an ``EVENTS`` read, so only where a message is all but certain)."""
+        sock = self.socket
+        try:
+            frame = _recv(sock, _NOBLOCK, False)
+        except zmq.Again:
+            return None
+        frames = [frame.bytes]
+        while frame.more:
+            frame = _recv(sock, _NOBLOCK, False)
+            frames.append(frame.bytes)
+        self._after_io()
+        return frames
+
     def send_nowait(self, frames: Frames) -> None:
         """Queue one message or raise ``trio.WouldBlock`` (high-water mark reached)."""
-        self._check_open()
+        if self._closed:
+            raise trio.ClosedResourceError("the ZeroMQ socket is closed")
         if not self._send_frames(frames):
             raise trio.WouldBlock
 
@@ -246,12 +283,17 @@ class TrioSocket:
 
         Raises ``trio.EndOfChannel`` after ``shutdown_receive``.
         """
-        self._check_open()
+        if self._closed:
+            raise trio.ClosedResourceError("the ZeroMQ socket is closed")
         if self._recv_shut:
             raise trio.EndOfChannel
         events = _get(self.socket, _EVENTS)
-        if not events & POLLIN:
-            await self._wait(POLLIN, events)
+        while not events & POLLIN:
+            if await self._turn(POLLIN, events):
+                frames = self._try_recv()
+                if frames is not None:
+                    return frames
+            events = _get(self.socket, _EVENTS)
         return self._recv_frames()
 
     # ------------------------------------------------------------------ lifecycle

@@ -118,6 +118,59 @@ async def test_cancelled_receive_leaves_socket_usable(pair: tuple[TrioSocket, Tr
         assert await b.receive() == [b"x"]
 
 
+async def test_wakeup_without_a_message_keeps_the_receiver_waiting() -> None:
+    """The FD also fires for socket commands (here: peers connecting); the receiver that
+    tries to receive at once on such a wakeup must go back to sleep, and still wake for
+    the message that follows."""
+    server = TrioSocket.open(zmq.ROUTER, linger_ms=0)
+    server.socket.bind("tcp://127.0.0.1:0")
+    url = server.socket.getsockopt_string(zmq.LAST_ENDPOINT)
+    handshakes = server.socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+    monitor = TrioSocket(handshakes, linger_ms=0)
+    peers = [TrioSocket.open(zmq.DEALER, linger_ms=0) for _ in range(3)]
+    got: list[list[bytes]] = []
+
+    async def receive_one() -> None:
+        got.append(await server.receive())
+
+    try:
+        with trio.fail_after(TIMEOUT):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(receive_one)
+                await trio.testing.wait_all_tasks_blocked()
+                for peer in peers:
+                    peer.socket.connect(url)
+                    await monitor.receive()  # this peer's handshake is done
+                await trio.testing.wait_all_tasks_blocked()
+                assert not got
+                await peers[-1].send([b"hello"])
+            assert got[0][1:] == [b"hello"]
+    finally:
+        for sock in (server, monitor, *peers):
+            sock.close()
+
+
+async def test_interrupt_wakes_the_receiver_once(pair: tuple[TrioSocket, TrioSocket]) -> None:
+    a, b = pair
+    outcomes: list[str] = []
+
+    async def wait_for_message() -> None:
+        try:
+            outcomes.append((await b.receive())[0].decode())
+        except trio.WouldBlock:
+            outcomes.append("interrupted")
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait_for_message)
+            await trio.testing.wait_all_tasks_blocked()
+            b.interrupt_receive()
+        assert outcomes == ["interrupted"]
+        await a.send([b"next"])
+        await wait_for_message()  # the interrupt was used up
+        assert outcomes == ["interrupted", "next"]
+
+
 async def test_close_wakes_waiters_and_shutdown_receive(
     pair: tuple[TrioSocket, TrioSocket],
 ) -> None:
