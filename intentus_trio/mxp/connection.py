@@ -80,7 +80,10 @@ from intentus_trio.mxp.stream_frames import STREAM_FRAME_CLASSES, StreamFrame, d
 from intentus_trio.mxp.streams import StreamLimits, StreamManager
 from intentus_trio.mxp.tokens import retry_integrity_tag
 from intentus_trio.mxp.varint import DecodeError, encode_varint
+from intentus_trio.protocol._fastnew import fast_constructor
 
+# one event per datagram received: positional, without the frozen-attrs __init__
+_new_datagram_received = fast_constructor(DatagramReceived)
 AMPLIFICATION_FACTOR = 3
 _NOISE_MSG1_OVERHEAD = 32 + 48 + 16
 _MAX_CLOSE_REPEATS = 3
@@ -665,7 +668,7 @@ class Connection:
                     if len(frame.data) > self.configuration.max_datagram_frame_size:
                         self.close(now, ErrorCode.PROTOCOL_VIOLATION, "datagram frame too large")
                         return
-                    self._events.append(DatagramReceived(self.host_cid, frame.data))
+                    self._events.append(_new_datagram_received(self.host_cid, frame.data))
                 elif kind is Ping:
                     ack_eliciting = True
                 elif kind is Close:

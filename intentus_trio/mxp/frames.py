@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 import attrs
 
 from intentus_trio.mxp.varint import DecodeError, decode_varint, encode_varint, varint_size
+from intentus_trio.protocol._fastnew import fast_constructor
 
 
 class FrameType(enum.IntEnum):
@@ -77,6 +78,9 @@ _PING = int(FrameType.PING)
 _ACK = int(FrameType.ACK)
 _CLOSE = int(FrameType.CLOSE)
 _DATAGRAM = int(FrameType.DATAGRAM)
+# every field given, already checked by the decoder: no frozen-attrs __init__ per frame
+_new_ack = fast_constructor(Ack)
+_new_datagram = fast_constructor(Datagram)
 
 
 def _check_ranges(ranges: Sequence[tuple[int, int]]) -> None:
@@ -91,24 +95,30 @@ def _check_ranges(ranges: Sequence[tuple[int, int]]) -> None:
         prev_lo = lo
 
 
+def encode_ack(ranges: Sequence[tuple[int, int]], delay: int) -> bytes:
+    """An ACK frame from ranges already known to be well formed (descending, disjoint): the
+    ACK tracker writes one per outgoing ACK without building and checking an ``Ack``."""
+    hi0 = ranges[0][1]
+    lo0 = ranges[0][0]
+    out = bytearray(b"\x02")
+    out += encode_varint(hi0)
+    out += encode_varint(delay)
+    out += encode_varint(len(ranges) - 1)
+    out += encode_varint(hi0 - lo0)
+    prev_lo = lo0
+    for lo, hi in ranges[1:]:
+        out += encode_varint(prev_lo - hi - 2)
+        out += encode_varint(hi - lo)
+        prev_lo = lo
+    return bytes(out)
+
+
 def encode_frame(frame: Frame) -> bytes:
     if isinstance(frame, Datagram):
         return b"\x04" + encode_varint(len(frame.data)) + frame.data
     if isinstance(frame, Ack):
         _check_ranges(frame.ranges)
-        hi0 = frame.ranges[0][1]
-        lo0 = frame.ranges[0][0]
-        out = bytearray(b"\x02")
-        out += encode_varint(hi0)
-        out += encode_varint(frame.delay)
-        out += encode_varint(len(frame.ranges) - 1)
-        out += encode_varint(hi0 - lo0)
-        prev_lo = lo0
-        for lo, hi in frame.ranges[1:]:
-            out += encode_varint(prev_lo - hi - 2)
-            out += encode_varint(hi - lo)
-            prev_lo = lo
-        return bytes(out)
+        return encode_ack(frame.ranges, frame.delay)
     if isinstance(frame, Ping):
         return b"\x01"
     if isinstance(frame, Padding):
@@ -137,7 +147,7 @@ def decode_base_frame(
     ftype: int, data: bytes | memoryview, pos: int, end: int
 ) -> tuple[Frame, int]:
     """Decode one secure-channel frame whose type byte was at ``pos - 1``."""
-    if ftype == FrameType.ACK:
+    if ftype == _ACK:
         largest, pos = decode_varint(data, pos)
         delay, pos = decode_varint(data, pos)
         count, pos = decode_varint(data, pos)
@@ -155,20 +165,20 @@ def decode_base_frame(
             if lo < 0:
                 raise FrameError("ACK range below zero")
             ranges.append((lo, hi))
-        return Ack(tuple(ranges), delay), pos
-    if ftype == FrameType.PADDING:
+        return _new_ack(tuple(ranges), delay), pos
+    if ftype == _PADDING:
         start = pos - 1
         while pos < end and data[pos] == 0:
             pos += 1
         return Padding(pos - start), pos
-    if ftype == FrameType.PING:
+    if ftype == _PING:
         return Ping(), pos
-    if ftype == FrameType.DATAGRAM:
+    if ftype == _DATAGRAM:
         length, pos = decode_varint(data, pos)
         if pos + length > end:
             raise FrameError("truncated DATAGRAM frame")
-        return Datagram(bytes(data[pos : pos + length])), pos + length
-    if ftype == FrameType.CLOSE:
+        return _new_datagram(bytes(data[pos : pos + length])), pos + length
+    if ftype == _CLOSE:
         code, pos = decode_varint(data, pos)
         length, pos = decode_varint(data, pos)
         if pos + length > end:

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import attrs
 
 from intentus_trio.mxp.congestion import CongestionController
-from intentus_trio.mxp.frames import Ack, encode_frame
+from intentus_trio.mxp.frames import encode_ack
 from intentus_trio.mxp.rangeset import RangeSet
 from intentus_trio.mxp.varint import varint_size
 
@@ -482,10 +482,10 @@ class AckTracker:
             return None
         ranges = self.received.descending()[: self.max_ranges]
         delay_us = max(0, round((now - self._largest_time) * 1e6))
-        frame = encode_frame(Ack(ranges, delay_us))
+        frame = encode_ack(ranges, delay_us)
         while len(frame) > room and len(ranges) > 1:
             ranges = ranges[: max(1, len(ranges) // 2)]
-            frame = encode_frame(Ack(ranges, delay_us))
+            frame = encode_ack(ranges, delay_us)
         if len(frame) > room:
             return None
         self.deadline = None

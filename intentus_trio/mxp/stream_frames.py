@@ -233,9 +233,16 @@ def decode_payload(data: bytes | memoryview) -> list[AnyFrame]:
     frames: list[AnyFrame] = []
     pos = 0
     end = len(view)
-    while pos < end:
-        frame, pos = decode_frame(view, pos)
-        frames.append(frame)
+    try:
+        while pos < end:
+            frame, pos = _decode_frame(view, pos)
+            frames.append(frame)
+    except FrameError:
+        raise
+    except DecodeError as exc:
+        raise FrameError(str(exc)) from exc
+    except IndexError as exc:  # the inline varint fast paths ran off the end
+        raise FrameError("truncated frame") from exc
     return frames
 
 
@@ -243,6 +250,8 @@ def _decode_frame(data: bytes | memoryview, pos: int) -> tuple[AnyFrame, int]:
     end = len(data)
     ftype = data[pos]
     pos += 1
+    if ftype < STREAM_BASE:  # the secure channel's own frames (ACK, DATAGRAM, PING, ...)
+        return decode_base_frame(ftype, data, pos, end)
     if STREAM_BASE <= ftype <= 0x0F:
         stream_id = data[pos] if pos < end else 0xFF
         if stream_id < 0x40:  # one-byte id: the common case, without a call
