@@ -191,6 +191,8 @@ class Connection:
         self._close_repeats = 0
         self._close_end: float | None = None
         self._max_datagram_cache: tuple[TransportParameters | None, int] | None = None
+        self._idle = configuration.idle_timeout
+        self._payload_room = 0
 
     # ------------------------------------------------------------------ construction
 
@@ -556,6 +558,10 @@ class Connection:
         self._ping_pending = True
 
     def _established(self, now: float, handshake_rtt: float) -> None:
+        # both depend only on the configuration and the peer's parameters, now final; the
+        # established paths (once per packet or timer) read them from here
+        self._idle = self._idle_timeout()
+        self._payload_room = self._packet_size() - SHORT_PN_OFFSET - TAG_LEN
         self.state = State.ESTABLISHED
         self._last_received = now
         self._last_activity = now
@@ -769,7 +775,7 @@ class Connection:
             self._maybe_auto_key_update()
         out: list[tuple[bytes, Address]] = []
         recovery = assembler.recovery
-        base = self._packet_size() - SHORT_PN_OFFSET - TAG_LEN
+        base = self._payload_room
         peer_cid = self.peer_cid
         address = self.peer_address
         stats = self.stats
@@ -832,7 +838,7 @@ class Connection:
         if state is State.ESTABLISHED:
             # once per input on a busy connection: no lists, no generators
             timer = math.inf
-            idle = self._idle_timeout()
+            idle = self._idle
             if idle > 0:
                 timer = self._last_activity + idle
             acks = self._acks
@@ -884,7 +890,7 @@ class Connection:
                 self._retransmit_at = now + self._rto
                 self._rto = min(self._rto * 2, self.configuration.handshake_max_rto)
             return
-        idle = self._idle_timeout()
+        idle = self._idle
         if idle > 0 and now >= self._last_activity + idle:
             self._close_silently(now, ErrorCode.IDLE_TIMEOUT, "idle timeout", by_peer=False)
             return
