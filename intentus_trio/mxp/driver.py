@@ -9,10 +9,12 @@ Whoever touches the sans-IO connection (datagrams, a timer, a user call) then ca
 packets are sent, blocked writers and stream openers are woken, the timer deadline is moved.
 All of it is synchronous, so calls never interleave.
 
-The deadline is only ever moved *earlier* between wakeups: a timer that fires too early just
-recomputes ``get_timer()`` and sleeps again. On a busy connection the timer moves back and
-forth twice per round trip (delayed ACK, then idle timeout), and moving a trio deadline costs
-more than the occasional spurious wakeup.
+On an established connection the deadline is only ever moved *earlier* between wakeups: a
+timer that fires too early just recomputes ``get_timer()`` and sleeps again. On a busy
+connection the timer moves back and forth twice per round trip (delayed ACK, then idle
+timeout), and moving a trio deadline costs more than the occasional spurious wakeup. During the
+handshake and the close the timer changes rarely, so it follows ``get_timer()`` exactly there:
+a closing connection then wakes once, when its drain period ends.
 """
 
 from __future__ import annotations
@@ -510,7 +512,11 @@ class MxpConnection:
             if manager is not None and (manager.can_open(True) or manager.can_open(False)):
                 self._open_lot.unpark_all()
         timer = conn.get_timer()
-        if timer is not None and timer < self._armed:
+        if timer is None:
+            return
+        if timer < self._armed or (timer != self._armed and not conn.is_established):
+            # earlier: always; later: only outside the established state (handshake, close),
+            # where the timer changes rarely and waking early would cost a wakeup per change
             scope = self._timer_scope
             if scope is not None:
                 self._armed = scope.deadline = timer
