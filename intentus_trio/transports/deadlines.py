@@ -41,8 +41,10 @@ class Deadlines(Generic[T]):
         self._seq = itertools.count()
         #: Heap size at which finished entries are dropped next.
         self._compact_at = self.MIN_COMPACT
-        #: The timer's wait, while it waits (its deadline is the earliest entry's).
+        #: The timer's wait, while it waits (its deadline is the earliest entry's), and that
+        #: deadline as a plain float (a cancel scope's ``deadline`` is a Python property).
         self._wait: trio.CancelScope | None = None
+        self._wake_at = math.inf
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -54,19 +56,21 @@ class Deadlines(Generic[T]):
             heapq.heapify(heap)
             self._compact_at = max(self.MIN_COMPACT, 2 * len(heap))
         heapq.heappush(heap, (deadline, next(self._seq), item))
-        wait = self._wait
-        if wait is not None and deadline + self._slack < wait.deadline:
-            wait.deadline = deadline + self._slack
+        wake_at = deadline + self._slack
+        if wake_at < self._wake_at and self._wait is not None:
+            self._wait.deadline = self._wake_at = wake_at
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve the deadlines until cancelled (``nursery.start`` returns once it serves)."""
         heap, slack = self._heap, self._slack
         task_status.started()
         while True:
-            with trio.CancelScope(deadline=heap[0][0] + slack if heap else math.inf) as wait:
+            self._wake_at = heap[0][0] + slack if heap else math.inf
+            with trio.CancelScope(deadline=self._wake_at) as wait:
                 self._wait = wait
                 await trio.sleep_forever()
             self._wait = None
+            self._wake_at = math.inf
             now = trio.current_time()
             while heap and heap[0][0] <= now:
                 item = heapq.heappop(heap)[2]
