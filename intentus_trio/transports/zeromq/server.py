@@ -75,6 +75,7 @@ class ZmqServer:
         hwm: int = 1000,
         heartbeat: float | None = 2.0,
         shutdown_timeout: float = 5.0,
+        close_delay: float = 0.25,
         reply_timeout: float = 30.0,
         max_call_timeout: float | None = 300.0,
         events: bool = True,
@@ -100,6 +101,10 @@ class ZmqServer:
         self.codec = codec
         self.max_concurrency = max_concurrency
         self.shutdown_timeout = shutdown_timeout
+        self.close_delay = close_delay
+        #: Set once a shutdown has begun, and once a reply was sent after that.
+        self._closing = False
+        self._answered_while_closing = False
         self.reply_timeout = reply_timeout
         self.max_call_timeout = max_call_timeout
         self.events = events
@@ -197,6 +202,7 @@ class ZmqServer:
                     try:
                         await trio.sleep_forever()
                     finally:
+                        self._closing = True
                         self._rpc.shutdown_receive()
                         work.deadline = trio.current_time() + self.shutdown_timeout
             finally:
@@ -213,6 +219,11 @@ class ZmqServer:
                     helpers.start_soon(self.distributor.run)
                 assert self._rpc is not None
                 await ServingPool(self._rpc, self._handle, self.max_concurrency).run()
+                if self._answered_while_closing:
+                    # Clients connect with ZMQ_IMMEDIATE, whose connection, once dropped,
+                    # discards replies that arrived but were not read yet: give them a
+                    # moment to read the last ones (within the shutdown deadline).
+                    await trio.sleep(self.close_delay)
                 helpers.cancel_scope.cancel()
 
     # ------------------------------------------------------------------ requests
@@ -312,6 +323,8 @@ class ZmqServer:
             self.stats.error_replies += 1
         message = [*envelope, data]
         assert self._rpc is not None
+        if self._closing:
+            self._answered_while_closing = True
         try:
             self._rpc.send_nowait(message)
         except trio.WouldBlock:
