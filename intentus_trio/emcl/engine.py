@@ -212,19 +212,16 @@ class Emcl:
         negotiation: tuple[str, str] | None,
     ) -> tuple[str, str, str, str, tuple[IdentityEntry, ...]]:
         """(ciphertext, nonce, hmac, timestamp, chain) of a new envelope around ``body``."""
-        fresh = self.random(_FRESH)
-        if len(fresh) != _FRESH:
-            raise ValueError("the random source returned the wrong number of bytes")
-        plaintext = fresh[NONCE_BYTES:] + body
+        nonce, salt = self._fresh()
+        plaintext = salt + body
         timestamp = self._timestamp()
         if self.signer is None:
             chain: tuple[IdentityEntry, ...] = ()
         else:
             chain = (self.signer.entry((), body_digest(plaintext), timestamp),)
-        ciphertext, nonce, mac = self._encrypt(message_type, plaintext, fresh[:NONCE_BYTES],
-                                               timestamp, key, recipient, headers, negotiation,
-                                               chain)
-        return ciphertext, nonce, mac, timestamp, chain
+        ciphertext, nonce_text, mac = self._encrypt(message_type, plaintext, nonce, timestamp,
+                                                    key, recipient, headers, negotiation, chain)
+        return ciphertext, nonce_text, mac, timestamp, chain
 
     def seal(
         self,
