@@ -157,6 +157,35 @@ async def test_the_client_deadline_header_ends_a_stream_with_timeout() -> None:
         assert server.app.stats.timeouts == 1
 
 
+async def test_a_stream_is_cancelled_and_counted_when_its_client_leaves() -> None:
+    started, cancelled = trio.Event(), trio.Event()
+
+    async def trickle(env: IntentEnvelope) -> AsyncIterator[JsonObject]:
+        try:
+            yield {"first": True}
+            started.set()
+            await trio.sleep_forever()
+        finally:
+            cancelled.set()
+
+    router = make_router()
+    router.register("trickle", "trickle", trickle)
+    async with running_server(router) as (url, server), httpx.AsyncClient(base_url=url) as raw:
+        with trio.fail_after(5):
+            async with raw.stream("POST", "/stream", headers=HEADERS,
+                                  content=raw_frame("trickle")) as reply:
+                first = loads(await reply.aiter_lines().__anext__())
+                assert first["body"]["payload"] == {"first": True}
+                await started.wait()
+            # leaving the block closes the connection mid-stream
+            await cancelled.wait()
+            assert server.app.stats.abandoned == 1
+            # a stream that runs to its end is not counted
+            done = await raw.post("/stream", headers=HEADERS, content=raw_frame("echo"))
+            assert done.status_code == 200
+        assert server.app.stats.abandoned == 1
+
+
 @pytest.mark.parametrize("service", [True, False], ids=["service", "own-watcher"])
 async def test_disconnect_watch(service: bool, autojump_clock: trio.testing.MockClock) -> None:
     """Under the service, quick calls never start a watcher; either way a slow call is

@@ -100,7 +100,7 @@ class ServerStats:
     tasks_submitted: int = 0
     #: Calls answered with TIMEOUT because their deadline passed.
     timeouts: int = 0
-    #: Calls cancelled because their client disconnected before the answer.
+    #: Calls and streams cancelled because their client disconnected before the answer.
     abandoned: int = 0
 
 
@@ -525,9 +525,14 @@ class HttpApp:
         media = wire.SSE if sse else wire.NDJSON
 
         timeout = call_timeout(frame.headers, self.limits.max_call_timeout)
-        started = False
+        started = finished = False
+
+        def gone() -> None:
+            if not finished:
+                self.stats.abandoned += 1
+
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
+            nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope, gone)
             with trio.move_on_after(math.inf if timeout is None else timeout) as expiry:
                 async with aclosing(self.dispatcher.handle_stream(frame)) as frames:
                     async for reply in frames:
@@ -537,6 +542,7 @@ class HttpApp:
                                                     request=frame)
                 await self._stream_line(send, frame, reply, media, started)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+            finished = True
             nursery.cancel_scope.cancel()
 
     async def _stream_line(
@@ -733,9 +739,13 @@ class _RateLimited(IntentusError):
     default_retryable = True
 
 
-async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
+async def _cancel_on_disconnect(
+    receive: Receive, scope: trio.CancelScope, on_gone: Callable[[], None] | None = None
+) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
+    if on_gone is not None:
+        on_gone()
     scope.cancel()
 
 
