@@ -3,13 +3,16 @@ deadlines, error preservation and the registry entry points."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import httpx
 import pytest
 import trio
 
 from intentus_trio.protocol.codec import dumps, intent_to_json
 from intentus_trio.protocol.enums import ErrorCode, TransportCode
-from intentus_trio.protocol.factory import new_intent
+from intentus_trio.protocol.errors import TransportTimeout
+from intentus_trio.protocol.factory import new_event, new_intent
 from intentus_trio.transports import registry
 from intentus_trio.transports.base import Transport
 from intentus_trio.transports.http import HttpTransport, open_client
@@ -107,6 +110,20 @@ async def test_deadline_returns_timeout_and_connection_stays_usable() -> None:
         # Per-call deadline overrides the transport's; the transport is still usable.
         ok = await client.send_intent(new_intent("sleep", {"seconds": 0.01}), timeout=5)
         assert ok.ok
+
+
+async def test_publish_is_bounded_by_its_timeout() -> None:
+    async def silent(stream: trio.SocketStream) -> None:
+        await trio.sleep_forever()  # accepts the connection, never answers
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, silent, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        async with open_client(f"http://127.0.0.1:{port}", timeout=30) as client:
+            with trio.fail_after(5):
+                with pytest.raises(TransportTimeout):
+                    await client.publish(new_event("nobody.answers"), timeout=0.2)
+        nursery.cancel_scope.cancel()
 
 
 async def test_cancelled_call_leaves_transport_usable() -> None:

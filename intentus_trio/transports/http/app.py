@@ -541,8 +541,9 @@ class HttpApp:
                 reply = self.dispatcher.error_frame(self._timed_out(timeout, "stream"),
                                                     request=frame)
                 await self._stream_line(send, frame, reply, media, started)
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            # Every frame is out: a disconnect noticed from here on abandons nothing.
             finished = True
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
             nursery.cancel_scope.cancel()
 
     async def _stream_line(

@@ -539,20 +539,24 @@ class HttpTransport:
             with trio.CancelScope(shield=True):
                 await reader.done.wait()
 
-    async def publish(self, event: Event) -> None:
-        """POST an event frame to /events; raises IntentusError if it was not accepted."""
+    async def publish(self, event: Event, *, timeout: float | None = _UNSET) -> None:
+        """POST an event frame to /events; raises IntentusError if it was not accepted
+        within ``timeout`` (default: the transport's)."""
         self._check_open()
         data = self._framing.encode_event(event)
 
-        def decode(answer: _Answer) -> tuple[AgentResponse, bool]:
+        def decode(answer: _Answer) -> tuple[AgentResponse | IntentusError, bool]:
             reply = self._reply(answer, event.trace_id)
             return reply, reply.error is not None and reply.error.retryable
 
-        def failed(exc: IntentusError) -> AgentResponse:
-            return exc.to_response(trace_id=event.trace_id)
+        def failed(exc: IntentusError) -> AgentResponse | IntentusError:
+            return exc
 
         reply = await self._call("POST", self._urls["events"], data, decode, failed,
-                                 limit=self.timeout, idempotent=False)
+                                 limit=self.timeout if timeout is _UNSET else timeout,
+                                 idempotent=False)
+        if isinstance(reply, IntentusError):
+            raise reply  # a local failure keeps its own type (TransportTimeout, ...)
         if reply.error is not None:
             raise RemoteError(reply)
 
@@ -561,7 +565,9 @@ class HttpTransport:
     def _task_url(self, task_id: str, action: str = "") -> httpx.URL:
         return httpx.URL(f"{self._urls['tasks']}/{quote(task_id, safe='')}{action}")
 
-    def _task_info(self, answer: _Answer) -> tuple[TaskInfo | AgentResponse, bool]:
+    def _task_info(
+        self, answer: _Answer
+    ) -> tuple[TaskInfo | AgentResponse | IntentusError, bool]:
         if answer.status not in (200, 202):
             reply = self._reply(answer, None)
             return reply, reply.error is not None and reply.error.retryable
@@ -577,20 +583,22 @@ class HttpTransport:
             info = TaskInfo(str(obj["taskId"]), str(obj["state"]), str(obj["statusUrl"]),
                             str(obj["submittedAt"]), obj.get("finishedAt"), response)
         except IntentusError as exc:
-            return exc.to_response(), False
+            return exc, False
         except (KeyError, TypeError):
-            return MalformedMessage("not a task status document").to_response(), False
+            return MalformedMessage("not a task status document"), False
         return info, False
 
     async def _task_call(
         self, method: str, url: httpx.URL, content: bytes | None, *, idempotent: bool,
         limit: float | None, params: Mapping[str, str] | None = None,
     ) -> TaskInfo:
-        def failed(exc: IntentusError) -> TaskInfo | AgentResponse:
-            return exc.to_response()
+        def failed(exc: IntentusError) -> TaskInfo | AgentResponse | IntentusError:
+            return exc
 
         result = await self._call(method, url, content, self._task_info, failed, limit=limit,
                                   idempotent=idempotent, params=params)
+        if isinstance(result, IntentusError):
+            raise result  # a local failure keeps its own type (TransportTimeout, ...)
         if isinstance(result, AgentResponse):
             raise RemoteError(result)
         return result
