@@ -13,30 +13,46 @@ AGENT_ERROR responses (or the original IntentusNet error when the server is inte
 an expired deadline AGENT_TIMEOUT, and a server that went away (a crashed subprocess, a
 closed connection) AGENT_UNAVAILABLE; nothing a server does raises into the router. When the
 server announces a changed tool list, the registrations follow it.
+
+Tools can also be streaming agents (``streaming=``; by default those an intentus_trio server
+marks as streaming). Their calls ask the server for progress and turn each
+``notifications/progress`` into a chunk: the chunk itself when the server is intentus_trio
+(its streaming agents report each chunk's JSON as the message), else
+``{"progress": p, "total": t, "message": m}`` (``total`` and ``message`` when given). Chunks
+come in ``progress`` order, all of them before the final response, which is the one ``call``
+gives. At most ``progress_buffer`` chunks wait for a slow consumer; later ones are dropped
+and counted in the final response's ``droppedProgress`` metadata: progress is informational,
+the result is authoritative, and the SDK offers no way to slow the server down.
 """
 
 from __future__ import annotations
 
 import functools
+import heapq
 import logging
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncGenerator, AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import anyio
+import attrs
 import mcp_types as types
 import pydantic
 import trio
 from mcp import Client
+from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from .. import __version__
-from ..protocol.errors import AgentError, AgentUnavailable, ConnectionFailure
-from ..protocol.models import AgentResponse, IntentEnvelope
+from ..protocol.codec import loads
+from ..protocol.errors import AgentError, AgentUnavailable, ConnectionFailure, MalformedMessage
+from ..protocol.models import AgentResponse, IntentEnvelope, JsonObject
 from ..routing.registry import Registration
 from ..routing.router import Router
 from .adapter import (
+    META_AGENT,
+    META_STREAMING,
     response_from_jsonrpc_error,
     response_from_tool_result,
     tool_call_params,
@@ -48,6 +64,74 @@ _PAGE_CAP = 100
 #: What an MCP transport raises once its peer is gone.
 _GONE = (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream, OSError,
          trio.ClosedResourceError, trio.BrokenResourceError)
+#: Chunks of one streamed call that may wait for a slow consumer, by default.
+DEFAULT_PROGRESS_BUFFER = 128
+
+
+class _ProgressChunks:
+    """The progress notifications of one streamed call, handed out in order as chunks.
+
+    The SDK runs each progress callback as a task of its own, so two may run in either
+    order. The MCP spec makes ``progress`` increase with every notification: a heap keyed on
+    it restores the order, and a value not above the last one handed out is a duplicate or
+    stale, and dropped. The callback never waits (a waiting callback would only pile up SDK
+    tasks): when ``limit`` chunks are already waiting, it drops the notification and counts it.
+    """
+
+    def __init__(self, limit: int, *, restore: bool) -> None:
+        self.limit = limit
+        self.restore = restore
+        self.dropped = 0
+        #: The call's response, or the exception it failed with; set once, at the end.
+        self.outcome: AgentResponse | Exception | None = None
+        self._heap: list[tuple[float, float | None, str | None]] = []
+        self._queued: set[float] = set()
+        self._last = float("-inf")
+        self._changed = trio.Event()
+
+    async def on_progress(self, progress: float, total: float | None, message: str | None) -> None:
+        # No await before the chunk is queued: the SDK starts this task when the notification
+        # arrives, and its first step must run before the call's result is handed over.
+        if self.outcome is not None or not progress > self._last or progress in self._queued:
+            return
+        if len(self._heap) >= self.limit:
+            self.dropped += 1
+            return
+        heapq.heappush(self._heap, (progress, total, message))
+        self._queued.add(progress)
+        self._changed.set()
+
+    def finish(self, outcome: AgentResponse | Exception) -> None:
+        if self.outcome is None:
+            self.outcome = outcome
+            self._changed.set()
+
+    async def next(self) -> JsonObject | None:
+        """The next chunk; None once the call is over and every queued chunk was handed out."""
+        while not self._heap:
+            if self.outcome is not None:
+                return None
+            await self._changed.wait()
+            self._changed = trio.Event()
+        progress, total, message = heapq.heappop(self._heap)
+        self._queued.discard(progress)
+        self._last = progress
+        return self._chunk(progress, total, message)
+
+    def _chunk(self, progress: float, total: float | None, message: str | None) -> JsonObject:
+        if self.restore and total is None and message is not None:
+            try:
+                original = loads(message)
+            except MalformedMessage:
+                original = None
+            if type(original) is dict:
+                return original
+        chunk: JsonObject = {"progress": float(progress)}
+        if total is not None:
+            chunk["total"] = float(total)
+        if message is not None:
+            chunk["message"] = message
+        return chunk
 
 
 class McpAgents:
@@ -61,13 +145,21 @@ class McpAgents:
         name: str | None,
         timeout: float | None,
         include: Collection[str] | None,
+        streaming: bool | Collection[str] | None = None,
+        progress_buffer: int = DEFAULT_PROGRESS_BUFFER,
     ) -> None:
+        if progress_buffer < 1:
+            raise ValueError("progress_buffer must be at least 1")
         self.router = router
         self.prefix = prefix
         self.timeout = timeout
         self.include = None if include is None else frozenset(include)
+        self.streaming = streaming if isinstance(streaming, bool | None) else frozenset(streaming)
+        self.progress_buffer = progress_buffer
         self._name = name
         self._client: Client | None = None
+        #: Where streamed calls run (the nursery of ``open_mcp_agents``).
+        self._calls: trio.Nursery | None = None
         #: tool name -> (the SDK's Tool, our registration)
         self._tools: dict[str, tuple[types.Tool, Registration]] = {}
         self._list_changed = trio.Event()
@@ -100,21 +192,24 @@ class McpAgents:
 
     # ------------------------------------------------------------------ calls
 
-    async def call(self, tool: str, env: IntentEnvelope) -> AgentResponse:
-        """Call ``tool`` with ``env``'s payload; every outcome is a response."""
+    async def call(
+        self, tool: str, env: IntentEnvelope, progress: ProgressFnT | None = None
+    ) -> AgentResponse:
+        """Call ``tool`` with ``env``'s payload; every outcome is a response.
+
+        ``progress`` asks the server for progress and receives it (the SDK's callback).
+        """
         agent = self.agent_name(tool)
         trace_id = env.metadata.trace_id
         client = self._client
         if client is None:
-            return AgentUnavailable(
-                f"MCP server of agent {agent!r} is unavailable: {self.unavailable or 'closed'}",
-                details={"agent": agent, "tool": tool},
-            ).to_response(trace_id=trace_id, agent=agent)
+            return self._unavailable(tool, env)
         params = tool_call_params(env, tool=tool)
         meta = cast(types.RequestParamsMeta, params["_meta"])
         try:
             result = await client.call_tool(tool, params["arguments"],
-                                            read_timeout_seconds=self.timeout, meta=meta)
+                                            read_timeout_seconds=self.timeout,
+                                            progress_callback=progress, meta=meta)
         except MCPError as exc:
             return response_from_jsonrpc_error(exc.code, exc.message, exc.data, tool=tool,
                                                agent=agent, trace_id=trace_id)
@@ -129,6 +224,59 @@ class McpAgents:
                 trace_id=trace_id, agent=agent)
         wire = result.model_dump(by_alias=True, mode="json", exclude_none=True)
         return response_from_tool_result(wire, tool=tool, agent=agent, trace_id=trace_id)
+
+    def _unavailable(self, tool: str, env: IntentEnvelope) -> AgentResponse:
+        agent = self.agent_name(tool)
+        return AgentUnavailable(
+            f"MCP server of agent {agent!r} is unavailable: {self.unavailable or 'closed'}",
+            details={"agent": agent, "tool": tool},
+        ).to_response(trace_id=env.metadata.trace_id, agent=agent)
+
+    async def stream(
+        self, tool: str, env: IntentEnvelope
+    ) -> AsyncGenerator[JsonObject | AgentResponse, None]:
+        """Call ``tool``, yielding its progress as chunks, then the response ``call`` gives."""
+        calls = self._calls
+        if calls is None or self._client is None:
+            yield await self.call(tool, env)
+            return
+        entry = self._tools.get(tool)
+        chunks = _ProgressChunks(self.progress_buffer,
+                                 restore=entry is not None and _from_intentus(entry[0]))
+        # The call runs as a task of the session's nursery (a generator must not hold a
+        # nursery across its yields); leaving the generator early cancels it.
+        scope = trio.CancelScope()
+        calls.start_soon(self._call_streamed, tool, env, chunks, scope)
+        try:
+            while (chunk := await chunks.next()) is not None:
+                yield chunk
+        finally:
+            scope.cancel()
+        outcome = chunks.outcome
+        if isinstance(outcome, Exception):
+            raise outcome  # a bug of the bridge: the router reports it as an agent crash
+        assert outcome is not None
+        if chunks.dropped:
+            outcome = attrs.evolve(outcome,
+                                   metadata={**outcome.metadata, "droppedProgress": chunks.dropped})
+        yield outcome
+
+    async def _call_streamed(
+        self, tool: str, env: IntentEnvelope, chunks: _ProgressChunks, scope: trio.CancelScope
+    ) -> None:
+        outcome: AgentResponse | Exception | None = None
+        try:
+            with scope:
+                try:
+                    outcome = await self.call(tool, env, chunks.on_progress)
+                    # A notification that arrived just before the result has its callback
+                    # task started but maybe not run yet: one checkpoint lets it queue first.
+                    await trio.lowlevel.checkpoint()
+                except Exception as exc:
+                    outcome = exc
+        finally:
+            # Cancelled with the session (the block ends): the consumer still gets an answer.
+            chunks.finish(outcome if outcome is not None else self._unavailable(tool, env))
 
     # ------------------------------------------------------------------ tool list
 
@@ -160,12 +308,22 @@ class McpAgents:
         """Return after the next refresh that changed the registered tools."""
         await self._tools_changed.wait()
 
+    def _streams(self, tool: types.Tool) -> bool:
+        """Whether ``tool`` is registered as a streaming agent (see ``streaming=``)."""
+        if self.streaming is None:
+            return bool(tool.meta and tool.meta.get(META_STREAMING) is True)
+        if isinstance(self.streaming, bool):
+            return self.streaming
+        return tool.name in self.streaming
+
     def _register(self, tool: types.Tool) -> None:
+        handler: Any = (functools.partial(self.stream, tool.name) if self._streams(tool)
+                        else functools.partial(self.call, tool.name))
         try:
             registration = self.router.register(
                 self.agent_name(tool.name),
                 self.prefix + tool.name,
-                functools.partial(self.call, tool.name),
+                handler,
                 timeout=None,  # the MCP request carries the deadline
                 description=tool.description or tool.title or f"MCP tool {tool.name!r}",
                 input_schema=dict(tool.input_schema),
@@ -248,6 +406,11 @@ class McpAgents:
             log.warning("cannot re-list the tools of %r: %s", self.name, exc)
 
 
+def _from_intentus(tool: types.Tool) -> bool:
+    """Whether an intentus_trio server lists ``tool`` (its progress messages are chunks)."""
+    return bool(tool.meta and isinstance(tool.meta.get(META_AGENT), str))
+
+
 def _describe(failure: BaseException | None) -> str:
     if failure is None:
         return "the MCP session ended"
@@ -266,6 +429,8 @@ async def open_mcp_agents(
     include: Collection[str] | None = None,
     mode: str = "auto",
     client_options: dict[str, Any] | None = None,
+    streaming: bool | Collection[str] | None = None,
+    progress_buffer: int = DEFAULT_PROGRESS_BUFFER,
 ) -> AsyncIterator[McpAgents]:
     """Register the tools of MCP ``server`` with ``router`` for the duration of the block.
 
@@ -274,6 +439,9 @@ async def open_mcp_agents(
     make its intent name. ``name``: the agents are called ``<name>/<tool>`` (default: the
     server's name). ``timeout``: seconds per call. ``include``: register only these tools.
     ``mode``: the SDK's protocol negotiation (``"auto"`` or ``"legacy"``).
+    ``streaming``: which tools are streaming agents, whose calls turn the server's progress
+    into chunks: None (those the server marks as streaming), True (all), False (none), or
+    tool names. ``progress_buffer``: chunks of one call that may wait for a slow consumer.
     Raises ``ConnectionFailure`` if the session cannot be opened.
     """
     options: dict[str, Any] = {
@@ -281,14 +449,17 @@ async def open_mcp_agents(
         "client_info": types.Implementation(name="intentus-trio", version=__version__),
         **(client_options or {}),
     }
-    agents = McpAgents(router, prefix=prefix, name=name, timeout=timeout, include=include)
+    agents = McpAgents(router, prefix=prefix, name=name, timeout=timeout, include=include,
+                       streaming=streaming, progress_buffer=progress_buffer)
     try:
         async with trio.open_nursery() as nursery:
+            agents._calls = nursery
             await nursery.start(agents.run, server, options)
             try:
                 yield agents
             finally:
                 agents.unregister_all()
+                agents._calls = None
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         if len(group.exceptions) == 1:
