@@ -317,13 +317,16 @@ class McpAgents:
         return tool.name in self.streaming
 
     def _register(self, tool: types.Tool) -> None:
-        handler: Any = (functools.partial(self.stream, tool.name) if self._streams(tool)
-                        else functools.partial(self.call, tool.name))
+        call: Any = functools.partial(self.call, tool.name)
+        streams = self._streams(tool)
+        handler: Any = functools.partial(self.stream, tool.name) if streams else call
         try:
             registration = self.router.register(
                 self.agent_name(tool.name),
                 self.prefix + tool.name,
                 handler,
+                # non-streamed calls of a streaming tool ask for no progress
+                call=call if streams else None,
                 timeout=None,  # the MCP request carries the deadline
                 description=tool.description or tool.title or f"MCP tool {tool.name!r}",
                 input_schema=dict(tool.input_schema),

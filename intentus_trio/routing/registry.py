@@ -59,6 +59,10 @@ class Registration:
     description: str = ""
     #: JSON Schema of the payload this agent accepts (published to MCP and docs).
     input_schema: JsonObject | None = None
+    #: A streaming agent's one-shot handler: answers non-streamed calls in one go instead
+    #: of the router draining the stream (for agents whose chunks cost something to make,
+    #: such as a remote agent's chunks crossing a network).
+    call: Callable[[IntentEnvelope], Awaitable[Any]] | None = None
 
     def handles(self, name: str, version: str) -> bool:
         return any(p.matches(name, version) for p in self.intents)

@@ -48,8 +48,12 @@ def register_remote(
 ) -> Registration:
     """Register the agent behind ``transport`` under ``agent`` in ``router``.
 
-    The local deadline is left to the transport (the router does not add its own).
+    The local deadline is left to the transport (the router does not add its own). A
+    streaming remote agent's non-streamed calls go out as one call, so its chunks stay on
+    the remote node.
     """
     remote = RemoteAgent(transport, timeout=timeout)
-    handler = remote.handle_stream if streaming else remote.handle
-    return router.register(agent, intents, handler, timeout=None, description=description)
+    if streaming:
+        return router.register(agent, intents, remote.handle_stream, timeout=None,
+                               description=description, call=remote.handle)
+    return router.register(agent, intents, remote.handle, timeout=None, description=description)

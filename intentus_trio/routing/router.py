@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncGenerator, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from contextlib import aclosing
 from typing import Any, TypeVar
 
@@ -87,16 +87,21 @@ class Router:
         timeout: float | None = _UNSET,
         description: str = "",
         input_schema: JsonObject | None = None,
+        call: Callable[[IntentEnvelope], Awaitable[Any]] | None = None,
     ) -> Registration:
         """Register ``handler`` as agent ``agent`` for the given intent name patterns.
 
         ``handler`` is an ``async def`` taking the IntentEnvelope and returning a payload
         dict, an AgentResponse or None; or an async generator (a streaming agent) yielding
-        chunk payloads and optionally a final AgentResponse.
+        chunk payloads and optionally a final AgentResponse. A streaming agent's
+        non-streamed calls drain its stream, unless ``call`` (an ``async def`` like a plain
+        handler) answers them in one go.
         """
         streaming = inspect.isasyncgenfunction(handler)
         if not streaming and not inspect.iscoroutinefunction(handler):
             raise TypeError("an agent handler must be an async function or async generator")
+        if call is not None and not (streaming and inspect.iscoroutinefunction(call)):
+            raise TypeError("call= is an async function, given with a streaming handler")
         registration = Registration(
             agent,
             _patterns(intents, version),
@@ -105,6 +110,7 @@ class Router:
             self.default_timeout if timeout is _UNSET else timeout,
             description,
             input_schema,
+            call,
         )
         self.registry.add(registration)
         return registration
@@ -197,12 +203,15 @@ class Router:
         """Run one agent on ``env`` with its deadline; every outcome becomes a response."""
         trace_id = env.metadata.trace_id
         try:
+            handler = reg.handler
             if reg.streaming:
-                return await self._drain_stream(reg, env)
+                if reg.call is None:
+                    return await self._drain_stream(reg, env)
+                handler = reg.call
             if reg.timeout is None:
-                result = await reg.handler(env)
+                result = await handler(env)
             else:
-                result = await run_with_timeout(reg.handler(env), reg.timeout)
+                result = await run_with_timeout(handler(env), reg.timeout)
         except Timeout:
             return AgentTimeout(
                 f"agent {reg.agent!r} did not answer within {reg.timeout} s",

@@ -153,6 +153,9 @@ async def test_only_streamed_calls_of_streaming_agents_ask_for_progress(mode: st
                     InProcessTransport(router) as transport:
                 items = await streamed(transport, "token")
                 assert chunks_of(items) == [] and final_of(items).payload == {"result": True}
+                # a non-streamed call of a streaming tool is one plain call: no token
+                assert (await transport.send_intent(new_intent("token"))).payload == \
+                    {"result": False}
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -298,6 +298,27 @@ async def test_stream_agent_called_for_one_response_collects_chunks() -> None:
     assert response.payload == {"chunks": [{"i": 0}, {"i": 1}]}
 
 
+async def test_a_streaming_agent_with_call_answers_plain_calls_in_one_go() -> None:
+    router = Router()
+    plain_calls: list[int] = []
+
+    async def once(env: IntentEnvelope) -> dict[str, Any]:
+        plain_calls.append(env.payload["n"])
+        return {"total": env.payload["n"]}
+
+    registration = router.register("count", "count", counting, call=once)
+    assert registration.streaming and registration.call is once
+    response = await router.route_intent(new_intent("count", {"n": 3}))
+    assert response.payload == {"total": 3} and plain_calls == [3]
+    items = [item async for item in router.route_stream(new_intent("count", {"n": 2}))]
+    assert items[:2] == [StreamChunk(0, {"i": 0}), StreamChunk(1, {"i": 1})]
+    assert plain_calls == [3]  # the stream ran the generator, not call
+    with pytest.raises(TypeError):
+        router.register("plain", "plain", once, call=once)  # call= needs a streaming handler
+    with pytest.raises(TypeError):
+        router.register("gen", "gen", counting, call=counting)  # call= is an async function
+
+
 async def test_stream_failure_and_explicit_final_response() -> None:
     router = Router()
 

@@ -158,6 +158,26 @@ async def test_remote_agent_forwards_through_a_transport() -> None:
         assert chunks == [{"i": 0}, {"i": 1}] and final.ok
 
 
+async def test_a_remote_streaming_agent_answers_a_plain_call_in_one_call() -> None:
+    backend = register_samples(Router(name="backend"))
+    front = Router(name="front")
+    streams: list[str] = []
+
+    class Watched(InProcessTransport):
+        def send_stream(self, env: IntentEnvelope, **options: Any) -> Any:
+            streams.append(env.intent.name)
+            return super().send_stream(env, **options)
+
+    async with Watched(backend) as link:
+        register_remote(front, "remote-count", "count", link, streaming=True)
+        client = InProcessTransport(front)
+        response = await client.send_intent(new_intent("count", {"n": 2}))
+        # the backend drained its own stream: the chunks never crossed the link
+        assert response.payload == {"chunks": [{"i": 0}, {"i": 1}]} and streams == []
+        chunks, final = await collect_stream(client, new_intent("count", {"n": 2}))
+        assert chunks == [{"i": 0}, {"i": 1}] and final.ok and streams == ["count"]
+
+
 async def test_remote_agent_timeout(autojump_clock: trio.testing.MockClock) -> None:
     backend = register_samples(Router())
     remote = RemoteAgent(InProcessTransport(backend), timeout=1.0)
