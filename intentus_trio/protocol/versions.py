@@ -17,7 +17,8 @@ LEGACY_VERSIONS = ProtocolNegotiation("1.0", "1.0")
 
 def parse_version(text: str) -> tuple[int, int]:
     major, sep, minor = text.partition(".")
-    if not (sep and major.isdigit() and minor.isdigit() and len(text) <= 16):
+    # isascii: isdigit() also accepts digits int() refuses (superscripts, circled digits)
+    if not (sep and text.isascii() and major.isdigit() and minor.isdigit() and len(text) <= 16):
         raise ValidationError("protocolNegotiation", f"not a MAJOR.MINOR version: {text[:16]!r}")
     return int(major), int(minor)
 

@@ -73,7 +73,8 @@ def timeout_headers(deadline: float) -> dict[str, str]:
 def call_timeout(headers: Mapping[str, str], cap: float | None) -> float | None:
     """Seconds a server gives a call: the client's ``timeoutMs``, capped by ``cap``."""
     text = headers.get(h.TIMEOUT_MS)
-    if text is None or not text.isdigit() or len(text) > 12:
+    # isascii: isdigit() also accepts digits int() refuses (superscripts, circled digits)
+    if text is None or not (text.isascii() and text.isdigit()) or len(text) > 12:
         return cap
     seconds = int(text) / 1000
     return seconds if cap is None else min(seconds, cap)
@@ -134,7 +135,7 @@ def reply_item(frame: TransportEnvelope) -> StreamItem:
         )
     if frame.headers.get(h.STREAM) == h.STREAM_CHUNK:
         seq = frame.headers.get(h.SEQUENCE, "")
-        if not seq.isdigit() or len(seq) > 12:
+        if not (seq.isascii() and seq.isdigit()) or len(seq) > 12:
             raise MalformedMessage("stream chunk without a valid seq header")
         return StreamChunk(int(seq), frame.body.payload or {})
     return frame.body

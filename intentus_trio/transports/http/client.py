@@ -394,10 +394,11 @@ class HttpTransport:
                 return [whole] * len(envs), whole.error is not None and whole.error.retryable
             if type(replies) is not list:
                 return failed(MalformedMessage("a JSON-RPC batch reply must be an array")), False
-            by_id: dict[Any, Any] = {}
+            by_id: dict[int, Any] = {}
             for item in replies:
-                if type(item) is dict:
-                    by_id[item.get("id")] = item
+                # Our ids are the indexes: any other id (a list, say) answers no call of ours.
+                if type(item) is dict and type(item.get("id")) is int:
+                    by_id[item["id"]] = item
             out: list[AgentResponse] = []
             for index, env in enumerate(envs):
                 item = by_id.get(index)

@@ -62,7 +62,7 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # isdigit() alone also accepts "²"
         return float(value)
     try:
         when = parsedate_to_datetime(value)
