@@ -107,7 +107,8 @@ def credit(payload: JsonObject) -> int:
 
 
 def _count(text: str | None, limit: int) -> int | None:
-    if text is None or not text.isdigit() or len(text) > 12:
+    # isascii: isdigit() also accepts digits int() refuses (superscripts, circled digits)
+    if text is None or not (text.isascii() and text.isdigit()) or len(text) > 12:
         return None
     return min(int(text), limit)
 
