@@ -5,7 +5,8 @@ behind other nodes::
 
     [node]
     name = "node-a"
-    agent_timeout = 30.0          # seconds; omit for no router-level deadline
+    agent_timeout = 30.0          # seconds (the default); 0: no router-level deadline
+    max_frame_bytes = 4194304     # the listeners' and remotes' frame limit (the default)
 
     [[agents]]
     name = "echo"
@@ -22,6 +23,10 @@ behind other nodes::
 
     [[workers]]                   # pull work from a distributing ZeroMQ node
     distributor = "tcp://127.0.0.1:5555"
+
+    [[mcp_servers]]               # an MCP server's tools as agents (the mcp extra)
+    command = ["my-mcp-server", "--root", "/srv"]   # a stdio subprocess, or url = "https://..."
+    prefix = "fs."
 
 Unknown keys are errors, so a typo cannot silently drop a setting.
 """
@@ -46,7 +51,10 @@ class ConfigError(ValueError):
 @frozen
 class NodeSettings:
     name: str = "node"
+    #: The router's deadline for local agents, in seconds; 0 (or None) for none.
     agent_timeout: float | None = 30.0
+    #: The largest frame the node's listeners and remote transports take, unless their
+    #: own options say otherwise.
     max_frame_bytes: int = 4 * 1024 * 1024
 
 
@@ -85,12 +93,32 @@ class RemoteConfig:
 
 
 @frozen
+class McpServerConfig:
+    """An MCP server whose tools become agents of the node (see ``open_mcp_agents``)."""
+
+    #: A stdio server: the program and its arguments (give this or ``url``).
+    command: list[str] = field(factory=list)
+    #: A Streamable HTTP server's URL.
+    url: str = ""
+    prefix: str = ""
+    name: str | None = None
+    timeout: float | None = 30.0
+    include: list[str] | None = None
+    #: True: every tool streams its progress; False: none; omitted: those the server marks.
+    streaming: bool | None = None
+    #: Extra environment variables and the working directory of a stdio server.
+    env: dict[str, str] = field(factory=dict)
+    cwd: str | None = None
+
+
+@frozen
 class NodeConfig:
     node: NodeSettings = NodeSettings()
     agents: list[AgentConfig] = field(factory=list)
     listeners: list[ListenerConfig] = field(factory=list)
     remotes: list[RemoteConfig] = field(factory=list)
     workers: list[WorkerConfig] = field(factory=list)
+    mcp_servers: list[McpServerConfig] = field(factory=list)
     #: Register the sample agents (echo, upper, count, sleep, fail) too.
     samples: bool = False
 
@@ -98,12 +126,26 @@ class NodeConfig:
 _converter = cattrs.Converter(forbid_extra_keys=True)
 
 
+def _strict_bool(value: Any, _: type) -> bool:
+    # cattrs would take bool("no") for True: a switch must be written true or false.
+    if not isinstance(value, bool):
+        raise TypeError(f"expected true or false, not {value!r}")
+    return value
+
+
+_converter.register_structure_hook(bool, _strict_bool)
+
+
 def parse_config(data: dict[str, Any]) -> NodeConfig:
     try:
-        return _converter.structure(data, NodeConfig)
+        config = _converter.structure(data, NodeConfig)
     except cattrs.BaseValidationError as exc:
         messages = "; ".join(cattrs.transform_error(exc, path="config"))
         raise ConfigError(messages) from None
+    for i, server in enumerate(config.mcp_servers):
+        if bool(server.command) == bool(server.url):
+            raise ConfigError(f"config.mcp_servers[{i}]: give either command or url")
+    return config
 
 
 def load_config(path: str | Path) -> NodeConfig:
@@ -138,7 +180,7 @@ def build_router(config: NodeConfig) -> Router:
     """A Router with the configured local agents registered (remotes need transports)."""
     from .samples import register_samples
 
-    router = Router(name=config.node.name, default_timeout=config.node.agent_timeout)
+    router = Router(name=config.node.name, default_timeout=config.node.agent_timeout or None)
     if config.samples:
         register_samples(router)
     for agent in config.agents:

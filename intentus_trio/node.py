@@ -6,13 +6,14 @@ reports the URLs the listeners are bound to (port 0 becomes the real port).
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Any
 
 import trio
 from attrs import frozen
 
-from .config import NodeConfig, build_router
+from .config import ConfigError, McpServerConfig, NodeConfig, build_router
+from .protocol.limits import DEFAULT_MAX_FRAME_BYTES
 from .routing.remote import register_remote
 from .routing.router import Router
 from .transports.registry import open_transport, server_for, worker_for
@@ -35,24 +36,46 @@ async def serve_node(
 ) -> None:
     """Run the node described by ``config`` until cancelled."""
     router = router or build_router(config)
-    async with AsyncExitStack() as stack, trio.open_nursery() as nursery:
+    # Remote transports and MCP sessions open first and close last (they may own nurseries,
+    # which must nest): the listeners stop before what their agents rely on.
+    async with AsyncExitStack() as stack:
+        limit = config.node.max_frame_bytes
         for remote in config.remotes:
-            options: dict[str, Any] = dict(remote.options)
+            options = _frame_limit(remote.url, remote.options, limit, server=False)
             transport = await stack.enter_async_context(open_transport(remote.url, **options))
             register_remote(router, remote.name, remote.intents, transport,
                             streaming=remote.streaming, timeout=remote.timeout)
-        urls = []
-        for listener in config.listeners:
-            serve = server_for(listener.url)
-            url = await nursery.start(_serve_one, serve, router, listener.url, listener.options)
-            urls.append(url)
-        for worker in config.workers:
-            run_worker = worker_for(worker.distributor)
-            await nursery.start(_serve_one, run_worker, router, worker.distributor,
-                                worker.options)
-        task_status.started(RunningNode(router, tuple(urls),
-                                        tuple(w.distributor for w in config.workers)))
-        await trio.sleep_forever()
+        for server in config.mcp_servers:
+            # Tools are registered before any listener serves the router.
+            await stack.enter_async_context(_open_mcp_server(router, server))
+        async with trio.open_nursery() as nursery:
+            urls = []
+            for listener in config.listeners:
+                serve = server_for(listener.url)
+                url = await nursery.start(
+                    _serve_one, serve, router, listener.url,
+                    _frame_limit(listener.url, listener.options, limit, server=True))
+                urls.append(url)
+            for worker in config.workers:
+                run_worker = worker_for(worker.distributor)
+                await nursery.start(_serve_one, run_worker, router, worker.distributor,
+                                    worker.options)
+            task_status.started(RunningNode(router, tuple(urls),
+                                            tuple(w.distributor for w in config.workers)))
+            await trio.sleep_forever()
+
+
+def _frame_limit(
+    url: str, options: dict[str, Any], limit: int, *, server: bool
+) -> dict[str, Any]:
+    """``options`` with the node's frame limit, unless they set one or it is the default."""
+    if limit == DEFAULT_MAX_FRAME_BYTES or "max_frame_bytes" in options or "limits" in options:
+        return dict(options)
+    if server and url.partition(":")[0].lower() in ("http", "https"):
+        from .transports.http import ServerLimits  # the HTTP server's limit is its body size
+
+        return {**options, "limits": ServerLimits(max_body_bytes=limit)}
+    return {**options, "max_frame_bytes": limit}
 
 
 async def _serve_one(
@@ -60,3 +83,19 @@ async def _serve_one(
     *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     await run(router, url, task_status=task_status, **options)
+
+
+def _open_mcp_server(router: Router, config: McpServerConfig) -> AbstractAsyncContextManager[Any]:
+    try:  # the mcp extra is imported only by nodes that use it
+        from mcp import StdioServerParameters
+
+        from .mcp.client import open_mcp_agents
+    except ImportError as exc:
+        raise ConfigError("[[mcp_servers]] needs the mcp extra: "
+                          "pip install 'intentus-trio[mcp]'") from exc
+    server: Any = config.url or StdioServerParameters(
+        command=config.command[0], args=config.command[1:], env=config.env or None,
+        cwd=config.cwd)
+    return open_mcp_agents(router, server, prefix=config.prefix, name=config.name,
+                           timeout=config.timeout, include=config.include,
+                           streaming=config.streaming)

@@ -21,6 +21,7 @@ import trio
 
 from ..config import ConfigError, build_router, load_config
 from ..node import serve_node
+from ..protocol.errors import IntentusError
 from ..transports.registry import UnknownScheme
 
 
@@ -64,7 +65,7 @@ async def run_mcp(args: argparse.Namespace) -> int:
             node = await nursery.start(partial(serve_node, config, router=router))
             if args.http:
                 url = await nursery.start(_serve_http, serve_http, node.router, args.http, options)
-        except (ConfigError, UnknownScheme, OSError, ValueError) as exc:
+        except (ConfigError, UnknownScheme, OSError, ValueError, IntentusError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             nursery.cancel_scope.cancel()
             return 2
