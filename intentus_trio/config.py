@@ -24,6 +24,9 @@ behind other nodes::
     [[workers]]                   # pull work from a distributing ZeroMQ node
     distributor = "tcp://127.0.0.1:5555"
 
+    [emcl]                        # envelope encryption for listeners/remotes with emcl = "on"
+    group_keys = { g1 = "keys/g1.key" }   # key id -> master key file (intentus-trio keygen)
+
     [[mcp_servers]]               # an MCP server's tools as agents (the mcp extra)
     command = ["my-mcp-server", "--root", "/srv"]   # a stdio subprocess, or url = "https://..."
     prefix = "fs."
@@ -36,7 +39,7 @@ from __future__ import annotations
 import importlib
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cattrs
 from attrs import field, frozen
@@ -72,6 +75,8 @@ class AgentConfig:
 class ListenerConfig:
     url: str
     options: dict[str, Any] = field(factory=dict)
+    #: EMCL on this listener ("on": sealed and plaintext frames; "required": sealed only).
+    emcl: Literal["off", "on", "required"] = "off"
 
 
 @frozen
@@ -90,6 +95,31 @@ class RemoteConfig:
     streaming: bool = False
     timeout: float | None = None
     options: dict[str, Any] = field(factory=dict)
+    #: Seal what goes to this remote with EMCL ("on") and refuse plaintext replies.
+    emcl: Literal["off", "on"] = "off"
+    #: The remote's agent id: the recipient of everything sealed, and the only sender
+    #: accepted (with ``[emcl] peers``, it selects the pair key).
+    emcl_peer: str | None = None
+
+
+@frozen
+class EmclConfig:
+    """The node's EMCL keys (files written by ``intentus-trio keygen``; paths relative to
+    the working directory)."""
+
+    #: The agent id this node seals as (default: the node's name).
+    agent_id: str | None = None
+    #: Group mode: key id -> master key file. Every listed key opens; ``seal_with`` (default:
+    #: the last listed) seals, so a rotation adds the new key last.
+    group_keys: dict[str, str] = field(factory=dict)
+    seal_with: str | None = None
+    #: Pair mode: this node's X25519 key file, and peers' public key files by agent id.
+    static_key: str | None = None
+    peers: dict[str, str] = field(factory=dict)
+    #: An Ed25519 key file: sign an identity-chain entry for everything sealed.
+    signer: str | None = None
+    #: Accept only chains whose origin is one of these agents (Ed25519 public key files).
+    trust_origins: dict[str, str] = field(factory=dict)
 
 
 @frozen
@@ -119,6 +149,7 @@ class NodeConfig:
     remotes: list[RemoteConfig] = field(factory=list)
     workers: list[WorkerConfig] = field(factory=list)
     mcp_servers: list[McpServerConfig] = field(factory=list)
+    emcl: EmclConfig | None = None
     #: Register the sample agents (echo, upper, count, sleep, fail) too.
     samples: bool = False
 
@@ -145,7 +176,25 @@ def parse_config(data: dict[str, Any]) -> NodeConfig:
     for i, server in enumerate(config.mcp_servers):
         if bool(server.command) == bool(server.url):
             raise ConfigError(f"config.mcp_servers[{i}]: give either command or url")
+    _check_emcl(config)
     return config
+
+
+def _check_emcl(config: NodeConfig) -> None:
+    users = [f"config.listeners[{i}]" for i, lc in enumerate(config.listeners)
+             if lc.emcl != "off"]
+    users += [f"config.remotes[{i}]" for i, rc in enumerate(config.remotes) if rc.emcl != "off"]
+    emcl = config.emcl
+    if emcl is None:
+        if users:
+            raise ConfigError(f"{users[0]}: emcl needs an [emcl] section with its keys")
+        return
+    if not emcl.group_keys and emcl.static_key is None:
+        raise ConfigError("config.emcl: give group_keys or a static_key")
+    if emcl.seal_with is not None and emcl.seal_with not in emcl.group_keys:
+        raise ConfigError(f"config.emcl.seal_with: {emcl.seal_with!r} is not in group_keys")
+    if emcl.peers and emcl.static_key is None:
+        raise ConfigError("config.emcl.peers: pair keys need this node's static_key")
 
 
 def load_config(path: str | Path) -> NodeConfig:

@@ -13,6 +13,8 @@ import trio
 from attrs import frozen
 
 from .config import ConfigError, McpServerConfig, NodeConfig, build_router
+from .emcl.node_keys import load_node_keys
+from .emcl.protector import Role
 from .protocol.limits import DEFAULT_MAX_FRAME_BYTES
 from .routing.remote import register_remote
 from .routing.router import Router
@@ -36,12 +38,15 @@ async def serve_node(
 ) -> None:
     """Run the node described by ``config`` until cancelled."""
     router = router or build_router(config)
+    keys = None if config.emcl is None else load_node_keys(config.emcl, config.node.name)
     # Remote transports and MCP sessions open first and close last (they may own nurseries,
     # which must nest): the listeners stop before what their agents rely on.
     async with AsyncExitStack() as stack:
         limit = config.node.max_frame_bytes
         for remote in config.remotes:
             options = _frame_limit(remote.url, remote.options, limit, server=False)
+            if remote.emcl == "on" and keys is not None:
+                options.setdefault("protector", keys.protector(Role.CLIENT, remote.emcl_peer))
             transport = await stack.enter_async_context(open_transport(remote.url, **options))
             register_remote(router, remote.name, remote.intents, transport,
                             streaming=remote.streaming, timeout=remote.timeout)
@@ -52,9 +57,11 @@ async def serve_node(
             urls = []
             for listener in config.listeners:
                 serve = server_for(listener.url)
-                url = await nursery.start(
-                    _serve_one, serve, router, listener.url,
-                    _frame_limit(listener.url, listener.options, limit, server=True))
+                options = _frame_limit(listener.url, listener.options, limit, server=True)
+                if listener.emcl != "off" and keys is not None:
+                    options.setdefault("protector", keys.protector(Role.SERVER))
+                    options.setdefault("require_emcl", listener.emcl == "required")
+                url = await nursery.start(_serve_one, serve, router, listener.url, options)
                 urls.append(url)
             for worker in config.workers:
                 run_worker = worker_for(worker.distributor)
