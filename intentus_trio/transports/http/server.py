@@ -94,6 +94,8 @@ class HttpServer:
             router, protector=protector, require_emcl=require_emcl, limits=limits,
             tasks=TaskStore(max_tasks=max_tasks, result_ttl=task_ttl),
         )
+        #: What hypercorn serves: the app, or the app with other endpoints mounted beside it.
+        self.asgi: Any = self.app
         self.url: str | None = None
 
     async def run(
@@ -129,7 +131,7 @@ class HttpServer:
         *,
         task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        app = cast(Framework, self.app)
+        app = cast(Framework, self.asgi)
         with trio.CancelScope(shield=True) as scope:
             async with trio.open_nursery() as nursery:
                 binds: list[str] = await nursery.start(
@@ -161,13 +163,15 @@ async def serve(
     task_ttl: float = 300.0,
     config: Config | None = None,
     server: HttpServer | None = None,
+    mcp: str | None = None,
     **config_options: Any,
 ) -> None:
     """Serve ``router`` at ``url`` (``http://host:port``, port 0 for any) until cancelled.
 
     ``await nursery.start(serve, router, url)`` returns the bound URL. ``config_options``
     go to ``make_config`` (TLS files, timeouts); ``server=`` lets a caller keep a handle on
-    the HttpServer (its app's stats, tasks) instead of building one here.
+    the HttpServer (its app's stats, tasks) instead of building one here. ``mcp="/mcp"``
+    also answers MCP (Streamable HTTP, the ``mcp`` extra) at that path on the same port.
     """
     if server is None:
         server = HttpServer(router, protector=protector, require_emcl=require_emcl,
@@ -175,4 +179,12 @@ async def serve(
     if config is None:
         config = make_config(url, **config_options)
     with unwrap_single():
-        await server.run(config, task_status=task_status)
+        if mcp is None:
+            await server.run(config, task_status=task_status)
+            return
+        from ...mcp.server import McpMount, McpServer  # the mcp extra, only when asked
+
+        async with McpServer(router) as bridge:
+            server.asgi = McpMount(bridge, server.app, path=mcp,
+                                   host=urlsplit(url).hostname or "127.0.0.1")
+            await server.run(config, task_status=task_status)
