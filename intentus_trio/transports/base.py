@@ -38,7 +38,8 @@ class Transport(Protocol):
         ...
 
     async def publish(self, event: Event) -> None:
-        """Deliver ``event`` to the subscribers of its type."""
+        """Deliver ``event`` to the subscribers of its type; raises ``IntentusError`` (a
+        subclass naming the failure) when the event was not accepted."""
         ...
 
     async def aclose(self) -> None:
