@@ -41,6 +41,14 @@ class ParamsError(DecodeError):
     """Transport parameters were malformed or inconsistent."""
 
 
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    """``decode_varint`` failing with ParamsError, the one error handshake code expects."""
+    try:
+        return decode_varint(data, pos)
+    except DecodeError as exc:
+        raise ParamsError(f"bad transport parameters: {exc}") from None
+
+
 @attrs.frozen
 class TransportParameters:
     initial_scid: bytes
@@ -86,8 +94,8 @@ class TransportParameters:
         values: dict[int, bytes] = {}
         pos = 0
         while pos < len(data):
-            pid, pos = decode_varint(data, pos)
-            length, pos = decode_varint(data, pos)
+            pid, pos = _varint(data, pos)
+            length, pos = _varint(data, pos)
             if pos + length > len(data):
                 raise ParamsError("truncated transport parameter")
             if pid in values:
@@ -99,7 +107,7 @@ class TransportParameters:
             raw = values.get(pid)
             if raw is None:
                 return default
-            value, end = decode_varint(raw, 0)
+            value, end = _varint(raw, 0)
             if end != len(raw):
                 raise ParamsError("bad integer transport parameter")
             return value
@@ -151,7 +159,7 @@ def encode_handshake_payload(params: TransportParameters, pad_to: int = 0) -> by
 
 
 def decode_handshake_payload(payload: bytes) -> TransportParameters:
-    length, pos = decode_varint(payload, 0)
+    length, pos = _varint(payload, 0)
     if pos + length > len(payload):
         raise ParamsError("truncated handshake payload")
     end = pos + length

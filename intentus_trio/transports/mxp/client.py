@@ -437,7 +437,9 @@ async def _finish(stream: Any, graceful: bool) -> None:
 
 
 def _count(text: str | None) -> int | None:
-    return int(text) if text is not None and text.isdigit() and len(text) <= 12 else None
+    if text is None or not (text.isascii() and text.isdigit()) or len(text) > 12:
+        return None  # isascii: isdigit() also accepts digits int() refuses ("²")
+    return int(text)
 
 
 def open_client(url: str, **options: Any) -> MxpTransport:
