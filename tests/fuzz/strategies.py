@@ -3,11 +3,21 @@ and text that looks like a number to some checks and not to others."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from hypothesis import strategies as st
 
 from ..strategies import json_values
+
+#: Multiplies every fuzz test's example count: ``INTENTUS_FUZZ_SCALE=20`` for a deep run.
+SCALE = max(1, int(os.environ.get("INTENTUS_FUZZ_SCALE", "1")))
+
+
+def examples(count: int) -> int:
+    """``count`` examples, times ``SCALE``: small enough by default for every test run."""
+    return count * SCALE
+
 
 #: Characters that ``str.isdigit`` accepts but ``int`` does not (superscripts, circled
 #: digits), digits of other scripts, and the usual suspects around numbers.

@@ -20,9 +20,9 @@ from intentus_trio.protocol.versions import SUPPORTED_VERSIONS, negotiate, parse
 from intentus_trio.transports.framing import call_timeout, reply_item
 
 from ..strategies import frames
-from .strategies import header_values, numberish
+from .strategies import examples, header_values, numberish
 
-FAST = settings(max_examples=100, deadline=None)
+FAST = settings(max_examples=examples(60), deadline=None)
 
 versions = st.one_of(st.builds("{}.{}".format, numberish, numberish), st.text(max_size=20),
                      st.from_regex(r"\A[0-9]{1,3}\.[0-9]{1,3}\Z"))

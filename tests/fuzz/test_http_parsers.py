@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from functools import partial
 from typing import Any
+from urllib.parse import quote
 
 import attrs
 import httpx
@@ -47,11 +48,11 @@ from intentus_trio.transports.http.retry import RetryPolicy, parse_retry_after
 from ..strategies import json_objects, json_values, responses
 from ..transports.http_helpers import make_router
 from .serving import Served, serving_in_thread
-from .strategies import byte_mutations, header_values, mutate, mutated_json, numberish
+from .strategies import byte_mutations, examples, header_values, mutate, mutated_json, numberish
 
-FAST = settings(max_examples=60, deadline=None,
+FAST = settings(max_examples=examples(50), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-NETWORK = settings(max_examples=30, deadline=None,
+NETWORK = settings(max_examples=examples(20), deadline=None,
                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 #: What a lone JSON-RPC error may say; INTERNAL_ERROR would mean an unexpected exception.
@@ -368,7 +369,7 @@ def test_rest_endpoints_answer_every_frame_clearly(
     check()
 
 
-def test_query_parameters_are_read_safely(
+def test_paths_and_query_parameters_are_read_safely(
     http_server: Served[tuple[str, HttpServer]], http: httpx.Client
 ) -> None:
     env = new_intent("sleep", {"seconds": 3600})
@@ -377,13 +378,17 @@ def test_query_parameters_are_read_safely(
     assert submitted.status_code == 202
     status_url = submitted.json()["statusUrl"]
 
-    @settings(NETWORK, max_examples=25)
+    @settings(NETWORK, max_examples=examples(15))
     @given(st.one_of(numberish, st.text(max_size=12),
                      st.sampled_from(["nan", "inf", "-inf", "1e400", "-0", "0x10"])),
-           st.text(max_size=300))
-    def check(wait: str, event_type: str) -> None:
+           st.text(max_size=300), st.sampled_from(["GET", "POST", "DELETE"]),
+           st.text(max_size=80) | st.sampled_from(["", "/cancel", "x/cancel", "x/y/z"]))
+    def check(wait: str, event_type: str, method: str, task_path: str) -> None:
         reply = http.get(status_url, params={"wait": wait})
         assert reply.status_code == 200 and reply.json()["state"] == "running"
+        reply = http.request(method, "/tasks/" + quote(task_path, safe="/"))
+        assert reply.status_code in (404, 405), reply.status_code
+        assert isinstance(_frames_of(reply)[0].body, AgentResponse)
         with http.stream("GET", "/events", params={"type": event_type}) as events:
             if 0 < len(event_type) <= 256:
                 assert events.status_code == 200

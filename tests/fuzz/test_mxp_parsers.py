@@ -66,11 +66,11 @@ from intentus_trio.transports.mxp_legacy.payloads import (
 from ..strategies import json_objects, json_values, responses
 from ..transports.test_mxp_transport import make_router
 from .serving import serving_in_thread
-from .strategies import byte_mutations, header_values, mutate
+from .strategies import byte_mutations, examples, header_values, mutate
 
-FAST = settings(max_examples=100, deadline=None,
+FAST = settings(max_examples=examples(60), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-NETWORK = settings(max_examples=10, deadline=None,
+NETWORK = settings(max_examples=examples(10), deadline=None,
                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 cids = st.binary(min_size=CID_LEN, max_size=CID_LEN)

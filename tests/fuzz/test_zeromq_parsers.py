@@ -36,9 +36,9 @@ from intentus_trio.transports.zmq_trio import TrioSocket
 from ..strategies import json_objects, responses
 from ..transports.zmq_helpers import make_router
 from .serving import Served, serving_in_thread
-from .strategies import byte_mutations, header_values, mutate, mutated_json
+from .strategies import byte_mutations, examples, header_values, mutate, mutated_json
 
-NETWORK = settings(max_examples=25, deadline=None,
+NETWORK = settings(max_examples=examples(20), deadline=None,
                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 TIMEOUT_MS = 10_000
 CODEC = FrameCodec()
