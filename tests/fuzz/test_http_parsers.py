@@ -527,7 +527,7 @@ def test_client_reads_any_answer_safely() -> None:
         ok_line = dumps(frame_to_json(response_frame(AgentResponse.success({"a": 1}),
                                                      TransportProtocol.HTTP)))
 
-        @NETWORK
+        @settings(NETWORK, max_examples=examples(12))
         @given(canned_responses())
         @example(b"HTTP/1.1 503 X\r\nretry-after: \xc2\xb2\r\ncontent-length: 0\r\n\r\n")
         @example(b"HTTP/1.1 200 X\r\ncontent-type: application/json\r\n\r\n"

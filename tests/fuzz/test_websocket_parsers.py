@@ -315,7 +315,7 @@ def test_client_reads_any_answer_safely() -> None:
         ack = _reply(AgentResponse.success({}), {})
         event = _reply(new_event("e.x"), {"subscription": "1", "dropped": "²"})
 
-        @NETWORK
+        @settings(NETWORK, max_examples=examples(12))
         @given(scripts())
         @example(_Script(None, [ack, event]))
         @example(_Script("²".encode(), [ack]))
