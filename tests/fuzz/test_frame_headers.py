@@ -22,7 +22,7 @@ from intentus_trio.transports.framing import call_timeout, reply_item
 from ..strategies import frames
 from .strategies import examples, header_values, numberish
 
-FAST = settings(max_examples=examples(60), deadline=None)
+FAST = settings(max_examples=examples(40), deadline=None)
 
 versions = st.one_of(st.builds("{}.{}".format, numberish, numberish), st.text(max_size=20),
                      st.from_regex(r"\A[0-9]{1,3}\.[0-9]{1,3}\Z"))

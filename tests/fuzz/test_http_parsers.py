@@ -50,9 +50,9 @@ from ..transports.http_helpers import make_router
 from .serving import Served, serving_in_thread
 from .strategies import byte_mutations, examples, header_values, mutate, mutated_json, numberish
 
-FAST = settings(max_examples=examples(50), deadline=None,
+FAST = settings(max_examples=examples(40), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-NETWORK = settings(max_examples=examples(20), deadline=None,
+NETWORK = settings(max_examples=examples(15), deadline=None,
                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 #: What a lone JSON-RPC error may say; INTERNAL_ERROR would mean an unexpected exception.
@@ -127,7 +127,7 @@ rpc_messages = st.one_of(rpc_requests(), json_values, st.lists(rpc_requests(), m
 # ---------------------------------------------------------------------- JSON-RPC (unit)
 
 
-def check_error_reply(reply: Any, request_id: Any = None) -> AgentResponse:
+def check_error_reply(reply: Any) -> AgentResponse:
     """A JSON-RPC error object whose ``data`` is an AgentResponse error; returns that."""
     assert type(reply) is dict
     assert reply["jsonrpc"] == "2.0"
@@ -475,7 +475,7 @@ def canned_responses(draw: st.DrawFn) -> bytes:
     status = draw(st.sampled_from([200, 202, 400, 404, 413, 429, 500, 502, 503, 504]))
     media = draw(st.sampled_from([b"application/json", b"application/x-ndjson",
                                   b"text/event-stream", b"text/html"]))
-    body = draw(st.one_of(
+    body: bytes = draw(st.one_of(
         st.binary(max_size=300),
         json_values.map(dumps),
         reply_lines,
@@ -527,7 +527,7 @@ def test_client_reads_any_answer_safely() -> None:
         ok_line = dumps(frame_to_json(response_frame(AgentResponse.success({"a": 1}),
                                                      TransportProtocol.HTTP)))
 
-        @settings(NETWORK, max_examples=examples(12))
+        @settings(NETWORK, max_examples=examples(10))
         @given(canned_responses())
         @example(b"HTTP/1.1 503 X\r\nretry-after: \xc2\xb2\r\ncontent-length: 0\r\n\r\n")
         @example(b"HTTP/1.1 200 X\r\ncontent-type: application/json\r\n\r\n"
@@ -551,7 +551,8 @@ def test_stream_line_limit_is_a_clear_error() -> None:
 
         async def call() -> list[Any]:
             async with open_client(served.value, max_frame_bytes=100_000) as client:
-                return [item async for item in client.send_stream(new_intent("echo"))]
+                items = [item async for item in client.send_stream(new_intent("echo"))]
+            return items
 
         (only,) = trio.run(call)
         assert only.error is not None

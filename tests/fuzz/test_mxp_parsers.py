@@ -68,7 +68,7 @@ from ..transports.test_mxp_transport import make_router
 from .serving import serving_in_thread
 from .strategies import byte_mutations, examples, header_values, mutate
 
-FAST = settings(max_examples=examples(60), deadline=None,
+FAST = settings(max_examples=examples(40), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 NETWORK = settings(max_examples=examples(10), deadline=None,
                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

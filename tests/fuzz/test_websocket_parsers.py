@@ -37,8 +37,8 @@ from ..transports.ws_helpers import make_router
 from .serving import Served, serving_in_thread
 from .strategies import byte_mutations, examples, header_values, mutate, mutated_json, numberish
 
-FAST = settings(max_examples=examples(60), deadline=None)
-NETWORK = settings(max_examples=examples(20), deadline=None,
+FAST = settings(max_examples=examples(40), deadline=None)
+NETWORK = settings(max_examples=examples(15), deadline=None,
                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 _HEADER_VALUE = re.compile(rb"[\x21-\x7e\x80-\xff]([\x20-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?")
@@ -315,7 +315,7 @@ def test_client_reads_any_answer_safely() -> None:
         ack = _reply(AgentResponse.success({}), {})
         event = _reply(new_event("e.x"), {"subscription": "1", "dropped": "²"})
 
-        @settings(NETWORK, max_examples=examples(12))
+        @settings(NETWORK, max_examples=examples(10))
         @given(scripts())
         @example(_Script(None, [ack, event]))
         @example(_Script("²".encode(), [ack]))

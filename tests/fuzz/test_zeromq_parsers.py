@@ -38,7 +38,7 @@ from ..transports.zmq_helpers import make_router
 from .serving import Served, serving_in_thread
 from .strategies import byte_mutations, examples, header_values, mutate, mutated_json
 
-NETWORK = settings(max_examples=examples(20), deadline=None,
+NETWORK = settings(max_examples=examples(15), deadline=None,
                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 TIMEOUT_MS = 10_000
 CODEC = FrameCodec()
@@ -103,7 +103,7 @@ def _good_request(rid: bytes, payload: dict[str, Any]) -> list[bytes]:
 
 @pytest.fixture
 def dealer() -> Iterator[zmq.Socket[bytes]]:
-    context = zmq.Context.instance()
+    context: zmq.Context[Any] = zmq.Context.instance()
     sock = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.RCVTIMEO, TIMEOUT_MS)
@@ -285,7 +285,7 @@ class _Sockets:
 
 @pytest.fixture
 def sockets() -> Iterator[_Sockets]:
-    context = zmq.Context.instance()
+    context: zmq.Context[Any] = zmq.Context.instance()
     push, pull = context.socket(zmq.PUSH), context.socket(zmq.PULL)
     for sock in (push, pull):
         sock.setsockopt(zmq.LINGER, 0)
@@ -377,7 +377,7 @@ results = st.one_of(
 def test_distributor_reads_any_result_safely() -> None:
     with serving_in_thread(_start_distributor) as served:
         handle = served.value
-        context = zmq.Context.instance()
+        context: zmq.Context[Any] = zmq.Context.instance()
         fake_worker, results_out = context.socket(zmq.PULL), context.socket(zmq.PUSH)
         try:
             for sock in (fake_worker, results_out):
