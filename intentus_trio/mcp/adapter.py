@@ -157,7 +157,7 @@ def envelope_from_tool_call(
     priority = Priority.NORMAL
     raw_priority = meta.get(META_PRIORITY)
     if raw_priority is not None:
-        if raw_priority not in _PRIORITIES:
+        if not isinstance(raw_priority, str) or raw_priority not in _PRIORITIES:
             raise ValidationError(f"_meta.{META_PRIORITY}", "expected low|normal|high")
         priority = _PRIORITIES[raw_priority]
     env = new_intent(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -65,12 +64,6 @@ def test_tool_call_params_are_read_or_refused(name: Any, arguments: Any, meta: A
     _read_or_refuse(name, arguments, meta)
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
-    "intentus_trio/mcp/adapter.py envelope_from_tool_call: `raw_priority not in _PRIORITIES` "
-    "raises TypeError for an unhashable _meta value (a list or an object) instead of "
-    "ValidationError, so tools/call with _meta {\"intentus/priority\": []} is not answered "
-    "with INVALID_PARAMS; reproducer: envelope_from_tool_call('echo', {}, "
-    "{'intentus/priority': []})"))
 @FAST
 @given(st.lists(json_values, max_size=2) | json_objects)
 @example([])

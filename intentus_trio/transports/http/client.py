@@ -705,13 +705,13 @@ async def _lines(response: httpx.Response, limit: int) -> AsyncGenerator[bytes, 
     """Lines of a streamed body (without line ends); a line longer than ``limit`` fails."""
     buffer = b""
     async for chunk in response.aiter_bytes():
-        buffer += chunk
-        while True:
-            end = buffer.find(b"\n")
-            if end < 0:
-                break
-            line, buffer = buffer[:end], buffer[end + 1:]
-            yield line.rstrip(b"\r")
+        if b"\n" not in chunk:
+            buffer += chunk
+        else:
+            # one split per chunk: cutting lines off the front one by one is quadratic
+            *lines, buffer = (buffer + chunk).split(b"\n")
+            for line in lines:
+                yield line.rstrip(b"\r")
         if len(buffer) > limit:
             raise PayloadTooLarge(len(buffer), limit)
     if buffer:
