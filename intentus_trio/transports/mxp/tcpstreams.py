@@ -26,6 +26,8 @@ from .backend import Address, ClientPolicy
 _CONNECT = 0
 _STREAM = 1
 _TOKEN = 16
+#: Seconds a new TCP connection has to send its preface.
+PREFACE_TIMEOUT = 10.0
 _ACCEPTED = b"\x01"
 
 
@@ -166,15 +168,21 @@ class _Listener:
 
     async def handle(self, tcp: trio.SocketStream) -> None:
         try:
-            kind = (await _read_exactly(tcp, 1))[0]
+            preface: bytes | None = None
+            with trio.move_on_after(PREFACE_TIMEOUT):  # a silent socket does not stay
+                kind = (await _read_exactly(tcp, 1))[0]
+                preface = await _read_exactly(tcp, _TOKEN if kind == _STREAM else 64)
+            if preface is None:
+                await trio.aclose_forcefully(tcp)
+                return
             if kind == _STREAM:
-                conn = self.connections.get(await _read_exactly(tcp, _TOKEN))
+                conn = self.connections.get(preface)
                 stream = conn.offer(tcp) if conn is not None else None
                 if stream is not None:
                     # The socket is closed when this handler returns: wait for its user.
                     await stream.closed.wait()
                 return
-            raw = await _read_exactly(tcp, 64)
+            raw = preface
             client_key = raw[32:]
             peer = tcp.socket.getpeername()
             if raw[:32] != self.key.public or not self.policy(client_key, (peer[0], peer[1])):
