@@ -29,6 +29,10 @@ layer (``send_multipart``, enum conversions) costs more than the libzmq call its
 
 from __future__ import annotations
 
+import itertools
+import os
+import struct
+import threading
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from typing import Any, cast
@@ -37,7 +41,7 @@ import trio
 import zmq
 from zmq.backend import Socket as _Base
 
-__all__ = ["DEFAULT_LINGER_MS", "Frames", "TrioSocket", "shared_context"]
+__all__ = ["DEFAULT_LINGER_MS", "CloseWatch", "Frames", "Link", "TrioSocket", "shared_context"]
 
 #: How long unsent messages may delay a close, in milliseconds.
 DEFAULT_LINGER_MS = 500
@@ -336,3 +340,199 @@ class TrioSocket:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+_HANDSHAKE_SUCCEEDED = int(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+_DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
+_MONITOR_STOPPED = int(zmq.EVENT_MONITOR_STOPPED)
+_monitor_ids = itertools.count(1)
+
+
+def _event(frames: list[bytes]) -> int:
+    """The event number of a monitor message (its first two bytes, in native order).
+
+    pyzmq's ``parse_monitor_message`` would do, but its module imports asyncio, which
+    costs a client about 50M instructions at start.
+    """
+    event: int = struct.unpack_from("=H", frames[0])[0]
+    return event
+
+
+class _Monitor:
+    """The receiving end of libzmq's monitor of one socket, and its safe disposal.
+
+    libzmq sends monitor events with a *blocking* send. Once our end is closed, the next
+    event (at the latest ``EVENT_MONITOR_STOPPED``, when a closed socket is finally
+    destroyed) would block libzmq's I/O or reaper thread for good, and with it every later
+    close in the process. So our end is closed only after libzmq has stopped the monitor:
+    ``release`` stops it itself while the socket is open; for a socket already closed it
+    waits for the stop report, keeping the end among ``_unstopped`` until that has come.
+    """
+
+    __slots__ = ("pair", "sock", "stopped")
+
+    def __init__(self, sock: TrioSocket, events: int) -> None:
+        _sweep()
+        # A name of our own: pyzmq's default is made of the socket's FD number, which libzmq
+        # releases before it stops the monitor of a closed socket.
+        address = f"inproc://intentus-monitor-{os.getpid()}-{next(_monitor_ids)}"
+        self.sock = sock
+        self.pair = TrioSocket(
+            sock.socket.get_monitor_socket(events | _MONITOR_STOPPED, address), linger_ms=0)
+        self.stopped = False
+
+    async def receive(self) -> int:
+        """The next event; raises ``trio.ClosedResourceError`` once released."""
+        event = _event(await self.pair.receive())
+        if event == _MONITOR_STOPPED:
+            self.stopped = True
+        return event
+
+    def release(self) -> None:
+        """Stop receiving events (idempotent); a waiting ``receive`` raises EndOfChannel."""
+        if self.pair.closed:
+            return
+        if not self.stopped and not self.sock.closed:
+            # libzmq queues its stop report for our (still open) end and sends no more.
+            self.sock.socket.disable_monitor()
+            self.stopped = True
+        if self.stopped:
+            self.pair.close(0)
+        else:
+            self.pair.shutdown_receive()
+            with _unstopped_lock:
+                _unstopped.append(self)
+
+
+#: Monitors released after their socket was closed, until libzmq reports the stop (any
+#: thread's trio loop may create and release monitors).
+_unstopped: list[_Monitor] = []
+_unstopped_lock = threading.Lock()
+
+
+def _sweep() -> None:
+    if not _unstopped:
+        return
+    with _unstopped_lock:
+        for monitor in list(_unstopped):
+            with suppress(zmq.Again):
+                while not monitor.stopped:
+                    frames = monitor.pair.socket.recv_multipart(zmq.NOBLOCK)
+                    monitor.stopped = _event(frames) == _MONITOR_STOPPED
+            if monitor.stopped:
+                _unstopped.remove(monitor)
+                monitor.pair.close(0)
+
+
+class Link:
+    """Whether a connecting socket has a live connection, from libzmq's socket monitor.
+
+    ``ZMQ_IMMEDIATE`` answers the same question inside libzmq, but pays for it: when its
+    connection drops, libzmq discards the messages the socket received and the application
+    has not read yet. A socket without it keeps those messages across the drop, and its
+    owner asks ``up`` before queueing anything that only a live peer should take.
+
+    Create the link before the socket connects (so it sees the first handshake), run
+    ``run`` in a task, and ``close`` it before the socket. The socket should have a single
+    peer (one ``connect``): ``up`` follows that peer's last handshake or disconnect, as
+    seen by ``run`` (so it may lag libzmq by one wakeup of that task).
+    """
+
+    __slots__ = ("_closed", "_down", "_monitor", "_up", "up")
+
+    def __init__(self, sock: TrioSocket) -> None:
+        self.up = False
+        self._closed = False
+        self._monitor = _Monitor(sock, _HANDSHAKE_SUCCEEDED | _DISCONNECTED)
+        self._up = trio.Event()
+        self._down = trio.Event()
+        self._down.set()
+
+    async def run(self) -> None:
+        """Follow the monitor until ``close`` (or the socket's end)."""
+        while True:
+            try:
+                event = await self._monitor.receive()
+            except (trio.ClosedResourceError, trio.EndOfChannel):
+                return
+            if event == _HANDSHAKE_SUCCEEDED:
+                self._set(True)
+            elif event == _DISCONNECTED:
+                self._set(False)
+            elif event == _MONITOR_STOPPED:
+                self._set(False)
+                return
+
+    def _set(self, up: bool) -> None:
+        self.up = up
+        now, then = (self._up, self._down) if up else (self._down, self._up)
+        now.set()
+        if then.is_set():
+            if up:
+                self._down = trio.Event()
+            else:
+                self._up = trio.Event()
+
+    async def wait_up(self) -> None:
+        """Return once the socket has a live connection (at once if it has).
+
+        Raises ``trio.ClosedResourceError`` once the link is closed.
+        """
+        while not self.up:
+            if self._closed:
+                raise trio.ClosedResourceError("the connection's monitor is closed")
+            await self._up.wait()
+
+    async def wait_down(self) -> None:
+        """Return once the socket has no live connection (at once if it has none)."""
+        while self.up:
+            await self._down.wait()
+
+    def close(self) -> None:
+        """Stop following (idempotent); ``run`` returns, ``wait_up`` raises. The socket is
+        left open."""
+        self._closed = True
+        self.up = False
+        self._up.set()
+        self._down.set()
+        self._monitor.release()
+
+
+class CloseWatch:
+    """Closes a socket and tells when libzmq has finished with it.
+
+    ``TrioSocket.close`` returns at once; libzmq then writes the socket's queued outgoing
+    messages to the network in its I/O thread, for up to ``LINGER``. A process that exits
+    meanwhile loses them. libzmq reports the socket's end (``EVENT_MONITOR_STOPPED``) only
+    once that is done, so awaiting it makes "sent before closing" mean "handed to the
+    network". Create the watch while the socket is open.
+    """
+
+    __slots__ = ("_monitor", "_sock")
+
+    def __init__(self, sock: TrioSocket) -> None:
+        self._sock = sock
+        self._monitor = _Monitor(sock, _MONITOR_STOPPED)
+
+    async def close(self) -> bool:
+        """Close the socket and wait until libzmq has finished with it.
+
+        True once it has; False if the watch was discarded first. Bound the wait with a
+        deadline: libzmq needs up to the socket's ``LINGER`` after ``close``.
+        """
+        self._sock.close()
+        monitor = self._monitor
+        if monitor.pair.closed:
+            return False
+        try:
+            while not monitor.stopped:
+                await monitor.receive()
+            return True
+        except (trio.ClosedResourceError, trio.EndOfChannel):
+            return False
+        finally:
+            monitor.release()
+
+    def discard(self) -> None:
+        """Stop watching (idempotent); the socket is left as it is."""
+        self._monitor.release()

@@ -8,7 +8,7 @@ import pytest
 import trio
 import zmq
 
-from intentus_trio.transports.zmq_trio import POLLOUT, TrioSocket
+from intentus_trio.transports.zmq_trio import POLLOUT, CloseWatch, Link, TrioSocket
 
 TIMEOUT = 10.0
 
@@ -216,3 +216,90 @@ async def test_close_wakes_waiters_and_shutdown_receive(
     with pytest.raises(trio.ClosedResourceError):
         await c.send([b"x"])
     c.close()  # idempotent
+
+
+async def test_link_follows_the_connection_and_replies_outlive_it() -> None:
+    """What the client relies on instead of ZMQ_IMMEDIATE: ``up`` follows the handshake and
+    the drop, and messages received before a drop stay readable after it."""
+    server = TrioSocket.open(zmq.ROUTER)
+    server.socket.bind("tcp://127.0.0.1:0")
+    url = server.socket.getsockopt_string(zmq.LAST_ENDPOINT)
+    watch = CloseWatch(server)
+    client = TrioSocket.open(zmq.DEALER, linger_ms=0)
+    link = Link(client)
+    try:
+        with trio.fail_after(TIMEOUT):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(link.run)
+                await trio.testing.wait_all_tasks_blocked()
+                assert not link.up
+                client.socket.connect(url)
+                await link.wait_up()
+                await client.send([b"hello"])
+                peer = (await server.receive())[0]
+                for i in range(100):
+                    server.send_nowait([peer, b"%d" % i])
+                assert await watch.close()
+                await link.wait_down()
+                assert not link.up
+                # Nothing was read before the connection dropped; all of it is still there.
+                for i in range(100):
+                    assert await client.receive() == [b"%d" % i]
+                link.close()  # run returns
+    finally:
+        watch.discard()
+        link.close()
+        client.close()
+        server.close()
+
+
+async def test_close_watch_waits_for_libzmq_up_to_the_linger() -> None:
+    """A peer that takes nothing holds the queue: ``close`` returns once the linger ran out."""
+    linger = 0.3
+    server = TrioSocket.open(zmq.ROUTER, linger_ms=int(linger * 1000),
+                             options={zmq.SNDBUF: 4096})
+    server.socket.bind("tcp://127.0.0.1:0")
+    url = server.socket.getsockopt_string(zmq.LAST_ENDPOINT)
+    stuck = TrioSocket.open(zmq.DEALER, linger_ms=0, options={zmq.RCVHWM: 1, zmq.RCVBUF: 4096})
+    watch = CloseWatch(server)
+    try:
+        with trio.fail_after(TIMEOUT):
+            stuck.socket.connect(url)
+            await stuck.send([b"hello"])
+            peer = (await server.receive())[0]
+            for _ in range(16):
+                server.send_nowait([peer, bytes(1 << 20)])
+            start = trio.current_time()
+            assert await watch.close()
+            assert trio.current_time() - start >= linger * 0.9
+    finally:
+        watch.discard()
+        stuck.close()
+        server.close()
+
+
+async def test_a_discarded_close_watch_returns_false() -> None:
+    sock = TrioSocket.open(zmq.DEALER, linger_ms=0)
+    watch = CloseWatch(sock)
+    watch.discard()
+    with trio.fail_after(TIMEOUT):
+        assert not await watch.close()
+    assert sock.closed
+
+
+async def test_a_watch_given_up_early_leaves_libzmq_working() -> None:
+    """libzmq reports a socket's end with a blocking send: a watch that stops waiting must
+    not close its end before that report, or libzmq's reaper thread would hang for good
+    (and no socket of the process would finish closing after it)."""
+    for _ in range(3):
+        sock = TrioSocket.open(zmq.ROUTER)
+        sock.socket.bind("tcp://127.0.0.1:0")
+        watch = CloseWatch(sock)
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await watch.close()
+        assert sock.closed
+    later = TrioSocket.open(zmq.ROUTER)
+    later.socket.bind("tcp://127.0.0.1:0")
+    with trio.fail_after(TIMEOUT):
+        assert await CloseWatch(later).close()

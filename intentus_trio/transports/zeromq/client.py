@@ -5,9 +5,13 @@ task: one waiting caller at a time (the leader) receives replies and hands each 
 the others wait on an Event, and a leader whose own reply has come wakes one of them to lead.
 So a lone call costs no task switch beyond the socket's own wakeup. A call that times out
 just forgets its id; its late reply is discarded and counted,
-and the socket stays in use. ZeroMQ reconnects by itself; with ``ZMQ_IMMEDIATE`` a request
-is only queued on a live connection, so a call that could not be sent before its deadline
-reports CONNECTION_FAILURE, and one sent but unanswered reports TIMEOUT.
+and the socket stays in use. ZeroMQ reconnects by itself. A request is only queued while the
+socket monitor reports a live connection (``zmq_trio.Link``), so a call that could not be
+sent before its deadline reports CONNECTION_FAILURE, and one sent but unanswered reports
+TIMEOUT. The socket does not use ``ZMQ_IMMEDIATE``, which asks the same of libzmq but
+discards the replies received and not yet read when the connection drops: without it they
+stay readable, so a reply the node sent before closing reaches its caller even if the
+client's loop was busy while the connection went away.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from ...protocol.models import AgentResponse, Event, IntentEnvelope, StreamChunk
 from ..base import StreamItem
 from ..deadlines import Deadlines
 from ..framing import ClientFraming, FrameProtector, timeout_headers
-from ..zmq_trio import TrioSocket
+from ..zmq_trio import Link, TrioSocket
 from . import wire
 from .endpoints import check_url, endpoint
 
@@ -111,6 +115,7 @@ class ZmqClient:
         self._leader: _Call | None = None
         self._followers: dict[_Call, None] = {}
         self._sock: TrioSocket | None = None
+        self._link: Link | None = None
         self._closed = False
         self._subscriptions: set[TrioSocket] = set()
         # Deadlines of waiting calls, served by one timer task: a cancel scope per call
@@ -126,16 +131,22 @@ class ZmqClient:
     async def __aenter__(self) -> ZmqClient:
         if self._sock is not None or self._closed:
             raise RuntimeError("the client is already open or closed")
-        sock = TrioSocket.open(zmq.DEALER, options={**self._options, zmq.IMMEDIATE: 1})
+        sock = TrioSocket.open(zmq.DEALER, options=self._options)
+        link = None
         try:
+            link = Link(sock)
             sock.socket.connect(self.url)
             self._nursery_cm = trio.open_nursery()
             self._nursery = await self._nursery_cm.__aenter__()
         except BaseException:
+            if link is not None:
+                link.close()
             sock.close(0)
             raise
         self._sock = sock
+        self._link = link
         self._now = trio.lowlevel.current_clock().current_time
+        self._nursery.start_soon(link.run)
         await self._nursery.start(self._deadlines.run)
         return self
 
@@ -152,6 +163,8 @@ class ZmqClient:
         self._closed = True
         for sub in list(self._subscriptions):
             sub.close(0)
+        if self._link is not None:
+            self._link.close()
         if self._sock is not None:
             self._sock.close()
         nursery_cm, self._nursery_cm = self._nursery_cm, None
@@ -189,25 +202,32 @@ class ZmqClient:
         return limit, _INF if limit is None else self._now() + limit
 
     def _start(self, sock: TrioSocket, call: _Call, message: list[bytes], deadline: float) -> bool:
-        """Queue a call's request if the socket takes it now, and register the call.
+        """Queue a call's request if the connection is up and the socket takes it now, and
+        register the call.
 
         Registering after the send keeps the bookkeeping out of the round trip; it is still
         done before the caller first yields, so no reply can arrive unclaimed.
         """
-        try:
-            sock.send_nowait(message)
-            sent = True
-        except trio.WouldBlock:
-            sent = False
+        sent = False
+        link = self._link
+        if link is not None and link.up:
+            try:
+                sock.send_nowait(message)
+                sent = True
+            except trio.WouldBlock:
+                pass
         self._calls[message[0]] = call
         if deadline != _INF:
             self._deadlines.add(deadline, call)
         return sent
 
-    @staticmethod
-    async def _send(sock: TrioSocket, message: list[bytes], deadline: float) -> bool:
-        """Queue ``message`` once the socket takes it; False if not before ``deadline``."""
+    async def _send(self, sock: TrioSocket, message: list[bytes], deadline: float) -> bool:
+        """Queue ``message`` once a connection is up and the socket takes it; False if not
+        before ``deadline``."""
+        link = self._link
+        assert link is not None
         with trio.move_on_at(deadline):
+            await link.wait_up()
             await sock.send(message)
             return True
         return False

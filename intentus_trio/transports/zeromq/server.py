@@ -27,7 +27,7 @@ from ...protocol.errors import IntentusError, MalformedMessage, PayloadTooLarge,
 from ...protocol.models import TransportEnvelope
 from ...routing.router import Router
 from ..framing import ClientFraming, FrameDispatcher, FrameProtector, call_timeout
-from ..zmq_trio import TrioSocket
+from ..zmq_trio import DEFAULT_LINGER_MS, CloseWatch, TrioSocket
 from . import wire
 from .endpoints import Role, check_url, connectable, endpoint, split_tcp
 from .pool import ServingPool, current_member
@@ -40,6 +40,9 @@ WORKERS_AGENT = "zmq-workers"
 
 _BIND_ATTEMPTS = 32
 _REPLY_BACKOFF_MAX = 0.05
+#: How long a shutdown waits for libzmq to write out the last replies: the request
+#: socket's linger, and a margin for libzmq's threads to report it.
+_FLUSH_LIMIT = DEFAULT_LINGER_MS / 1000 + 1.0
 
 
 @attrs.define
@@ -75,7 +78,6 @@ class ZmqServer:
         hwm: int = 1000,
         heartbeat: float | None = 2.0,
         shutdown_timeout: float = 5.0,
-        close_delay: float = 0.25,
         reply_timeout: float = 30.0,
         max_call_timeout: float | None = 300.0,
         events: bool = True,
@@ -101,10 +103,6 @@ class ZmqServer:
         self.codec = codec
         self.max_concurrency = max_concurrency
         self.shutdown_timeout = shutdown_timeout
-        self.close_delay = close_delay
-        #: Set once a shutdown has begun, and once a reply was sent after that.
-        self._closing = False
-        self._answered_while_closing = False
         self.reply_timeout = reply_timeout
         self.max_call_timeout = max_call_timeout
         self.events = events
@@ -180,11 +178,14 @@ class ZmqServer:
     # ------------------------------------------------------------------ running
 
     async def run(self, url: str, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve until cancelled, then finish in-flight requests within ``shutdown_timeout``."""
+        """Serve until cancelled, then finish in-flight requests within ``shutdown_timeout``
+        and return once their replies are written out (see ``_run_shielded``)."""
         with ExitStack() as stack:
             self._now = trio.lowlevel.current_clock().current_time
             sockets = self._bind(url, stack)
             self._rpc = sockets["rpc"]
+            flush = CloseWatch(self._rpc)
+            stack.callback(flush.discard)
             self._xpub = sockets.get("events")
             registration = None
             if self.distributor is not None and self.distribute is not None:
@@ -197,34 +198,34 @@ class ZmqServer:
             work = trio.CancelScope(shield=True)
             try:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._run_shielded, work)
+                    nursery.start_soon(self._run_shielded, work, flush)
                     task_status.started(self.urls["rpc"])
                     try:
                         await trio.sleep_forever()
                     finally:
-                        self._closing = True
                         self._rpc.shutdown_receive()
                         work.deadline = trio.current_time() + self.shutdown_timeout
             finally:
                 if registration is not None:
                     self.router.unregister(WORKERS_AGENT)
 
-    async def _run_shielded(self, work: trio.CancelScope) -> None:
-        with work:
-            async with trio.open_nursery() as helpers:
-                if self._xpub is not None:
-                    helpers.start_soon(self._forward_events, self._xpub)
-                    helpers.start_soon(self._answer_subscriptions, self._xpub)
-                if self.distributor is not None:
-                    helpers.start_soon(self.distributor.run)
-                assert self._rpc is not None
-                await ServingPool(self._rpc, self._handle, self.max_concurrency).run()
-                if self._answered_while_closing:
-                    # Clients connect with ZMQ_IMMEDIATE, whose connection, once dropped,
-                    # discards replies that arrived but were not read yet: give them a
-                    # moment to read the last ones (within the shutdown deadline).
-                    await trio.sleep(self.close_delay)
-                helpers.cancel_scope.cancel()
+    async def _run_shielded(self, work: trio.CancelScope, flush: CloseWatch) -> None:
+        try:
+            with work:
+                async with trio.open_nursery() as helpers:
+                    if self._xpub is not None:
+                        helpers.start_soon(self._forward_events, self._xpub)
+                        helpers.start_soon(self._answer_subscriptions, self._xpub)
+                    if self.distributor is not None:
+                        helpers.start_soon(self.distributor.run)
+                    assert self._rpc is not None
+                    await ServingPool(self._rpc, self._handle, self.max_concurrency).run()
+                    helpers.cancel_scope.cancel()
+        finally:
+            # The last replies may still sit in libzmq's queues: return (and let the process
+            # exit) only once they are written out, or the linger has run out.
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + _FLUSH_LIMIT):
+                await flush.close()
 
     # ------------------------------------------------------------------ requests
 
@@ -323,8 +324,6 @@ class ZmqServer:
             self.stats.error_replies += 1
         message = [*envelope, data]
         assert self._rpc is not None
-        if self._closing:
-            self._answered_while_closing = True
         try:
             self._rpc.send_nowait(message)
         except trio.WouldBlock:
