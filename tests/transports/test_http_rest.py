@@ -112,7 +112,7 @@ async def test_deadline_returns_timeout_and_connection_stays_usable() -> None:
         assert ok.ok
 
 
-async def test_publish_is_bounded_by_its_timeout() -> None:
+async def test_publish_and_health_are_bounded_by_their_timeout() -> None:
     async def silent(stream: trio.SocketStream) -> None:
         await trio.sleep_forever()  # accepts the connection, never answers
 
@@ -123,6 +123,8 @@ async def test_publish_is_bounded_by_its_timeout() -> None:
             with trio.fail_after(5):
                 with pytest.raises(TransportTimeout):
                     await client.publish(new_event("nobody.answers"), timeout=0.2)
+                with pytest.raises(TransportTimeout):
+                    await client.health(timeout=0.2)
         nursery.cancel_scope.cancel()
 
 

@@ -664,23 +664,23 @@ class HttpTransport:
         """The server's /healthz document (raises IntentusError if it is unreachable)."""
         self._check_open()
 
-        def decode(answer: _Answer) -> tuple[dict[str, Any] | AgentResponse, bool]:
+        def decode(answer: _Answer) -> tuple[dict[str, Any] | IntentusError, bool]:
             try:
                 obj = loads(answer.body)
             except IntentusError as exc:
-                return exc.to_response(), False
+                return exc, False
             if type(obj) is not dict:
-                return MalformedMessage("not a health document").to_response(), False
+                return MalformedMessage("not a health document"), False
             return obj, False
 
-        def failed(exc: IntentusError) -> dict[str, Any] | AgentResponse:
-            return exc.to_response()
+        def failed(exc: IntentusError) -> dict[str, Any] | IntentusError:
+            return exc
 
         result = await self._call("GET", self._urls["health"], None, decode, failed,
                                   limit=self.timeout if timeout is _UNSET else timeout,
                                   idempotent=True)
-        if isinstance(result, AgentResponse):
-            raise RemoteError(result)
+        if isinstance(result, IntentusError):
+            raise result  # no health document: the local error (TransportTimeout, ...)
         return result
 
 
