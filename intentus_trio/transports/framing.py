@@ -42,6 +42,7 @@ from ..routing.router import Router
 from .base import StreamItem
 
 _NEGOTIATION = SUPPORTED_VERSIONS
+_REFERENCE = TransportProtocol.INTENTUSNET_1_0.value
 
 
 class FrameProtector(Protocol):
@@ -194,14 +195,17 @@ class ClientFraming:
         return reply_item(self.decode_frame(data))
 
 
-def _salvage(data: bytes | bytearray | memoryview | str) -> tuple[str | None, str | None]:
-    """Best-effort (traceId, requestId) of a frame that failed to decode, for the error reply."""
+def _salvage(
+    data: bytes | bytearray | memoryview | str,
+) -> tuple[str | None, str | None, bool]:
+    """Best-effort (traceId, requestId, sent by a reference client) of a frame that failed to
+    decode, for the error reply: a reference client reads only ``INTENTUSNET/1.0`` replies."""
     try:
         obj = loads(data)
     except IntentusError:
-        return None, None
+        return None, None, False
     if type(obj) is not dict:
-        return None, None
+        return None, None, False
     headers = obj.get("headers")
     trace_id = request_id = None
     if type(headers) is dict:
@@ -213,6 +217,7 @@ def _salvage(data: bytes | bytearray | memoryview | str) -> tuple[str | None, st
     return (
         trace_id if type(trace_id) is str and len(trace_id) <= 256 else None,
         request_id if type(request_id) is str and len(request_id) <= 256 else None,
+        obj.get("protocol") == _REFERENCE,
     )
 
 
@@ -261,7 +266,9 @@ class FrameDispatcher:
             trace_id = trace_id or request.headers.get(h.TRACE_ID)
         elif data is not None and not isinstance(exc, PayloadTooLarge):
             # Oversize input is never parsed, not even to find its trace id.
-            trace_id, request_id = _salvage(data)
+            trace_id, request_id, reference = _salvage(data)
+            if reference:
+                protocol = TransportProtocol.INTENTUSNET_1_0
         return response_frame(exc.to_response(trace_id=trace_id), protocol, request_id=request_id)
 
     # -------------------------------------------------------------- request/response

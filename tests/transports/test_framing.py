@@ -120,6 +120,22 @@ async def test_trace_id_is_salvaged_from_an_invalid_frame() -> None:
     assert out["body"]["metadata"]["traceId"] == raw["metadata"]["traceId"]
 
 
+@pytest.mark.parametrize("transport", [TransportProtocol.WEBSOCKET, TransportProtocol.ZEROMQ,
+                                       TransportProtocol.MXP])
+async def test_an_undecodable_reference_frame_is_answered_in_its_protocol(
+    transport: TransportProtocol,
+) -> None:
+    # The reference client's AES-GCM EMCL body: refused, and answered so that client reads it.
+    frame = {"protocol": "INTENTUSNET/1.0", "messageType": "emcl", "headers": {},
+             "body": {"cipherText": "AAAA", "iv": "AAAA", "tag": "AAAA"}}
+    out = await reply(orjson.dumps(frame), FrameDispatcher(ROUTER, transport))
+    assert out["protocol"] == "INTENTUSNET/1.0" and out["messageType"] == "response"
+    assert out["body"]["error"]["code"] == "VALIDATION_ERROR"
+    plain = await reply(orjson.dumps({**frame, "protocol": transport.value}),
+                        FrameDispatcher(ROUTER, transport))
+    assert plain["protocol"] == transport.value
+
+
 async def test_event_frames_are_published() -> None:
     client = ClientFraming(TransportProtocol.HTTP)
     async with ROUTER.events.subscribe("ping") as sub:

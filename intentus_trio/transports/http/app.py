@@ -34,7 +34,6 @@ from ...protocol.errors import (
     AgentUnavailable,
     EMCLFailure,
     IntentusError,
-    MalformedMessage,
     PayloadTooLarge,
     ProtocolError,
     TransportTimeout,
@@ -336,15 +335,8 @@ class HttpApp:
     ) -> tuple[TransportEnvelope, int]:
         """The reply frame and status for request bytes that are not a usable frame."""
         reply = self.dispatcher.error_frame(exc, data=data)
-        status = wire.status_for(exc.to_response())
-        if not isinstance(exc, PayloadTooLarge | MalformedMessage):
-            try:
-                obj = loads(data)
-            except IntentusError:
-                obj = None
-            if type(obj) is dict and obj.get("protocol") == _LEGACY.value:
-                reply = attrs.evolve(reply, protocol=_LEGACY)
-                status = 200
+        # a reference client's frame gets its protocol back, and 200 (it discards error bodies)
+        status = 200 if reply.protocol is _LEGACY else wire.status_for(exc.to_response())
         return reply, status
 
     def _reply_status(self, request: TransportEnvelope, reply: TransportEnvelope) -> int:
