@@ -158,7 +158,7 @@ async def _serve(config: NodeConfig, router: Router) -> int:
         async with trio.open_nursery() as nursery:
             try:
                 node = await nursery.start(partial(serve_node, config, router=router))
-            except (ConfigError, UnknownScheme, OSError, IntentusError) as exc:
+            except (ConfigError, UnknownScheme, OSError, IntentusError, ValueError) as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 nursery.cancel_scope.cancel()
                 return 2

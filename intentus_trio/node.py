@@ -12,6 +12,7 @@ from typing import Any
 import trio
 from attrs import frozen
 
+from ._groups import unwrap_single
 from .config import ConfigError, McpServerConfig, NodeConfig, build_router
 from .emcl.node_keys import load_node_keys
 from .emcl.protector import Role
@@ -38,9 +39,17 @@ async def serve_node(
 ) -> None:
     """Run the node described by ``config`` until cancelled."""
     router = router or build_router(config)
-    keys = None if config.emcl is None else load_node_keys(config.emcl, config.node.name)
     # Remote transports and MCP sessions open first and close last (they may own nurseries,
-    # which must nest): the listeners stop before what their agents rely on.
+    # which must nest): the listeners stop before what their agents rely on. A listener
+    # that cannot start raises its own error, not a group around it.
+    with unwrap_single():
+        await _run_node(config, router, task_status)
+
+
+async def _run_node(
+    config: NodeConfig, router: Router, task_status: trio.TaskStatus[RunningNode]
+) -> None:
+    keys = None if config.emcl is None else load_node_keys(config.emcl, config.node.name)
     async with AsyncExitStack() as stack:
         limit = config.node.max_frame_bytes
         for remote in config.remotes:
@@ -76,12 +85,16 @@ def _frame_limit(
     url: str, options: dict[str, Any], limit: int, *, server: bool
 ) -> dict[str, Any]:
     """``options`` with the node's frame limit, unless they set one or it is the default."""
-    if limit == DEFAULT_MAX_FRAME_BYTES or "max_frame_bytes" in options or "limits" in options:
+    if limit == DEFAULT_MAX_FRAME_BYTES or "max_frame_bytes" in options:
         return dict(options)
     if server and url.partition(":")[0].lower() in ("http", "https"):
-        from .transports.http import ServerLimits  # the HTTP server's limit is its body size
-
-        return {**options, "limits": ServerLimits(max_body_bytes=limit)}
+        # the HTTP server's frame limit is its body size, one of its limits
+        limits = options.get("limits")
+        if limits is None:
+            return {**options, "limits": {"max_body_bytes": limit}}
+        if isinstance(limits, dict):
+            return {**options, "limits": {"max_body_bytes": limit, **limits}}
+        return dict(options)
     return {**options, "max_frame_bytes": limit}
 
 

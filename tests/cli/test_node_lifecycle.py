@@ -4,6 +4,7 @@ listeners, ``max_frame_bytes`` reaches listeners and remotes, ``agent_timeout = 
 from __future__ import annotations
 
 import httpx
+import pytest
 import trio
 
 from intentus_trio import new_intent
@@ -58,3 +59,51 @@ async def test_the_node_frame_limit_reaches_its_listeners() -> None:
 def test_agent_timeout_zero_means_no_router_deadline() -> None:
     assert build_router(parse_config({"node": {"agent_timeout": 0}})).default_timeout is None
     assert build_router(parse_config({})).default_timeout == 30.0
+
+
+async def test_http_limits_from_a_node_file() -> None:
+    config = parse_config({
+        "samples": True,
+        "node": {"max_frame_bytes": 2048},
+        "listeners": [{"url": "http://127.0.0.1:0",
+                       "options": {"limits": {"max_call_timeout": 0.2}}}],
+    })
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(serve_node, config)
+        async with httpx.AsyncClient(base_url=node.urls[0]) as raw:
+            headers = {"content-type": "application/json"}
+
+            def frame(payload: dict[str, object], name: str = "echo") -> bytes:
+                return dumps({"protocol": "http", "messageType": "intent", "headers": {},
+                              "body": intent_to_json(new_intent(name, payload))})
+
+            with trio.fail_after(10):
+                slow = await raw.post("/intent", content=frame({"seconds": 5}, "sleep"),
+                                      headers=headers)
+                assert slow.status_code == 504  # the node file's max_call_timeout
+                big = await raw.post("/intent", content=frame({"x": "x" * 4096}),
+                                     headers=headers)
+                assert big.status_code == 413  # the node's max_frame_bytes, merged in
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_unknown_http_limit_is_a_clear_error() -> None:
+    config = parse_config({"listeners": [
+        {"url": "http://127.0.0.1:0", "options": {"limits": {"max_bodybytes": 1}}}]})
+    async with trio.open_nursery() as nursery:
+        with pytest.raises(ValueError, match="max_bodybytes"):
+            await nursery.start(serve_node, config)
+
+
+async def test_a_listener_that_cannot_bind_raises_its_own_error() -> None:
+    taken = trio.socket.socket()
+    await taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    config = parse_config({"listeners": [{"url": f"ws://127.0.0.1:{port}"}]})
+    try:
+        async with trio.open_nursery() as nursery:
+            with pytest.raises(OSError):  # not an ExceptionGroup around it
+                await nursery.start(serve_node, config)
+    finally:
+        taken.close()

@@ -9,10 +9,12 @@ worker runs in a shielded scope whose deadline is set when the cancellation arri
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from functools import partial
 from typing import Any, cast
 from urllib.parse import urlsplit
 
+import attrs
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
@@ -151,6 +153,15 @@ class HttpServer:
             self.app.task_nursery = None
 
 
+def server_limits(fields: Mapping[str, Any]) -> ServerLimits:
+    """``ServerLimits`` from a mapping of its fields; unknown names are a ValueError."""
+    known = {a.name for a in attrs.fields(ServerLimits)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ValueError(f"unknown HTTP limits {unknown} (known: {sorted(known)})")
+    return ServerLimits(**fields)
+
+
 async def serve(
     router: Router,
     url: str,
@@ -158,7 +169,7 @@ async def serve(
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
     protector: FrameProtector | None = None,
     require_emcl: bool = False,
-    limits: ServerLimits | None = None,
+    limits: ServerLimits | Mapping[str, Any] | None = None,
     max_tasks: int = 1024,
     task_ttl: float = 300.0,
     config: Config | None = None,
@@ -172,7 +183,10 @@ async def serve(
     go to ``make_config`` (TLS files, timeouts); ``server=`` lets a caller keep a handle on
     the HttpServer (its app's stats, tasks) instead of building one here. ``mcp="/mcp"``
     also answers MCP (Streamable HTTP, the ``mcp`` extra) at that path on the same port.
+    ``limits`` may be a mapping of ``ServerLimits`` fields (as a node file gives them).
     """
+    if isinstance(limits, Mapping):
+        limits = server_limits(limits)
     if server is None:
         server = HttpServer(router, protector=protector, require_emcl=require_emcl,
                             limits=limits, max_tasks=max_tasks, task_ttl=task_ttl)
