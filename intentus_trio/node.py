@@ -49,7 +49,9 @@ async def serve_node(
 async def _run_node(
     config: NodeConfig, router: Router, task_status: trio.TaskStatus[RunningNode]
 ) -> None:
-    keys = None if config.emcl is None else load_node_keys(config.emcl, config.node.name)
+    keys = None
+    if config.emcl is not None:  # key files are read off the trio thread
+        keys = await trio.to_thread.run_sync(load_node_keys, config.emcl, config.node.name)
     async with AsyncExitStack() as stack:
         limit = config.node.max_frame_bytes
         for remote in config.remotes:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from ..strategies import json_values
@@ -17,6 +18,13 @@ SCALE = max(1, int(os.environ.get("INTENTUS_FUZZ_SCALE", "1")))
 def examples(count: int) -> int:
     """``count`` examples, times ``SCALE``: small enough by default for every test run."""
     return count * SCALE
+
+
+def fuzzing(count: int) -> settings:
+    """Settings of a fuzz test: ``examples(count)``, no per-example deadline (real I/O and a
+    loaded machine), large or slow inputs allowed."""
+    return settings(max_examples=examples(count), deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
 #: Characters that ``str.isdigit`` accepts but ``int`` does not (superscripts, circled

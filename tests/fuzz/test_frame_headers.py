@@ -4,7 +4,7 @@ so a value that fails the wrong way takes down a whole connection, or a ZeroMQ n
 
 from __future__ import annotations
 
-from hypothesis import example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from intentus_trio.protocol import headers as h
@@ -20,9 +20,9 @@ from intentus_trio.protocol.versions import SUPPORTED_VERSIONS, negotiate, parse
 from intentus_trio.transports.framing import call_timeout, reply_item
 
 from ..strategies import frames
-from .strategies import examples, header_values, numberish
+from .strategies import fuzzing, header_values, numberish
 
-FAST = settings(max_examples=examples(40), deadline=None)
+FAST = fuzzing(40)
 
 versions = st.one_of(st.builds("{}.{}".format, numberish, numberish), st.text(max_size=20),
                      st.from_regex(r"\A[0-9]{1,3}\.[0-9]{1,3}\Z"))

@@ -24,7 +24,7 @@ import attrs
 import httpx
 import pytest
 import trio
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from intentus_trio.protocol.codec import (
@@ -48,12 +48,18 @@ from intentus_trio.transports.http.retry import RetryPolicy, parse_retry_after
 from ..strategies import json_objects, json_values, responses
 from ..transports.http_helpers import make_router
 from .serving import Served, serving_in_thread
-from .strategies import byte_mutations, examples, header_values, mutate, mutated_json, numberish
+from .strategies import (
+    byte_mutations,
+    examples,
+    fuzzing,
+    header_values,
+    mutate,
+    mutated_json,
+    numberish,
+)
 
-FAST = settings(max_examples=examples(40), deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-NETWORK = settings(max_examples=examples(15), deadline=None,
-                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FAST = fuzzing(40)
+NETWORK = fuzzing(15)
 
 #: What a lone JSON-RPC error may say; INTERNAL_ERROR would mean an unexpected exception.
 CLEAR_CODES = {jsonrpc.PARSE_ERROR, jsonrpc.INVALID_REQUEST, jsonrpc.METHOD_NOT_FOUND,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from intentus_trio.mcp.adapter import (
@@ -32,9 +32,9 @@ from intentus_trio.protocol.errors import ValidationError
 from intentus_trio.protocol.models import AgentResponse, ErrorInfo
 
 from ..strategies import json_objects, json_values
-from .strategies import examples
+from .strategies import fuzzing
 
-FAST = settings(max_examples=examples(30), deadline=None)
+FAST = fuzzing(30)
 
 META_KEYS = [META_TRACE_ID, META_TARGET_AGENT, META_INTENT_VERSION, META_PRIORITY,
              META_PROGRESS_TOKEN, META_TRACEPARENT, META_TRACESTATE]

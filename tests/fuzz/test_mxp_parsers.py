@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 import pytest
 import trio
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from intentus_trio.keys import (
@@ -66,12 +66,10 @@ from intentus_trio.transports.mxp_legacy.payloads import (
 from ..strategies import json_objects, json_values, responses
 from ..transports.test_mxp_transport import make_router
 from .serving import serving_in_thread
-from .strategies import byte_mutations, examples, header_values, mutate
+from .strategies import byte_mutations, fuzzing, header_values, mutate
 
-FAST = settings(max_examples=examples(40), deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-NETWORK = settings(max_examples=examples(10), deadline=None,
-                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FAST = fuzzing(40)
+NETWORK = fuzzing(10)
 
 cids = st.binary(min_size=CID_LEN, max_size=CID_LEN)
 varints = st.integers(0, VARINT_MAX)

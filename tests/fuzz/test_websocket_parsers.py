@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 import pytest
 import trio
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from trio_websocket import (
     ConnectionClosed,
@@ -35,11 +35,18 @@ from intentus_trio.transports.websocket.client import _count, _request_id_of
 from ..strategies import frames, json_objects, json_values, responses
 from ..transports.ws_helpers import make_router
 from .serving import Served, serving_in_thread
-from .strategies import byte_mutations, examples, header_values, mutate, mutated_json, numberish
+from .strategies import (
+    byte_mutations,
+    examples,
+    fuzzing,
+    header_values,
+    mutate,
+    mutated_json,
+    numberish,
+)
 
-FAST = settings(max_examples=examples(40), deadline=None)
-NETWORK = settings(max_examples=examples(15), deadline=None,
-                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FAST = fuzzing(40)
+NETWORK = fuzzing(15)
 
 _HEADER_VALUE = re.compile(rb"[\x21-\x7e\x80-\xff]([\x20-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?")
 controls = st.sampled_from([c.value for c in wire.Control]) | st.text(max_size=12)

@@ -15,7 +15,7 @@ import attrs
 import pytest
 import trio
 import zmq
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from intentus_trio.protocol.codec import FrameCodec, dumps, frame_to_json, intent_to_json
@@ -36,10 +36,9 @@ from intentus_trio.transports.zmq_trio import TrioSocket
 from ..strategies import json_objects, responses
 from ..transports.zmq_helpers import make_router
 from .serving import Served, serving_in_thread
-from .strategies import byte_mutations, examples, header_values, mutate, mutated_json
+from .strategies import byte_mutations, fuzzing, header_values, mutate, mutated_json
 
-NETWORK = settings(max_examples=examples(15), deadline=None,
-                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+NETWORK = fuzzing(15)
 TIMEOUT_MS = 10_000
 CODEC = FrameCodec()
 FINAL = b"\xfe final \xfe"

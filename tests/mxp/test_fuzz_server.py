@@ -7,37 +7,8 @@ from hypothesis import strategies as st
 
 from intentus_trio.mxp.connection import State
 
+from ..fuzz.strategies import Mutation, byte_mutations, mutate
 from .loopback import CLIENT_ADDR, Loopback
-
-Mutation = tuple[str, int, int, bytes]
-
-mutations = st.lists(
-    st.tuples(
-        st.sampled_from(["flip", "set", "cut", "insert"]),
-        st.integers(0, 2000),
-        st.integers(0, 255),
-        st.binary(min_size=1, max_size=8),
-    ),
-    min_size=1,
-    max_size=4,
-)
-
-
-def _mutate(original: bytes, ops: list[Mutation]) -> bytes:
-    data = bytearray(original)
-    for kind, pos, value, blob in ops:
-        if not data:
-            break
-        pos %= len(data)
-        if kind == "flip":
-            data[pos] ^= 1 << (value % 8)
-        elif kind == "set":
-            data[pos] = value
-        elif kind == "cut":
-            del data[pos:]
-        else:
-            data[pos:pos] = blob
-    return bytes(data)
 
 
 def _session() -> Loopback:
@@ -51,7 +22,7 @@ def _session() -> Loopback:
 
 inputs = st.one_of(
     st.binary(max_size=1400),
-    st.tuples(st.integers(0, 100), mutations),
+    st.tuples(st.integers(0, 100), byte_mutations),
 )
 
 
@@ -69,7 +40,7 @@ def test_server_survives_random_and_mutated_datagrams(
             data = item
         else:
             index, ops = item
-            data = _mutate(captured[index % len(captured)], ops)
+            data = mutate(captured[index % len(captured)], ops)
         drops = lb.server.stats.dropped
         received = lb.server.stats.datagrams_received
         lb.server.receive_datagram(data, CLIENT_ADDR, lb.now)

@@ -47,9 +47,23 @@ class Hang:
             self.cancelled.set()
 
 
+class Trickle(Hang):
+    """A streaming agent that sends one chunk, reports it, then waits forever."""
+
+    async def stream(self, env: IntentEnvelope) -> AsyncIterator[JsonObject]:
+        try:
+            yield {"first": True}
+            self.started.set()
+            await trio.sleep_forever()
+        finally:
+            self.cancelled.set()
+
+
 def router_with(hang: Hang) -> Router:
     router = make_router()
     router.register("hang", "hang", hang.run)
+    if isinstance(hang, Trickle):
+        router.register("trickle", "trickle", hang.stream)
     return router
 
 
@@ -131,18 +145,9 @@ async def test_a_json_rpc_call_ends_at_max_call_timeout() -> None:
 
 
 async def test_the_client_deadline_header_ends_a_stream_with_timeout() -> None:
-    cancelled = trio.Event()
-
-    async def trickle(env: IntentEnvelope) -> AsyncIterator[JsonObject]:
-        try:
-            yield {"first": True}
-            await trio.sleep_forever()
-        finally:
-            cancelled.set()
-
-    router = make_router()
-    router.register("trickle", "trickle", trickle)
-    async with running_server(router) as (url, server), httpx.AsyncClient(base_url=url) as raw:
+    trickle = Trickle()
+    async with running_server(router_with(trickle)) as (url, server), \
+            httpx.AsyncClient(base_url=url) as raw:
         with trio.fail_after(5):
             reply = await raw.post("/stream", headers=HEADERS,
                                    content=raw_frame("trickle", {"timeoutMs": "200"}))
@@ -153,32 +158,22 @@ async def test_the_client_deadline_header_ends_a_stream_with_timeout() -> None:
         final = lines[-1]["body"]
         assert len(lines) == 2 and final["status"] == "error"
         assert final["error"]["details"]["transportCode"] == TransportCode.TIMEOUT.value
-        assert cancelled.is_set()
+        assert trickle.cancelled.is_set()
         assert server.app.stats.timeouts == 1
 
 
 async def test_a_stream_is_cancelled_and_counted_when_its_client_leaves() -> None:
-    started, cancelled = trio.Event(), trio.Event()
-
-    async def trickle(env: IntentEnvelope) -> AsyncIterator[JsonObject]:
-        try:
-            yield {"first": True}
-            started.set()
-            await trio.sleep_forever()
-        finally:
-            cancelled.set()
-
-    router = make_router()
-    router.register("trickle", "trickle", trickle)
-    async with running_server(router) as (url, server), httpx.AsyncClient(base_url=url) as raw:
+    trickle = Trickle()
+    async with running_server(router_with(trickle)) as (url, server), \
+            httpx.AsyncClient(base_url=url) as raw:
         with trio.fail_after(5):
             async with raw.stream("POST", "/stream", headers=HEADERS,
                                   content=raw_frame("trickle")) as reply:
                 first = loads(await reply.aiter_lines().__anext__())
                 assert first["body"]["payload"] == {"first": True}
-                await started.wait()
+                await trickle.started.wait()
             # leaving the block closes the connection mid-stream
-            await cancelled.wait()
+            await trickle.cancelled.wait()
             assert server.app.stats.abandoned == 1
             # a stream that runs to its end is not counted
             done = await raw.post("/stream", headers=HEADERS, content=raw_frame("echo"))
