@@ -185,3 +185,8 @@ def raise_for_error(response: AgentResponse) -> AgentResponse:
     if response.error is not None or not response.ok:
         raise RemoteError(response)
     return response
+
+
+def as_response(result: AgentResponse | IntentusError, trace_id: str | None) -> AgentResponse:
+    """A call's outcome as a response: a local failure becomes its error response."""
+    return result.to_response(trace_id=trace_id) if isinstance(result, IntentusError) else result

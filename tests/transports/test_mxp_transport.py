@@ -16,7 +16,7 @@ import trio
 
 from intentus_trio.mxp.noise import KeyPair
 from intentus_trio.protocol.enums import ErrorCode, Priority, TransportCode
-from intentus_trio.protocol.errors import RemoteError
+from intentus_trio.protocol.errors import ConnectionFailure, RemoteError
 from intentus_trio.protocol.factory import new_event, new_intent
 from intentus_trio.protocol.models import (
     AgentResponse,
@@ -418,7 +418,7 @@ async def test_wrong_server_key_is_a_clear_connection_failure(backend: Backend |
             response = await transport.send_intent(new_intent("echo"), timeout=5)
             assert transport_code(response) == TransportCode.CONNECTION_FAILURE
             assert "cannot connect" in response.error.message  # type: ignore[union-attr]
-            with pytest.raises(RemoteError):
+            with pytest.raises(ConnectionFailure):  # a local failure keeps its own type
                 await transport.publish(new_event("x"))
 
 
@@ -466,6 +466,9 @@ async def test_emcl_protector(backend: Backend | None) -> None:
         async with client(server.url, backend) as plain:
             refused = await plain.send_intent(new_intent("echo"))
             assert refused.error is not None and refused.error.code is ErrorCode.EMCL_FAILURE
+            with pytest.raises(RemoteError) as info:  # the server's refusal, as received
+                await plain.publish(new_event("sealed"))
+            assert info.value.to_error_info().code is ErrorCode.EMCL_FAILURE
         async with client(server.url, backend, protector=StandInProtector(b"other")) as forged:
             bad = await forged.send_intent(new_intent("echo"))
             assert bad.error is not None and bad.error.code is ErrorCode.EMCL_FAILURE

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import ssl
 from contextlib import aclosing
+from functools import partial
 
 import pytest
 import trio
 import trio.lowlevel
 import trustme
+from trio_websocket import WebSocketRequest, serve_websocket
 
 from intentus_trio.protocol.enums import ErrorCode, TransportCode
-from intentus_trio.protocol.errors import RemoteError
+from intentus_trio.protocol.errors import ConnectionFailure, RemoteError, TransportTimeout
 from intentus_trio.protocol.factory import new_event, new_intent
 from intentus_trio.protocol.models import AgentResponse, StreamChunk
 from intentus_trio.transports.base import Transport
@@ -179,6 +181,33 @@ async def test_subscription_refused_beyond_the_limit() -> None:
                 pass
         assert info.value.response.error is not None
         assert info.value.response.error.code is ErrorCode.RATE_LIMIT
+
+
+async def test_publish_raises_the_remote_refusal_or_the_local_failure() -> None:
+    # The server answers with an error: RemoteError carries its response.
+    async with running_server(protector=StandInProtector(), require_emcl=True) as (url, _), \
+            open_client(url) as client:
+        with pytest.raises(RemoteError) as refused:
+            await client.publish(new_event("x"))
+        assert refused.value.to_error_info().code is ErrorCode.EMCL_FAILURE
+
+    # No answer comes: the local failure, raised as its own type.
+    async def silent(request: WebSocketRequest) -> None:
+        await request.accept()
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        listener = await nursery.start(partial(serve_websocket, silent, "127.0.0.1", 0, None))
+        url = f"ws://127.0.0.1:{listener.port}/"
+        async with open_client(url) as client:
+            with pytest.raises(TransportTimeout):
+                await client.publish(new_event("x"), timeout=0.2)
+            ack = await client.publish_acked(new_event("x"), timeout=0.2)
+            assert transport_code(ack) == TransportCode.TIMEOUT
+        nursery.cancel_scope.cancel()
+    async with open_client(url, reconnect=False) as client:  # nobody listens any more
+        with pytest.raises(ConnectionFailure):
+            await client.publish(new_event("x"), timeout=5)
 
 
 async def test_slow_subscriber_drops_oldest_and_counts() -> None:

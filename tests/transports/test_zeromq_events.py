@@ -105,6 +105,9 @@ async def test_publish_failure_raises_and_events_are_sealed_with_emcl() -> None:
     async with open_client("tcp://127.0.0.1:9", timeout=0.2) as client:
         with pytest.raises(ConnectionFailure):
             await client.publish(new_event("x"))
+    async with open_client("tcp://127.0.0.1:9", timeout=60) as client:
+        with trio.fail_after(10), pytest.raises(ConnectionFailure):
+            await client.publish(new_event("x"), timeout=0.2)  # the call's own timeout
     server_p, client_p = StandInProtector(), StandInProtector()
     async with running_node(make_router(), protector=server_p) as server, \
             open_client(server.urls["rpc"], protector=client_p) as client:

@@ -33,6 +33,7 @@ from ...protocol.errors import (
     IntentusError,
     ProtocolError,
     TransportTimeout,
+    as_response,
     raise_for_error,
 )
 from ...protocol.factory import new_intent
@@ -173,9 +174,12 @@ class MxpTransport(RunsOnce):
         return limit, math.inf if limit is None else trio.current_time() + limit
 
     @staticmethod
-    def _timed_out(limit: float | None, trace_id: str | None) -> AgentResponse:
-        return TransportTimeout(f"no response within {limit} s",
-                                details={"timeout": limit}).to_response(trace_id=trace_id)
+    def _timeout(limit: float | None) -> TransportTimeout:
+        return TransportTimeout(f"no response within {limit} s", details={"timeout": limit})
+
+    @classmethod
+    def _timed_out(cls, limit: float | None, trace_id: str | None) -> AgentResponse:
+        return cls._timeout(limit).to_response(trace_id=trace_id)
 
     def _lost(self, exc: BaseException) -> ConnectionFailure:
         reason = closed_reason(exc)
@@ -203,12 +207,15 @@ class MxpTransport(RunsOnce):
     async def _exchange(
         self, kind: MessageType, payload: bytes, mid: int, trace_id: str | None,
         urgency: int, limit: float | None, deadline: float,
-    ) -> AgentResponse:
-        """One request message, one reply message, on a stream of its own."""
+    ) -> AgentResponse | IntentusError:
+        """One request message, one reply message, on a stream of its own.
+
+        Returns the reply, or the local failure (a timeout, a lost stream, an unreadable
+        reply) as the exception naming it."""
         link: Link | None = None
         stream: Any = None
         done = False
-        response: AgentResponse | None = None
+        response: AgentResponse | IntentusError | None = None
         try:
             with trio.move_on_at(deadline):
                 try:
@@ -223,10 +230,10 @@ class MxpTransport(RunsOnce):
                     response = item
                     done = True
                 except IntentusError as exc:
-                    response = exc.to_response(trace_id=trace_id)
+                    response = exc
                 except STREAM_ERRORS as exc:
-                    response = self._lost(exc).to_response(trace_id=trace_id)
-            return response if response is not None else self._timed_out(limit, trace_id)
+                    response = self._lost(exc)
+            return response if response is not None else self._timeout(limit)
         finally:
             if link is not None:
                 link.in_flight -= 1
@@ -245,8 +252,9 @@ class MxpTransport(RunsOnce):
                                               headers=timeout_headers(deadline))
         except IntentusError as exc:
             return exc.to_response(trace_id=trace_id)
-        return await self._exchange(MessageType.CALL, data, mid, trace_id,
-                                    wire.URGENCY[env.context.priority], limit, deadline)
+        result = await self._exchange(MessageType.CALL, data, mid, trace_id,
+                                      wire.URGENCY[env.context.priority], limit, deadline)
+        return as_response(result, trace_id)
 
     async def send_stream(
         self, env: IntentEnvelope, *, timeout: float | None = _UNSET
@@ -312,19 +320,28 @@ class MxpTransport(RunsOnce):
                             ) -> AgentResponse:
         """Publish ``event`` on the server's event bus; returns its acknowledgement
         (payload ``{"delivered": n}``) or an error response."""
+        return as_response(await self._publish(event, timeout), event.trace_id)
+
+    async def publish(self, event: Event, *, timeout: float | None = _UNSET) -> None:
+        """Publish ``event``. Raises ``RemoteError`` (carrying the error response) when the
+        server refuses it, and the local error (``TransportTimeout``, ``ConnectionFailure``,
+        ...) when no acknowledgement comes."""
+        result = await self._publish(event, timeout)
+        if isinstance(result, IntentusError):
+            raise result
+        raise_for_error(result)
+
+    async def _publish(self, event: Event, timeout: float | None
+                       ) -> AgentResponse | IntentusError:
         self._check_open()
         limit, deadline = self._limit(timeout)
         mid = next(self._ids)
         try:
             data = self.framing.encode_event(event)
         except IntentusError as exc:
-            return exc.to_response(trace_id=event.trace_id)
+            return exc
         return await self._exchange(MessageType.EVENT, data, mid, event.trace_id,
                                     wire.URGENCY[Priority.NORMAL], limit, deadline)
-
-    async def publish(self, event: Event, *, timeout: float | None = _UNSET) -> None:
-        """Publish ``event``; raises ``RemoteError`` (carrying the error response) on failure."""
-        raise_for_error(await self.publish_acked(event, timeout=timeout))
 
     @asynccontextmanager
     async def subscribe(self, event_type: str) -> AsyncIterator[MxpSubscription]:

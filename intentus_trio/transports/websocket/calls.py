@@ -20,11 +20,13 @@ from ..remote_subscription import RemoteSubscription
 class ReplySlot:
     """Where the single reply of a unary call (or a control request) lands."""
 
-    __slots__ = ("_done", "limit", "result", "trace_id")
+    __slots__ = ("_done", "error", "limit", "result", "trace_id")
 
     def __init__(self, trace_id: str | None, limit: float | None = None) -> None:
         self._done = trio.Event()
         self.result: AgentResponse | None = None
+        #: The local failure that settled the call, if one did (``result`` is its response).
+        self.error: IntentusError | None = None
         self.trace_id = trace_id
         #: The call's timeout in seconds, for the message when it expires.
         self.limit = limit
@@ -44,6 +46,7 @@ class ReplySlot:
 
     def fail(self, exc: IntentusError) -> None:
         if self.result is None:
+            self.error = exc
             self.result = exc.to_response(trace_id=self.trace_id)
             self._done.set()
 

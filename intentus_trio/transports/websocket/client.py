@@ -40,6 +40,7 @@ from ...protocol.errors import (
     IntentusError,
     PayloadTooLarge,
     TransportTimeout,
+    as_response,
     raise_for_error,
 )
 from ...protocol.models import AgentResponse, Event, IntentEnvelope, JsonObject, StreamChunk
@@ -466,9 +467,12 @@ class WebSocketClient(RunsOnce):
         return limit, deadline
 
     @staticmethod
-    def _timed_out(limit: float | None, trace_id: str | None) -> AgentResponse:
-        return TransportTimeout(f"no response within {limit} s",
-                                details={"timeout": limit}).to_response(trace_id=trace_id)
+    def _timeout(limit: float | None) -> TransportTimeout:
+        return TransportTimeout(f"no response within {limit} s", details={"timeout": limit})
+
+    @classmethod
+    def _timed_out(cls, limit: float | None, trace_id: str | None) -> AgentResponse:
+        return cls._timeout(limit).to_response(trace_id=trace_id)
 
     def _next_id(self) -> str:
         return str(next(self._ids))
@@ -509,8 +513,11 @@ class WebSocketClient(RunsOnce):
         limit: float | None,
         deadline: float,
         session: _Session | None = None,
-    ) -> AgentResponse:
+    ) -> AgentResponse | IntentusError:
         """Send one request frame and wait for its reply, within ``deadline``.
+
+        Returns the reply received, or the local failure (a timeout, a lost connection, an
+        unreadable reply) as the exception naming it.
 
         On the usual path (connected, nothing else being written) no cancel scope is
         entered: the frame is written without waiting and the deadline timer settles the
@@ -524,16 +531,16 @@ class WebSocketClient(RunsOnce):
                     try:
                         ready = await self._ready(deadline)
                     except IntentusError as exc:
-                        return exc.to_response(trace_id=trace_id)
+                        return exc
                 if ready is None:
-                    return self._timed_out(limit, trace_id)
+                    return self._timeout(limit)
                 session = ready
         slot = ReplySlot(trace_id, limit)
         rid = self._next_id()
         try:
             text = encode(rid, session.peer_max)
         except IntentusError as exc:
-            return exc.to_response(trace_id=trace_id)
+            return exc
         link = session.link
         pending = session.pending
         pending[rid] = slot
@@ -550,13 +557,14 @@ class WebSocketClient(RunsOnce):
                     with trio.move_on_at(deadline) as scope:
                         await link.send(text)
                     if scope.cancelled_caught:  # still waiting for its turn: nothing sent
-                        return self._timed_out(limit, trace_id)
+                        return self._timeout(limit)
             except IntentusError as exc:
-                return exc.to_response(trace_id=trace_id)
+                return exc
             sent = True
             if deadline != math.inf:
                 self._deadlines.add(deadline, slot)
-            return await slot.wait()
+            result = await slot.wait()
+            return result if slot.error is None else slot.error
         finally:
             if pending.pop(rid, None) is not None:
                 self._cancel_remote(session, rid, sent)
@@ -578,10 +586,12 @@ class WebSocketClient(RunsOnce):
     ) -> AgentResponse:
         self._check_open()
         limit, deadline = self._limit(timeout)
-        return await self._roundtrip(
+        trace_id = env.metadata.trace_id
+        result = await self._roundtrip(
             lambda rid, peer_max: self._encode_intent(env, rid, peer_max, deadline),
-            env.metadata.trace_id, limit, deadline,
+            trace_id, limit, deadline,
         )
+        return result if type(result) is AgentResponse else as_response(result, trace_id)
 
     async def send_stream(
         self, env: IntentEnvelope, *, timeout: float | None = _UNSET
@@ -640,6 +650,18 @@ class WebSocketClient(RunsOnce):
     async def publish_acked(self, event: Event, *, timeout: float | None = _UNSET) -> AgentResponse:
         """Publish ``event`` on the server's event bus; returns its acknowledgement
         (payload ``{"delivered": n}``) or an error response."""
+        return as_response(await self._publish(event, timeout), event.trace_id)
+
+    async def publish(self, event: Event, *, timeout: float | None = _UNSET) -> None:
+        """Publish ``event``. Raises ``RemoteError`` (carrying the error response) when the
+        server refuses it, and the local error (``TransportTimeout``, ``ConnectionFailure``,
+        ...) when no acknowledgement comes."""
+        result = await self._publish(event, timeout)
+        if isinstance(result, IntentusError):
+            raise result
+        raise_for_error(result)
+
+    async def _publish(self, event: Event, timeout: float | None) -> AgentResponse | IntentusError:
         self._check_open()
         limit, deadline = self._limit(timeout)
         return await self._roundtrip(
@@ -647,18 +669,14 @@ class WebSocketClient(RunsOnce):
             event.trace_id, limit, deadline,
         )
 
-    async def publish(self, event: Event, *, timeout: float | None = _UNSET) -> None:
-        """Publish ``event``; raises ``RemoteError`` (carrying the error response) on failure."""
-        raise_for_error(await self.publish_acked(event, timeout=timeout))
-
     async def _control_call(
         self, session: _Session, op: wire.Control, payload: JsonObject, timeout: float | None
     ) -> AgentResponse:
         limit, deadline = self._limit(timeout)
-        return await self._roundtrip(
+        return as_response(await self._roundtrip(
             lambda rid, peer_max: self._encode_control(op, rid, peer_max, payload),
             None, limit, deadline, session,
-        )
+        ), None)
 
     async def _establish(self, session: _Session, sub: WebSocketSubscription) -> AgentResponse:
         response = await self._control_call(

@@ -395,14 +395,15 @@ class ZmqClient:
 
     # ------------------------------------------------------------------ events
 
-    async def publish(self, event: Event) -> None:
-        """Hand ``event`` to the node's event bus and wait for its acknowledgement.
+    async def publish(self, event: Event, *, timeout: float | None = _UNSET) -> None:
+        """Hand ``event`` to the node's event bus and wait (within ``timeout``, default the
+        transport's) for its acknowledgement.
 
         There is no response to carry a failure, so one is raised: ``RemoteError`` for an
         error reply, ``ConnectionFailure``/``TransportTimeout`` when the node is unreachable.
         """
         sock = self._socket()
-        limit, deadline = self._deadline(_UNSET)
+        limit, deadline = self._deadline(timeout)
         data = self.framing.encode_event(event)
         request_id = b"%x" % next(self._ids)
         message = [request_id, b"", data]
