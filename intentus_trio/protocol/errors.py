@@ -190,3 +190,10 @@ def raise_for_error(response: AgentResponse) -> AgentResponse:
 def as_response(result: AgentResponse | IntentusError, trace_id: str | None) -> AgentResponse:
     """A call's outcome as a response: a local failure becomes its error response."""
     return result.to_response(trace_id=trace_id) if isinstance(result, IntentusError) else result
+
+
+def raise_for_outcome(result: AgentResponse | IntentusError) -> AgentResponse:
+    """``raise_for_error`` for a call's outcome: a local failure is raised as itself."""
+    if isinstance(result, IntentusError):
+        raise result
+    return raise_for_error(result)

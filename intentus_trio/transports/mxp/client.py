@@ -35,6 +35,7 @@ from ...protocol.errors import (
     TransportTimeout,
     as_response,
     raise_for_error,
+    raise_for_outcome,
 )
 from ...protocol.factory import new_intent
 from ...protocol.models import AgentResponse, Event, IntentEnvelope, StreamChunk
@@ -326,10 +327,7 @@ class MxpTransport(RunsOnce):
         """Publish ``event``. Raises ``RemoteError`` (carrying the error response) when the
         server refuses it, and the local error (``TransportTimeout``, ``ConnectionFailure``,
         ...) when no acknowledgement comes."""
-        result = await self._publish(event, timeout)
-        if isinstance(result, IntentusError):
-            raise result
-        raise_for_error(result)
+        raise_for_outcome(await self._publish(event, timeout))
 
     async def _publish(self, event: Event, timeout: float | None
                        ) -> AgentResponse | IntentusError:

@@ -42,6 +42,7 @@ from ...protocol.errors import (
     TransportTimeout,
     as_response,
     raise_for_error,
+    raise_for_outcome,
 )
 from ...protocol.models import AgentResponse, Event, IntentEnvelope, JsonObject, StreamChunk
 from ..base import StreamItem
@@ -656,10 +657,7 @@ class WebSocketClient(RunsOnce):
         """Publish ``event``. Raises ``RemoteError`` (carrying the error response) when the
         server refuses it, and the local error (``TransportTimeout``, ``ConnectionFailure``,
         ...) when no acknowledgement comes."""
-        result = await self._publish(event, timeout)
-        if isinstance(result, IntentusError):
-            raise result
-        raise_for_error(result)
+        raise_for_outcome(await self._publish(event, timeout))
 
     async def _publish(self, event: Event, timeout: float | None) -> AgentResponse | IntentusError:
         self._check_open()
