@@ -24,7 +24,7 @@ behind other nodes::
     [[workers]]                   # pull work from a distributing ZeroMQ node
     distributor = "tcp://127.0.0.1:5555"
 
-    [emcl]                        # envelope encryption for listeners/remotes with emcl = "on"
+    [emcl]                        # envelope encryption where emcl = "on" (or "required")
     group_keys = { g1 = "keys/g1.key" }   # key id -> master key file (intentus-trio keygen)
 
     [[mcp_servers]]               # an MCP server's tools as agents (the mcp extra)
@@ -85,6 +85,8 @@ class WorkerConfig:
 
     distributor: str
     options: dict[str, Any] = field(factory=dict)
+    #: EMCL on the work this worker takes ("on": sealed and plaintext; "required": sealed).
+    emcl: Literal["off", "on", "required"] = "off"
 
 
 @frozen
@@ -184,6 +186,7 @@ def _check_emcl(config: NodeConfig) -> None:
     users = [f"config.listeners[{i}]" for i, lc in enumerate(config.listeners)
              if lc.emcl != "off"]
     users += [f"config.remotes[{i}]" for i, rc in enumerate(config.remotes) if rc.emcl != "off"]
+    users += [f"config.workers[{i}]" for i, wc in enumerate(config.workers) if wc.emcl != "off"]
     emcl = config.emcl
     if emcl is None:
         if users:

@@ -72,12 +72,18 @@ async def _run_node(
                 if listener.emcl != "off" and keys is not None:
                     options.setdefault("protector", keys.protector(Role.SERVER))
                     options.setdefault("require_emcl", listener.emcl == "required")
+                    if options.get("distribute"):  # a ZeroMQ node seals its workers' work
+                        options.setdefault("work_protector", keys.protector(Role.CLIENT))
                 url = await nursery.start(_serve_one, serve, router, listener.url, options)
                 urls.append(url)
             for worker in config.workers:
                 run_worker = worker_for(worker.distributor)
+                options = dict(worker.options)
+                if worker.emcl != "off" and keys is not None:
+                    options.setdefault("protector", keys.protector(Role.SERVER))
+                    options.setdefault("require_emcl", worker.emcl == "required")
                 await nursery.start(_serve_one, run_worker, router, worker.distributor,
-                                    worker.options)
+                                    options)
             task_status.started(RunningNode(router, tuple(urls),
                                             tuple(w.distributor for w in config.workers)))
             await trio.sleep_forever()

@@ -8,6 +8,7 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 import pytest
 import trio
@@ -17,9 +18,10 @@ from intentus_trio.protocol.enums import ErrorCode
 from intentus_trio.protocol.factory import new_intent
 from intentus_trio.protocol.models import AgentResponse, IntentEnvelope, JsonObject
 from intentus_trio.routing.router import Router
-from intentus_trio.transports.zeromq import WORKERS_AGENT, open_client, run_worker
+from intentus_trio.transports.zeromq import WORKERS_AGENT, ZmqServer, open_client, run_worker
 from intentus_trio.transports.zmq_trio import TrioSocket
 
+from ..protectors import StandInProtector
 from .zmq_helpers import URL, running_node
 
 TIMEOUT = 20.0
@@ -159,3 +161,31 @@ async def test_work_nobody_completes_fails_after_max_attempts() -> None:
         assert server.distributor is not None
         assert server.distributor.stats.failed == 1
         assert server.distributor.stats.redelivered == 1
+
+
+def test_a_distributing_node_with_emcl_must_say_how_work_is_sealed() -> None:
+    with pytest.raises(ValueError, match="work_protector"):
+        ZmqServer(node_router(), distribute="job", protector=StandInProtector())
+    ZmqServer(node_router(), distribute="job", protector=StandInProtector(),
+              work_protector=StandInProtector())
+
+
+async def test_a_worker_requiring_emcl_refuses_plaintext_work() -> None:
+    worker_router = Router(name="worker")
+    ran: list[int] = []
+
+    @worker_router.agent("job", "job")
+    async def job(env: IntentEnvelope) -> JsonObject:
+        ran.append(env.payload["n"])
+        return {}
+
+    async with running_node(node_router(), distribute="job") as server:
+        with trio.fail_after(TIMEOUT):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(partial(run_worker, worker_router, server.urls["rpc"],
+                                            protector=StandInProtector(), require_emcl=True))
+                async with open_client(server.urls["rpc"]) as client:
+                    response = await client.send_intent(new_intent("job", {"n": 1}))
+                nursery.cancel_scope.cancel()
+    assert response.error is not None and response.error.code is ErrorCode.EMCL_FAILURE
+    assert ran == []

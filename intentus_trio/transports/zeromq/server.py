@@ -88,9 +88,15 @@ class ZmqServer:
         results_url: str | None = None,
         lease_timeout: float = 30.0,
         max_attempts: int = 5,
+        work_protector: FrameProtector | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
+        if protector is not None and distribute is not None and work_protector is None:
+            # The node's protector answers clients; towards its workers the node is the
+            # client, sealing requests. Never fall back to plaintext work silently.
+            raise ValueError("a distributing node with a protector needs work_protector: the "
+                             "protector (a client of the workers) that seals their work")
         self.router = router
         codec = FrameCodec(max_frame_bytes)
         self.dispatcher = FrameDispatcher(
@@ -122,7 +128,8 @@ class ZmqServer:
         self.distributor: Distributor | None = None
         if self.distribute is not None:
             self.distributor = Distributor(
-                lease_timeout=lease_timeout, max_attempts=max_attempts, protector=protector,
+                lease_timeout=lease_timeout, max_attempts=max_attempts,
+                protector=work_protector,
                 max_frame_bytes=max_frame_bytes, hwm=hwm, heartbeat=heartbeat,
             )
         self.stats = ServerStats()

@@ -330,6 +330,7 @@ class Worker:
         concurrency: int = 16,
         renew_interval: float = 5.0,
         protector: FrameProtector | None = None,
+        require_emcl: bool = False,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         heartbeat: float | None = 2.0,
     ) -> None:
@@ -339,7 +340,7 @@ class Worker:
         self.renew_interval = renew_interval
         self.dispatcher = FrameDispatcher(
             router, TransportProtocol.ZEROMQ, codec=FrameCodec(max_frame_bytes),
-            protector=protector,
+            protector=protector, require_emcl=require_emcl,
         )
         self.stats = WorkerStats()
         self._options = wire.common_options(
@@ -432,8 +433,8 @@ async def run_worker(
 
     ``distributor_url`` is the node's request/reply URL; the worker connects to its work and
     results endpoints (``endpoints.py``) unless ``work_url``/``results_url`` are given.
-    Options: ``concurrency``, ``renew_interval``, ``protector``, ``max_frame_bytes``,
-    ``heartbeat`` (see ``Worker``).
+    Options: ``concurrency``, ``renew_interval``, ``protector``, ``require_emcl``,
+    ``max_frame_bytes``, ``heartbeat`` (see ``Worker``).
     """
     worker = Worker(router, **options)
     await worker.run(
