@@ -138,7 +138,7 @@ async def test_pair_mode_replies_reach_the_right_client(name: str) -> None:
         assert reply.payload == {"echo": {"i": key // 10, "j": key % 10}}
 
 
-@pytest.mark.parametrize("name", ["websocket", "mxp", "zeromq"])
+@pytest.mark.parametrize("name", list(TRANSPORTS))
 async def test_sealed_subscriptions_and_events(name: str) -> None:
     """Subscribing (a control exchange on WebSocket and MXP) and pushed events, all sealed."""
     from intentus_trio.protocol.factory import new_event
