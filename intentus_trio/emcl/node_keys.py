@@ -32,9 +32,15 @@ class NodeKeys:
     replay: ReplayGuard
 
     def protector(self, role: Role, peer_id: str | None = None) -> EmclProtector:
-        """A protector for one endpoint of the node."""
+        """A protector for one endpoint of the node.
+
+        The trust policy judges who asks this node to act: it applies to the requests its
+        listeners and workers open (server role), not to the replies its remotes send back,
+        which carry no chain of their own.
+        """
+        policy = self.policy if role is Role.SERVER else None
         return EmclProtector(self.keyring, self.agent_id, peer_id=peer_id, role=role,
-                             replay=self.replay, signer=self.signer, chain_policy=self.policy)
+                             replay=self.replay, signer=self.signer, chain_policy=policy)
 
 
 def load_node_keys(config: EmclConfig, node_name: str) -> NodeKeys:

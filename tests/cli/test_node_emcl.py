@@ -103,6 +103,22 @@ async def test_a_chain_policy_judges_the_origin(tmp_path: Path, trusted: bool) -
         assert sealed.error.details["reason"] == "untrusted_chain"
 
 
+async def test_a_trust_policy_judges_requests_not_the_replies_of_remotes(
+        tmp_path: Path) -> None:
+    # The front trusts chains from its own key for what it serves; the back's reply to the
+    # front's forwarded call carries no chain and must still be accepted.
+    key = group_key(tmp_path, "g1")
+    signer = ed25519_key(tmp_path, "front-id")
+    sealed, _ = await call_through_front(
+        {"node": {"name": "back"}, "emcl": {"group_keys": {"g1": key}}},
+        {"node": {"name": "front"},
+         "emcl": {"group_keys": {"g1": key}, "signer": signer,
+                  "trust_origins": {"front": f"{signer}.pub"}}},
+        "ws")
+    assert sealed.ok, sealed.error
+    assert sealed.payload == {"text": "A"}
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [
