@@ -198,6 +198,15 @@ def _check_emcl(config: NodeConfig) -> None:
         raise ConfigError(f"config.emcl.seal_with: {emcl.seal_with!r} is not in group_keys")
     if emcl.peers and emcl.static_key is None:
         raise ConfigError("config.emcl.peers: pair keys need this node's static_key")
+    if not emcl.group_keys:  # pair keys only: everything sealed needs a known recipient
+        for i, rc in enumerate(config.remotes):
+            if rc.emcl != "off" and rc.emcl_peer is None:
+                raise ConfigError(f"config.remotes[{i}]: with pair keys only, emcl needs "
+                                  "emcl_peer (the remote's agent id in [emcl] peers)")
+        for i, lc in enumerate(config.listeners):
+            if lc.emcl != "off" and lc.options.get("distribute"):
+                raise ConfigError(f"config.listeners[{i}]: sealed work for workers needs "
+                                  "group_keys (any worker may take it)")
 
 
 def load_config(path: str | Path) -> NodeConfig:

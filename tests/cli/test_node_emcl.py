@@ -127,6 +127,13 @@ async def test_a_trust_policy_judges_requests_not_the_replies_of_remotes(
         ({"emcl": {}}, "group_keys or a static_key"),
         ({"emcl": {"group_keys": {"g1": "k"}, "seal_with": "g2"}}, "seal_with"),
         ({"emcl": {"group_keys": {"g1": "k"}, "peers": {"b": "b.pub"}}}, "static_key"),
+        ({"emcl": {"static_key": "k"},
+          "remotes": [{"name": "r", "intents": ["x"], "url": "ws://h:1/", "emcl": "on"}]},
+         r"remotes\[0\]: with pair keys only, emcl needs emcl_peer"),
+        ({"emcl": {"static_key": "k"},
+          "listeners": [{"url": "tcp://127.0.0.1:0", "emcl": "on",
+                         "options": {"distribute": "job.*"}}]},
+         r"listeners\[0\]: sealed work for workers needs group_keys"),
     ],
 )
 def test_emcl_settings_are_checked(data: dict[str, Any], message: str) -> None:
