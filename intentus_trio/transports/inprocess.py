@@ -37,7 +37,8 @@ class InProcessTransport:
     """Sends intents straight to ``router``; ``timeout`` bounds every call (None: no bound).
 
     ``protector`` seals and opens on the caller's side, ``server_protector`` on the router's
-    side (default: ``protector``, for one identity at both ends).
+    side (default: ``protector``, for one identity at both ends, which needs an EMCL protector
+    of the peer role).
     """
 
     protocol = "local"
@@ -58,6 +59,11 @@ class InProcessTransport:
         self.server_protector = server_protector if server_protector is not None else protector
         if self.protector is None and server_protector is not None:
             raise ValueError("a server_protector needs a protector on the calling side")
+        role = getattr(protector, "role", "peer")
+        if server_protector is None and protector is not None and role != "peer":
+            # A client-role protector cannot open requests (nor a server-role one seal them).
+            raise ValueError(f"a {role}-role protector serves one end only: give "
+                             "server_protector for the router's side (or use the peer role)")
 
     async def __aenter__(self) -> InProcessTransport:
         return self

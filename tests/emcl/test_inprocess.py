@@ -191,3 +191,14 @@ async def test_an_event_that_does_not_open_is_dropped_and_counted(
         assert isinstance(events, SealedEvents)
         assert events.refused == 2 and events.dropped == 2
     assert "did not open" in caplog.text and "s3cr3t" not in caplog.text
+
+
+def test_one_protector_for_both_ends_must_be_a_peer() -> None:
+    ring = Keyring()
+    ring.add_group_key("g1", generate_master_key())
+    for role in (Role.CLIENT, Role.SERVER):
+        with pytest.raises(ValueError, match="server_protector"):
+            InProcessTransport(Router(), protector=EmclProtector(ring, "a", role=role))
+    InProcessTransport(Router(), protector=EmclProtector(ring, "a", role=Role.PEER))
+    InProcessTransport(Router(), protector=EmclProtector(ring, "a", role=Role.CLIENT),
+                       server_protector=EmclProtector(ring, "b", role=Role.SERVER))
