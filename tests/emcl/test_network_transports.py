@@ -48,8 +48,13 @@ def make_router() -> Router:
         for i in range(3):
             yield {"i": i}
 
+    async def nap(env: IntentEnvelope) -> dict[str, Any]:
+        await trio.sleep(float(env.payload["s"]))
+        return {"rested": True}
+
     router.register("echo", "echo", echo)
     router.register("chunks", "chunks", chunks)
+    router.register("nap", "nap", nap)
     return router
 
 
@@ -107,20 +112,26 @@ async def test_sealed_calls_and_refusals(name: str) -> None:
             assert (await client.send_intent(new_intent("echo", {"n": 3}))).ok
 
 
-@pytest.mark.parametrize("name", list(TRANSPORTS))
-async def test_pair_mode_replies_reach_the_right_client(name: str) -> None:
+def pair_protectors(n: int) -> tuple[list[EmclProtector], EmclProtector]:
+    """Clients c0..c(n-1) and a server that share pair keys only (no group key)."""
     server_static = X25519KeyPair.generate()
     server_ring = Keyring()
     server_ring.set_static_key(server_static)
     server = EmclProtector(server_ring, "server", role=Role.SERVER)
     clients = []
-    for i in range(3):
+    for i in range(n):
         static = X25519KeyPair.generate()
         ring = Keyring()
         ring.set_static_key(static)
         ring.add_peer("server", server_static.public)
         server_ring.add_peer(f"c{i}", static.public)
         clients.append(EmclProtector(ring, f"c{i}", peer_id="server", role=Role.CLIENT))
+    return clients, server
+
+
+@pytest.mark.parametrize("name", list(TRANSPORTS))
+async def test_pair_mode_replies_reach_the_right_client(name: str) -> None:
+    clients, server = pair_protectors(3)
     async with serving(name, server) as url:
         results: dict[int, AgentResponse] = {}
 
@@ -160,3 +171,30 @@ async def test_sealed_subscriptions_and_events(name: str) -> None:
                 event = await events.__anext__()
                 nursery.cancel_scope.cancel()
         assert event.event_type == "secret.note" and event.payload == {"s": SECRET}
+
+
+@pytest.mark.parametrize("name", list(TRANSPORTS))
+async def test_an_event_that_cannot_be_sealed_is_skipped_and_nothing_else_breaks(
+        name: str) -> None:
+    """With pair keys only, a server has no key to seal a pushed event with: the event is
+    skipped, and the subscriber's connection and its call in flight carry on."""
+    from intentus_trio.protocol.factory import new_event
+
+    (subscriber_key, publisher_key), server = pair_protectors(2)
+    async with serving(name, server) as url, \
+            client_for(name, url, protector=subscriber_key) as subscriber, \
+            client_for(name, url, protector=publisher_key) as publisher:
+        with trio.fail_after(20):
+            async with subscriber.subscribe("note.*"):
+                replies: list[AgentResponse] = []
+                async with trio.open_nursery() as nursery:
+                    async def call() -> None:
+                        replies.append(await subscriber.send_intent(new_intent("nap",
+                                                                               {"s": 0.5})))
+
+                    nursery.start_soon(call)
+                    await trio.sleep(0.1)  # the call is in flight on the subscriber's link
+                    for _ in range(3):
+                        await publisher.publish(new_event("note.x", {"s": SECRET}))
+            assert replies[0].ok, replies[0]
+            assert (await subscriber.send_intent(new_intent("echo", {"n": 1}))).ok

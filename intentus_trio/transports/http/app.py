@@ -101,6 +101,8 @@ class ServerStats:
     timeouts: int = 0
     #: Calls and streams cancelled because their client disconnected before the answer.
     abandoned: int = 0
+    #: Events not sent to a subscriber's stream: too large, or no key to seal them.
+    events_skipped: int = 0
 
 
 class _Exit(Exception):
@@ -594,10 +596,16 @@ class HttpApp:
                     with trio.move_on_after(self.limits.heartbeat):
                         event = await subscription.receive()
                         frame = event_frame(event, TransportProtocol.HTTP)
-                        if sealed and protector is not None:
-                            frame = protector.seal(frame)
-                        data = (b"id: " + event.event_id.encode() + b"\ndata: "
-                                + self.codec.encode(frame) + b"\n\n")
+                        try:
+                            if sealed and protector is not None:
+                                frame = protector.seal(frame)
+                            data = (b"id: " + event.event_id.encode() + b"\ndata: "
+                                    + self.codec.encode(frame) + b"\n\n")
+                        except (IntentusError, ValueError) as exc:
+                            # Too large, or no key to seal it: skip it, keep the stream.
+                            self.stats.events_skipped += 1
+                            log.debug("event %r not sent: %s", event.event_type, exc)
+                            continue
                         await send({"type": "http.response.body", "body": data,
                                     "more_body": True})
                         continue

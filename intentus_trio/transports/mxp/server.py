@@ -456,7 +456,7 @@ class MxpServer:
             if sealed and protector is not None:
                 frame = protector.seal(frame)
             return self.dispatcher.codec.encode(frame)
-        except (PayloadTooLarge, ValueError) as exc:
+        except (IntentusError, ValueError) as exc:  # too large, or no key to seal it
             self.stats.events_skipped += 1
             log.debug("event %r not forwarded: %s", event.event_type, exc)
             return None

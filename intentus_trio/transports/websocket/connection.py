@@ -523,7 +523,14 @@ class ServerConnection:
                 async for event in sub:
                     dropped = sub.dropped
                     if sealed and protector is not None:
-                        size, text = self._sealed_event(event, sid, dropped, protector)
+                        try:
+                            size, text = self._sealed_event(event, sid, dropped, protector)
+                        except (IntentusError, ValueError) as exc:
+                            # No key to seal it for this subscriber (pair keys only): skip
+                            # the event, keep the connection and its calls.
+                            stats.events_unsealable += 1
+                            log.debug("event %r not pushed: %s", event.event_type, exc)
+                            continue
                     else:
                         size, text = self.server.event_text(event, sid, dropped)
                     if size > self.reply_limit:

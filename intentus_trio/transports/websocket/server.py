@@ -52,6 +52,8 @@ class ServerStats:
     peak_active: int = 0
     events_out: int = 0
     events_oversize: int = 0
+    #: Events not pushed to a sealed subscription because they could not be sealed.
+    events_unsealable: int = 0
 
 
 class WebSocketServer:
