@@ -11,8 +11,10 @@ since they have no AgentResponse to return.
 from __future__ import annotations
 
 import random
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
+from functools import partial
 from types import TracebackType
 from typing import Any, Final, TypeVar
 from urllib.parse import quote
@@ -50,6 +52,8 @@ T = TypeVar("T")
 _UNSET: Any = object()
 _JSON_HEADERS: Final = httpx.Headers({"content-type": wire.JSON, "accept": wire.JSON})
 _NDJSON_HEADERS: Final = httpx.Headers({"content-type": wire.JSON, "accept": wire.NDJSON})
+#: Opened responses of finished sealed tasks a client keeps (the oldest goes beyond this).
+_MAX_TASK_REPLIES: Final = 1024
 
 #: httpx ``auth=``: an ``httpx.Auth``, a ``(user, password)`` pair, or a function that
 #: takes and returns the ``httpx.Request`` (add a signature or a token there).
@@ -144,6 +148,9 @@ class HttpTransport:
             TransportProtocol.HTTP, codec=FrameCodec(max_frame_bytes), protector=protector
         )
         self._max_bytes = max_frame_bytes
+        #: Opened responses of finished sealed tasks, by task id, until ``forget_task``.
+        self._task_replies: OrderedDict[str, AgentResponse] | None = (
+            None if protector is None else OrderedDict())
         self._client = httpx.AsyncClient(
             headers=dict(headers or {}),
             auth=auth,
@@ -267,8 +274,13 @@ class HttpTransport:
         idempotent: bool,
         headers: httpx.Headers = _JSON_HEADERS,
         params: Mapping[str, str] | None = None,
+        reseal: Callable[[], bytes] | None = None,
     ) -> T:
-        """Exchange with retries under one deadline; ``decode`` returns (value, retryable)."""
+        """Exchange with retries under one deadline; ``decode`` returns (value, retryable).
+
+        ``content`` is the first attempt's body; ``reseal`` makes the body of every later one,
+        since a server refuses a sealed (EMCL) frame it has already received as a replay.
+        """
         deadline = None if limit is None else trio.current_time() + limit
         policy = self.retry
         attempt = 0
@@ -307,6 +319,11 @@ class HttpTransport:
             if deadline is not None and trio.current_time() + wait >= deadline:
                 return value
             await trio.sleep(wait)
+            if reseal is not None:
+                try:
+                    content = reseal()
+                except IntentusError as exc:
+                    return failed(exc)
 
     # ------------------------------------------------------------------ decoding
 
@@ -336,10 +353,14 @@ class HttpTransport:
         self._check_open()
         trace_id = env.metadata.trace_id
         limit = self.timeout if timeout is _UNSET else timeout
+        framing = self._framing
+        frame_headers = _timeout_headers(limit)
         try:
-            data = self._framing.encode_intent(env, headers=_timeout_headers(limit))
+            data = framing.encode_intent(env, headers=frame_headers)
         except IntentusError as exc:
             return exc.to_response(trace_id=trace_id)
+        reseal = (None if framing.protector is None
+                  else partial(framing.encode_intent, env, headers=frame_headers))
 
         def decode(answer: _Answer) -> tuple[AgentResponse, bool]:
             reply = self._reply(answer, trace_id)
@@ -352,6 +373,7 @@ class HttpTransport:
             "POST", self._urls["intent"], data, decode, failed,
             limit=limit,
             idempotent=self.idempotent if idempotent is None else idempotent,
+            reseal=reseal,
         )
 
     async def send_batch(
@@ -366,17 +388,16 @@ class HttpTransport:
         if not envs:
             return []
         protector = self._framing.protector
+        reseal = None if protector is None else partial(_sealed_batch, protector, envs)
         try:
-            if protector is None:
-                calls = [{"jsonrpc": "2.0", "method": "intent", "params": intent_to_json(env),
-                          "id": index} for index, env in enumerate(envs)]
+            if reseal is None:
+                data = dumps([{"jsonrpc": "2.0", "method": "intent",
+                               "params": intent_to_json(env), "id": index}
+                              for index, env in enumerate(envs)])
             else:
-                calls = [{"jsonrpc": "2.0", "method": "frame", "id": index, "params":
-                          frame_to_json(protector.seal(request_frame(env, TransportProtocol.HTTP)))}
-                         for index, env in enumerate(envs)]
+                data = reseal()
         except IntentusError as exc:
             return [exc.to_response(trace_id=env.metadata.trace_id) for env in envs]
-        data = dumps(calls)
 
         def failed(exc: IntentusError) -> list[AgentResponse]:
             return [exc.to_response(trace_id=env.metadata.trace_id) for env in envs]
@@ -415,6 +436,7 @@ class HttpTransport:
             "POST", self._urls["jsonrpc"], data, decode, failed,
             limit=self.timeout if timeout is _UNSET else timeout,
             idempotent=self.idempotent if idempotent is None else idempotent,
+            reseal=reseal,
         )
 
     def _jsonrpc_item(self, item: Any, trace_id: str | None) -> AgentResponse:
@@ -544,7 +566,9 @@ class HttpTransport:
         """POST an event frame to /events; raises IntentusError if it was not accepted
         within ``timeout`` (default: the transport's)."""
         self._check_open()
-        data = self._framing.encode_event(event)
+        framing = self._framing
+        data = framing.encode_event(event)
+        reseal = None if framing.protector is None else partial(framing.encode_event, event)
 
         def decode(answer: _Answer) -> tuple[AgentResponse | IntentusError, bool]:
             reply = self._reply(answer, event.trace_id)
@@ -555,7 +579,7 @@ class HttpTransport:
 
         reply = await self._call("POST", self._urls["events"], data, decode, failed,
                                  limit=self.timeout if timeout is _UNSET else timeout,
-                                 idempotent=False)
+                                 idempotent=False, reseal=reseal)
         if isinstance(reply, IntentusError):
             raise reply  # a local failure keeps its own type (TransportTimeout, ...)
         if reply.error is not None:
@@ -574,14 +598,14 @@ class HttpTransport:
             return reply, reply.error is not None and reply.error.retryable
         try:
             obj = loads(answer.body)
-            reply_json = obj.get("reply") if type(obj) is dict else None
+            if type(obj) is not dict:
+                return MalformedMessage("not a task status document"), False
+            task_id = str(obj["taskId"])
+            reply_json = obj.get("reply")
             response = None
             if reply_json is not None:
-                item = self._framing.decode_reply(dumps(reply_json))
-                if isinstance(item, StreamChunk):
-                    raise ProtocolError("a task reply cannot be a stream chunk")
-                response = item
-            info = TaskInfo(str(obj["taskId"]), str(obj["state"]), str(obj["statusUrl"]),
+                response = self._task_reply(task_id, reply_json)
+            info = TaskInfo(task_id, str(obj["state"]), str(obj["statusUrl"]),
                             str(obj["submittedAt"]), obj.get("finishedAt"), response)
         except IntentusError as exc:
             return exc, False
@@ -589,15 +613,42 @@ class HttpTransport:
             return MalformedMessage("not a task status document"), False
         return info, False
 
+    def _task_reply(self, task_id: str, reply_json: Any) -> AgentResponse:
+        """A finished task's response. A sealed reply opens once (EMCL refuses a second
+        reply to the same request), so with EMCL the opened response is kept for later
+        questions about the task."""
+        replies = self._task_replies
+        if replies is not None:
+            kept = replies.get(task_id)
+            if kept is not None:
+                return kept
+        item = self._framing.decode_reply(dumps(reply_json))
+        if isinstance(item, StreamChunk):
+            raise ProtocolError("a task reply cannot be a stream chunk")
+        if replies is not None:
+            replies[task_id] = item
+            if len(replies) > _MAX_TASK_REPLIES:
+                replies.popitem(last=False)
+        return item
+
+    def _task_gone(self, answer: _Answer) -> tuple[AgentResponse | None, bool]:
+        """The answer to DELETE /tasks/<id>: nothing to read unless it is an error."""
+        if answer.status == 200:
+            return None, False
+        reply = self._reply(answer, None)
+        return reply, reply.error is not None and reply.error.retryable
+
     async def _task_call(
-        self, method: str, url: httpx.URL, content: bytes | None, *, idempotent: bool,
-        limit: float | None, params: Mapping[str, str] | None = None,
-    ) -> TaskInfo:
-        def failed(exc: IntentusError) -> TaskInfo | AgentResponse | IntentusError:
+        self, method: str, url: httpx.URL, content: bytes | None,
+        decode: Callable[[_Answer], tuple[T | AgentResponse | IntentusError, bool]], *,
+        idempotent: bool, limit: float | None, params: Mapping[str, str] | None = None,
+        reseal: Callable[[], bytes] | None = None,
+    ) -> T:
+        def failed(exc: IntentusError) -> T | AgentResponse | IntentusError:
             return exc
 
-        result = await self._call(method, url, content, self._task_info, failed, limit=limit,
-                                  idempotent=idempotent, params=params)
+        result = await self._call(method, url, content, decode, failed, limit=limit,
+                                  idempotent=idempotent, params=params, reseal=reseal)
         if isinstance(result, IntentusError):
             raise result  # a local failure keeps its own type (TransportTimeout, ...)
         if isinstance(result, AgentResponse):
@@ -609,8 +660,11 @@ class HttpTransport:
     ) -> TaskInfo:
         """Start ``env`` as a long-running task on the server (202 Accepted)."""
         self._check_open()
-        data = self._framing.encode_intent(env)
-        return await self._task_call("POST", self._urls["tasks"], data, idempotent=False,
+        framing = self._framing
+        data = framing.encode_intent(env)
+        reseal = None if framing.protector is None else partial(framing.encode_intent, env)
+        return await self._task_call("POST", self._urls["tasks"], data, self._task_info,
+                                     idempotent=False, reseal=reseal,
                                      limit=self.timeout if timeout is _UNSET else timeout)
 
     async def task_status(
@@ -622,21 +676,24 @@ class HttpTransport:
         if limit is not None and wait > 0:
             limit += wait
         params = {"wait": f"{wait:g}"} if wait > 0 else None
-        return await self._task_call("GET", self._task_url(task_id), None, idempotent=True,
-                                     limit=limit, params=params)
+        return await self._task_call("GET", self._task_url(task_id), None, self._task_info,
+                                     idempotent=True, limit=limit, params=params)
 
     async def cancel_task(self, task_id: str, *, timeout: float | None = _UNSET) -> TaskInfo:
         """Cancel a running task; its record stays, in state ``cancelled``."""
         self._check_open()
         return await self._task_call("POST", self._task_url(task_id, "/cancel"), b"",
-                                     idempotent=True,
+                                     self._task_info, idempotent=True,
                                      limit=self.timeout if timeout is _UNSET else timeout)
 
     async def forget_task(self, task_id: str, *, timeout: float | None = _UNSET) -> None:
-        """Cancel the task if it runs and delete its record."""
+        """Cancel the task if it runs and delete its record (and the response kept here)."""
         self._check_open()
-        await self._task_call("DELETE", self._task_url(task_id), None, idempotent=True,
+        await self._task_call("DELETE", self._task_url(task_id), None, self._task_gone,
+                              idempotent=True,
                               limit=self.timeout if timeout is _UNSET else timeout)
+        if self._task_replies is not None:
+            self._task_replies.pop(task_id, None)
 
     async def run_task(
         self, env: IntentEnvelope, *, timeout: float | None = None, poll: float = 10.0
@@ -657,6 +714,8 @@ class HttpTransport:
             return exc.response
         except IntentusError as exc:
             return exc.to_response(trace_id=trace_id)
+        if self._task_replies is not None:
+            self._task_replies.pop(info.task_id, None)  # its id never reaches the caller
         assert info.response is not None
         return info.response
 
@@ -682,6 +741,14 @@ class HttpTransport:
         if isinstance(result, IntentusError):
             raise result  # no health document: the local error (TransportTimeout, ...)
         return result
+
+
+def _sealed_batch(protector: FrameProtector, envs: Sequence[IntentEnvelope]) -> bytes:
+    """A JSON-RPC batch of sealed intent frames (method ``frame``), their ids the indexes."""
+    return dumps([{"jsonrpc": "2.0", "method": "frame", "id": index,
+                   "params": frame_to_json(protector.seal(
+                       request_frame(env, TransportProtocol.HTTP)))}
+                  for index, env in enumerate(envs)])
 
 
 def _timeout_headers(limit: float | None) -> dict[str, str]:
