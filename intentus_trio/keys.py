@@ -217,29 +217,36 @@ def read_key_file(
 
     A file is treated as secret when ``kind`` is a secret kind or its kind comment says so.
     """
+    name = os.fspath(path)
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise KeyFileError("a key file must be a regular file")
+            raise KeyFileError(f"key file {name!r} is not a regular file")
         if st.st_size > 4096:
-            raise KeyFileError("a key file is at most 4096 bytes")
+            raise KeyFileError(f"key file {name!r} is larger than 4096 bytes")
         raw = os.read(fd, 4097)
     finally:
         os.close(fd)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise KeyFileError("a key file is UTF-8 text") from None
-    secret = kind in SECRET_KINDS or any(
-        line.strip() in {f"# {_LABEL} {k}" for k in SECRET_KINDS} for line in text.splitlines()
-    )
+        raise KeyFileError(f"key file {name!r} is not UTF-8 text") from None
+    labels = {line.strip() for line in text.splitlines()}
+    found = [k for k in KINDS if f"# {_LABEL} {k}" in labels]
+    if kind is not None and found and kind not in found:
+        # The wrong file is a clearer diagnosis than its permissions.
+        raise KeyFileError(f"key file {name!r} holds a {found[0]} key, not {kind}")
+    secret = kind in SECRET_KINDS or any(k in SECRET_KINDS for k in found)
     if secret and os.name == "posix" and st.st_mode & 0o077:
         raise InsecureKeyFile(
-            f"secret key file {os.fspath(path)!r} is accessible by group or others "
+            f"secret key file {name!r} is accessible by group or others "
             f"(mode {stat.S_IMODE(st.st_mode):04o}); run chmod 600 on it"
         )
-    return parse_key_file(text, kind, size)
+    try:
+        return parse_key_file(text, kind, size)
+    except KeyFileError as exc:
+        raise KeyFileError(f"key file {name!r}: {exc}") from None
 
 
 def save_x25519(

@@ -174,3 +174,19 @@ def test_keygen_cli(tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str
     assert run_keygen(parse(["keygen", kind, "-o", str(out), "--force", "--encoding", "hex"])) == 0
     assert read_key_file(out) != secret
     assert mode(out) == 0o600
+
+
+def test_a_key_file_of_the_wrong_kind_is_named_as_such(tmp_path: Path) -> None:
+    secret = tmp_path / "group.key"
+    write_key_file(secret, generate_master_key(), "symmetric")
+    with pytest.raises(KeyFileError, match=r"'.*group\.key' holds a symmetric key, not x25519"):
+        load_x25519(secret)
+    # A public file (mode 0644) given for a secret: its kind is the diagnosis, not its mode.
+    pair = tmp_path / "node.x25519"
+    save_x25519(pair, X25519KeyPair.generate())
+    with pytest.raises(KeyFileError, match=r"'.*node\.x25519\.pub' holds a x25519-public key"):
+        load_master_key(f"{pair}.pub")
+    garbled = tmp_path / "garbled.key"
+    garbled.write_text("not a key\n")
+    with pytest.raises(KeyFileError, match=r"key file '.*garbled\.key': "):
+        load_public_key(garbled)
