@@ -20,7 +20,7 @@ async def slow_lookup(env: IntentEnvelope) -> dict[str, Any]:
     return {"found": True}
 
 
-async def test_lookup_deadline() -> None:
+async def check_lookup_deadline() -> None:
     router = Router()
     router.register("lookup", "lookup", slow_lookup, timeout=30.0)
     async with open_test_node(router=router, samples=False) as node:
@@ -34,7 +34,7 @@ async def test_lookup_deadline() -> None:
 
 
 def test_lookup_deadline_with_mock_clock() -> None:
-    trio.run(test_lookup_deadline, clock=trio.testing.MockClock(autojump_threshold=0))
+    trio.run(check_lookup_deadline, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
 if __name__ == "__main__":
