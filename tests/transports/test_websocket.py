@@ -206,8 +206,9 @@ async def test_publish_raises_the_remote_refusal_or_the_local_failure() -> None:
             assert transport_code(ack) == TransportCode.TIMEOUT
         nursery.cancel_scope.cancel()
     async with open_client(url, reconnect=False) as client:  # nobody listens any more
-        with pytest.raises(ConnectionFailure):
+        with pytest.raises(ConnectionFailure) as lost:
             await client.publish(new_event("x"), timeout=5)
+        assert not lost.value.retryable  # no later attempt will come
 
 
 async def test_slow_subscriber_drops_oldest_and_counts() -> None:

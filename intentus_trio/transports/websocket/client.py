@@ -459,8 +459,10 @@ class WebSocketClient(RunsOnce):
                 raise TransportTimeout(f"not connected to {self.url} within the deadline",
                                        details={"reason": self._last_failure})
             if self._session is None and self.stats.connect_failures > failures:
+                # Without reconnection, no later attempt will come: not worth retrying.
                 raise ConnectionFailure(f"cannot connect to {self.url}: {self._last_failure}",
-                                        details={"url": self.url, "reason": self._last_failure})
+                                        details={"url": self.url, "reason": self._last_failure},
+                                        retryable=self.reconnect)
 
     def _limit(self, timeout: float | None) -> tuple[float | None, float]:
         limit = self.timeout if timeout is _UNSET else timeout
