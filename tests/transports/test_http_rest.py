@@ -8,6 +8,7 @@ from functools import partial
 import httpx
 import pytest
 import trio
+import trio.testing
 
 from intentus_trio.protocol.codec import dumps, intent_to_json
 from intentus_trio.protocol.enums import ErrorCode, TransportCode
@@ -195,3 +196,15 @@ async def test_custom_headers_and_auth_hook_reach_the_server() -> None:
         async with open_client(url, headers={"x-team": "blue"}, auth=auth) as client:
             assert (await client.send_intent(new_intent("echo"))).ok
     assert seen == [("blue", "Bearer token-1")]
+
+
+async def test_leaving_a_subscription_with_a_full_buffer_keeps_the_client() -> None:
+    async with running_server() as (url, _), open_client(url, event_buffer=4) as client:
+        with trio.fail_after(20):
+            async with client.subscribe("spam.*") as events:
+                for i in range(8):
+                    await client.publish(new_event("spam.x", {"i": i}))
+                # Wait until the reader is blocked on the full buffer, nobody reading.
+                while events._channel.statistics().tasks_waiting_send == 0:
+                    await trio.testing.wait_all_tasks_blocked(cushion=0.01)
+            assert (await client.send_intent(new_intent("echo", {"still": 1}))).ok

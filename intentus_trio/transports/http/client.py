@@ -555,12 +555,14 @@ class HttpTransport:
             if not reader.ready.is_set():
                 raise TransportTimeout("the event subscription was not confirmed in time",
                                        details={"timeout": self.timeout})
-            async with receive_channel:
-                yield _Events(receive_channel, reader)
+            yield _Events(receive_channel, reader)
         finally:
+            # Stop the reader before closing its channel: a reader blocked on a full buffer
+            # would otherwise fail on the closed channel and take the client down with it.
             reader.scope.cancel()
             with trio.CancelScope(shield=True):
                 await reader.done.wait()
+            receive_channel.close()
 
     async def publish(self, event: Event, *, timeout: float | None = _UNSET) -> None:
         """POST an event frame to /events; raises IntentusError if it was not accepted
