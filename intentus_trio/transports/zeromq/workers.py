@@ -7,8 +7,15 @@ runs out (the worker died, hung, or lost its connection, taking whatever sat in 
 the item goes back to the front of the queue for another worker. After ``max_attempts``
 deliveries it fails with AGENT_UNAVAILABLE instead of circulating forever. A redelivered item
 can therefore run twice (once on a worker that was only slow): agents that must not repeat an
-effect should deduplicate by ``metadata.requestId``. Results that arrive for an item already
-finished are dropped and counted.
+effect should deduplicate by ``metadata.requestId``. The first result to arrive from any
+delivery is the item's result, even one that arrives while the item waits to be redelivered;
+results that arrive for an item already finished are dropped and counted.
+
+With a protector, an item is sealed each time it is handed to a worker, not when it is
+queued: a seal made at queueing time would go stale while the item waits, and a redelivery
+of the same sealed bytes would be refused as a replay by a worker that already opened them.
+Each delivery is then a separate request to the protector, so a slow worker's reply to an
+earlier delivery still opens.
 
 Messages::
 
@@ -35,10 +42,10 @@ import zmq
 from ...protocol.codec import DEFAULT_MAX_FRAME_BYTES, FrameCodec
 from ...protocol.enums import TransportProtocol
 from ...protocol.errors import AgentUnavailable, IntentusError
-from ...protocol.models import AgentResponse, IntentEnvelope
+from ...protocol.models import AgentResponse, IntentEnvelope, TransportEnvelope
 from ...protocol.versions import negotiate
 from ...routing.router import Router
-from ..framing import ClientFraming, FrameDispatcher, FrameProtector
+from ..framing import ClientFraming, FrameDispatcher, FrameProtector, request_frame
 from ..zmq_trio import TrioSocket
 from . import wire
 from .endpoints import endpoint
@@ -76,8 +83,10 @@ class DistributorStats:
 class _Work:
     work_id: bytes
     kind: bytes
+    #: The encoded frame, unless ``frame`` is set: then it is sealed anew for each delivery.
     data: bytes
     trace_id: str
+    frame: TransportEnvelope | None = None
     attempts: int = 0
     deadline: float = 0.0
     done: trio.Event | None = None
@@ -168,8 +177,13 @@ class Distributor:
     async def _enqueue(self, env: IntentEnvelope, kind: bytes) -> _Work:
         while self.backlog >= self.max_queue:
             await self._space.park()
-        data = self.framing.encode_intent(env)
-        work = _Work(b"%x" % next(self._ids), kind, data, env.metadata.trace_id)
+        framing = self.framing
+        trace_id = env.metadata.trace_id
+        if framing.protector is None:
+            work = _Work(b"%x" % next(self._ids), kind, framing.encode_intent(env), trace_id)
+        else:
+            work = _Work(b"%x" % next(self._ids), kind, b"", trace_id,
+                         frame=request_frame(env, framing.protocol))
         self._pending.append(work)
         self.stats.submitted += 1
         self._work_ready.unpark()
@@ -179,7 +193,8 @@ class Distributor:
         """Queue ``env`` one-way; on return the distributor holds it until a worker is done.
 
         Waits while ``max_queue`` items are outstanding (backpressure on producers).
-        Raises an IntentusError if the intent cannot be encoded.
+        Raises an IntentusError if the intent cannot be encoded; with a protector, sealing
+        happens at each delivery, and an item that cannot be sealed is counted as failed.
         """
         await self._enqueue(env, NO_RESULT)
 
@@ -211,14 +226,28 @@ class Distributor:
 
     async def _dispatch(self, push: TrioSocket) -> None:
         pending, leased = self._pending, self._leased
+        sealing = self.framing.protector is not None
         sent = 0
         while True:
             if not pending:
                 await self._work_ready.park()
                 continue
             work = pending[0]
+            data = work.data
+            if sealing:
+                if not push.events() & zmq.POLLOUT:
+                    # Seal only once the item can leave: a seal made now would age while
+                    # waiting, and one dropped would leave its pending binding behind.
+                    await push.wait(zmq.POLLOUT)
+                    continue
+                try:
+                    data = self._seal(work)
+                except Exception as exc:
+                    pending.popleft()
+                    self._fail(work, self._sealing_error(work, exc))
+                    continue
             try:
-                push.send_nowait([work.work_id, work.kind, work.data])
+                push.send_nowait([work.work_id, work.kind, data])
             except trio.WouldBlock:
                 # No worker connected, or every worker's queue is full.
                 await push.wait(zmq.POLLOUT)
@@ -232,6 +261,28 @@ class Distributor:
             if not sent & 255:
                 await trio.lowlevel.checkpoint()
 
+    def _seal(self, work: _Work) -> bytes:
+        """One delivery's bytes: a fresh seal, so neither age nor redelivery makes a replay."""
+        protector = self.framing.protector
+        assert protector is not None and work.frame is not None
+        return self.framing.codec.encode(protector.seal(work.frame))
+
+    @staticmethod
+    def _sealing_error(work: _Work, exc: Exception) -> IntentusError:
+        """What an item that cannot be sealed fails with; the queue goes on without it."""
+        if isinstance(exc, IntentusError):
+            return exc
+        log.error("sealing work %s failed", work.work_id, exc_info=exc)
+        return IntentusError(f"the work could not be sealed: {exc}")
+
+    def _fail(self, work: _Work, error: IntentusError) -> None:
+        self.stats.failed += 1
+        self.stats.completed += 1
+        if work.done is not None:
+            work.result = error.to_response(trace_id=work.trace_id)
+            work.done.set()
+        self._released()
+
     async def _collect(self, pull: TrioSocket) -> None:
         leased = self._leased
         while True:
@@ -239,13 +290,13 @@ class Distributor:
             kind = frames[0]
             if kind == ACK and len(frames) > 1:
                 for work_id in itertools.islice(frames, 1, None):
-                    work = leased.pop(work_id, None)
+                    work = leased.pop(work_id, None) or self._take_requeued(work_id)
                     if work is None:
                         self.stats.duplicates += 1
                     else:
                         self._finish(work, None)
             elif kind == RESULT and len(frames) == 3:
-                work = leased.pop(frames[1], None)
+                work = leased.pop(frames[1], None) or self._take_requeued(frames[1])
                 if work is None:
                     self.stats.duplicates += 1
                 else:
@@ -258,6 +309,18 @@ class Distributor:
                         work.deadline = deadline
             else:
                 self.stats.dropped_malformed += 1
+
+    def _take_requeued(self, work_id: bytes) -> _Work | None:
+        """An item whose lease ran out and that waits to be sent again, taken off the queue:
+        the slow worker finished it after all. Such items sit at the front of the queue."""
+        pending = self._pending
+        for work in pending:
+            if not work.attempts:
+                break
+            if work.work_id == work_id:
+                pending.remove(work)
+                return work
+        return None
 
     def _decode_result(self, work: _Work, data: bytes) -> AgentResponse:
         try:
@@ -289,17 +352,12 @@ class Distributor:
             for work in reversed(expired):
                 del self._leased[work.work_id]
                 if work.attempts >= self.max_attempts:
-                    self.stats.failed += 1
-                    self.stats.completed += 1
                     log.warning("work %s failed after %d deliveries", work.work_id,
                                 work.attempts)
-                    if work.done is not None:
-                        work.result = AgentUnavailable(
-                            f"no worker completed the intent in {work.attempts} deliveries",
-                            details={"attempts": work.attempts},
-                        ).to_response(trace_id=work.trace_id)
-                        work.done.set()
-                    self._released()
+                    self._fail(work, AgentUnavailable(
+                        f"no worker completed the intent in {work.attempts} deliveries",
+                        details={"attempts": work.attempts},
+                    ))
                     continue
                 self.stats.redelivered += 1
                 self._pending.appendleft(work)
