@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.lowlevel
 
 from intentus_trio.emcl import EmclProtector, Keyring, Role
 from intentus_trio.keys import X25519KeyPair, generate_master_key
@@ -193,7 +194,7 @@ async def test_an_event_that_cannot_be_sealed_is_skipped_and_nothing_else_breaks
                                                                                {"s": 0.5})))
 
                     nursery.start_soon(call)
-                    await trio.sleep(0.1)  # the call is in flight on the subscriber's link
+                    await trio.lowlevel.checkpoint()  # the call goes out on the subscriber's link
                     for _ in range(3):
                         await publisher.publish(new_event("note.x", {"s": SECRET}))
             assert replies[0].ok, replies[0]

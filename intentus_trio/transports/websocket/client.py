@@ -594,7 +594,7 @@ class WebSocketClient(RunsOnce):
             lambda rid, peer_max: self._encode_intent(env, rid, peer_max, deadline),
             trace_id, limit, deadline,
         )
-        return result if type(result) is AgentResponse else as_response(result, trace_id)
+        return as_response(result, trace_id)
 
     async def send_stream(
         self, env: IntentEnvelope, *, timeout: float | None = _UNSET
