@@ -14,11 +14,12 @@ import trio.testing
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from intentus_trio.protocol.enums import TransportCode
+from intentus_trio.protocol.errors import ConnectionFailure
 from intentus_trio.protocol.factory import new_event, new_intent
-from intentus_trio.protocol.models import AgentResponse
+from intentus_trio.protocol.models import AgentResponse, Event
 from intentus_trio.transports.websocket import open_client
 
-from .ws_helpers import Gate, make_router, running_relay, running_server
+from .ws_helpers import Gate, count_tasks, make_router, running_relay, running_server
 
 
 @pytest.fixture
@@ -167,3 +168,109 @@ async def test_call_deadline_while_disconnected(jump_clock: trio.testing.MockClo
         response = await client.send_intent(new_intent("echo"), timeout=3.0)
         assert transport_code(response) == TransportCode.TIMEOUT
         assert trio.current_time() - start == pytest.approx(3.0, abs=0.1)
+
+
+async def test_subscription_iteration_ends_when_the_client_closes() -> None:
+    router = make_router()
+    async with running_server(router) as (url, _), open_client(url) as client, \
+            client.subscribe("news") as news:
+        received: list[Event] = []
+        first = trio.Event()
+
+        async def consume() -> None:
+            async for event in news:
+                received.append(event)
+                first.set()
+
+        with trio.fail_after(5):  # a hang guard only: the consumer must end by itself
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(consume)
+                router.events.publish(new_event("news", {"n": 1}))
+                await first.wait()
+                await client.aclose()
+        assert [e.payload for e in received] == [{"n": 1}]
+        assert not news.active
+
+
+async def test_without_reconnect_subscribing_fails_once_the_connection_is_lost() -> None:
+    async with running_server() as (url, _):
+        port = int(url.rsplit(":", 1)[1].strip("/"))
+        async with running_relay(port) as relay, \
+                open_client(relay.url, reconnect=False, timeout=None) as client:
+            await client.wait_connected()
+            relay.cut()
+            await until(lambda: not client.connected)
+            with trio.fail_after(5), pytest.raises(ConnectionFailure) as lost:
+                async with client.subscribe("x"):
+                    pytest.fail("entered a subscription no connection can carry")
+            assert not lost.value.retryable
+
+
+async def test_without_reconnect_subscribing_to_an_unreachable_server_fails() -> None:
+    async with running_server() as (url, _):
+        pass  # the port is free again
+    async with open_client(url, reconnect=False, timeout=None) as client:
+        with trio.fail_after(5), pytest.raises(ConnectionFailure) as unreachable:
+            async with client.subscribe("x"):
+                pytest.fail("entered a subscription no connection can carry")
+        assert not unreachable.value.retryable
+
+
+async def test_without_reconnect_iterating_fails_once_the_connection_is_lost() -> None:
+    router = make_router()
+    async with running_server(router) as (url, _):
+        port = int(url.rsplit(":", 1)[1].strip("/"))
+        async with running_relay(port) as relay, \
+                open_client(relay.url, reconnect=False) as client, \
+                client.subscribe("news") as news:
+            router.events.publish(new_event("news", {"n": 1}))
+            with trio.fail_after(5):
+                assert (await news.__anext__()).payload == {"n": 1}
+            relay.cut()
+            with trio.fail_after(5), pytest.raises(ConnectionFailure) as lost:
+                await news.__anext__()
+            assert not lost.value.retryable
+            with pytest.raises(ConnectionFailure):  # and on every later attempt
+                await news.__anext__()
+
+
+async def test_aclose_inside_the_block_is_idempotent_and_leaves_the_block_running() -> None:
+    async with running_server() as (url, _):
+        me = trio.lowlevel.current_task()
+        baseline = count_tasks(me)
+        finished = False
+        async with open_client(url) as client:
+            async with client.subscribe("x") as sub:
+                async with trio.open_nursery() as mine:
+                    mine.start_soon(client.aclose)
+                    await client.aclose()  # twice, and concurrently
+                await trio.lowlevel.checkpoint()  # the block itself was not cancelled
+                assert not client.connected
+                assert count_tasks(me) == baseline  # the client's own tasks have ended
+                with trio.fail_after(5):
+                    assert [e async for e in sub] == []
+                with pytest.raises(trio.ClosedResourceError):
+                    await client.send_intent(new_intent("echo"))
+                with pytest.raises(trio.ClosedResourceError):
+                    async with client.subscribe("y"):
+                        pass
+            await client.aclose()
+            finished = True
+        await client.aclose()  # after the block as well
+        assert finished
+
+
+async def test_aclose_inside_the_block_while_reconnecting(
+    jump_clock: trio.testing.MockClock,
+) -> None:
+    async with running_server() as (url, _):
+        pass
+    async with open_client(url, backoff_initial=30.0, backoff_max=30.0) as client:
+        failed = await client.send_intent(new_intent("echo"))  # the supervisor backs off
+        assert transport_code(failed) == TransportCode.CONNECTION_FAILURE
+        start = trio.current_time()
+        await client.aclose()
+        await client.aclose()
+        await trio.lowlevel.checkpoint()
+        assert trio.current_time() - start < 1.0  # the backoff sleep was cut short
+    assert trio.current_time() - start < 1.0

@@ -12,7 +12,7 @@ from __future__ import annotations
 import trio
 
 from ...protocol.errors import ConnectionFailure, IntentusError, ProtocolError, TransportTimeout
-from ...protocol.models import AgentResponse, StreamChunk
+from ...protocol.models import AgentResponse, Event, StreamChunk
 from ..base import StreamItem
 from ..remote_subscription import RemoteSubscription
 
@@ -106,8 +106,37 @@ class WebSocketSubscription(RemoteSubscription):
 
     ``dropped`` counts events lost to full buffers on either side (the server reports its
     own drops in a header); events published while the connection is down are not counted.
+    Iteration ends when the subscription's block or the client closes; it raises the
+    ``ConnectionFailure`` in ``failure`` once no connection will carry it again (the
+    connection was lost with ``reconnect=False``). Events already queued come first.
     """
 
     def __init__(self, subscription_id: str, event_type: str, buffer: int) -> None:
         super().__init__(event_type, buffer)
         self.id = subscription_id
+        self.closed = False
+        #: Why the subscription ended for good, if it did not end by being closed.
+        self.failure: ConnectionFailure | None = None
+
+    def activate(self) -> None:
+        if not self.closed:  # an acknowledgement racing the client's close
+            super().activate()
+
+    def close(self) -> None:
+        self.closed = True
+        super().close()
+
+    def fail(self, exc: ConnectionFailure) -> None:
+        """End the subscription with ``exc`` (unless it was closed already)."""
+        if not self.closed:
+            self.failure = exc
+            self.close()
+
+    async def __anext__(self) -> Event:
+        try:
+            return await super().__anext__()
+        except StopAsyncIteration:
+            if self.failure is None:
+                raise
+            # A fresh traceback each time: the same error is raised on every later call.
+            raise self.failure.with_traceback(None) from None

@@ -230,15 +230,20 @@ class WebSocketClient(RunsOnce):
                     await self._shut()
 
     async def aclose(self) -> None:
-        """Close the connection; in-flight calls end with CONNECTION_FAILURE."""
+        """Close the connection and wait for the client's tasks to stop; in-flight calls end
+        with CONNECTION_FAILURE and subscriptions' iterations end. Idempotent, and safe
+        inside the client's own block (which it does not cancel)."""
         await self._shut()
         if self._started:
             await self._stopped.wait()
 
     async def _shut(self) -> None:
         if self._closed:
+            await trio.lowlevel.checkpoint()
             return
         self._closed = True
+        for sub in self._subs.values():
+            sub.close()  # their iterations end, as leaving their blocks would end them
         if self._session is not None:
             # Let the supervisor close the connection politely; it stops after that.
             self._session.end("the transport was closed")
@@ -282,8 +287,9 @@ class WebSocketClient(RunsOnce):
                     if self._closed:
                         break
                     if not self.reconnect:
-                        self._dead = self._last_failure
-                        self._notify()
+                        if self._dead is None:  # the first attempt failed
+                            self._give_up(self._last_failure,
+                                          f"cannot reach {self.url}: {self._last_failure}")
                         break
                     failures = 0 if established and lived >= self.backoff_max else failures + 1
                     if failures:
@@ -292,6 +298,14 @@ class WebSocketClient(RunsOnce):
         finally:
             self._stopped.set()
             self._expiry.cancel()
+
+    def _give_up(self, reason: str, message: str) -> None:
+        """Without reconnection the first loss is final: fail what waits for a connection."""
+        self._dead = reason
+        for sub in self._subs.values():
+            sub.fail(ConnectionFailure(message, details={"url": self.url, "reason": reason},
+                                       retryable=False))
+        self._notify()
 
     def _attempt_failed(self, reason: str) -> None:
         self._last_failure = reason
@@ -379,6 +393,9 @@ class WebSocketClient(RunsOnce):
                 sub.deactivate()
             self.stats.disconnects += 1
             self._last_failure = reason
+            if not self.reconnect and not self._closed:
+                # Now, not after the closing handshake: nothing has to wait for it.
+                self._give_up(reason, f"WebSocket connection lost: {reason}")
             self._notify()
             # The library's reader task lives in this nursery too: close first, so the
             # closing handshake can complete, then stop our own tasks.
@@ -448,9 +465,7 @@ class WebSocketClient(RunsOnce):
             if self._closed:
                 raise ConnectionFailure("the transport was closed")
             if self._dead is not None:
-                raise ConnectionFailure(f"cannot reach {self.url}: {self._dead}",
-                                        details={"url": self.url, "reason": self._dead},
-                                        retryable=False)
+                raise self._unreachable(self._dead)
             failures = self.stats.connect_failures
             changed = self._changed
             with trio.move_on_at(deadline):
@@ -463,6 +478,10 @@ class WebSocketClient(RunsOnce):
                 raise ConnectionFailure(f"cannot connect to {self.url}: {self._last_failure}",
                                         details={"url": self.url, "reason": self._last_failure},
                                         retryable=self.reconnect)
+
+    def _unreachable(self, reason: str) -> ConnectionFailure:
+        return ConnectionFailure(f"cannot reach {self.url}: {reason}",
+                                 details={"url": self.url, "reason": reason}, retryable=False)
 
     def _limit(self, timeout: float | None) -> tuple[float | None, float]:
         limit = self.timeout if timeout is _UNSET else timeout
@@ -671,22 +690,26 @@ class WebSocketClient(RunsOnce):
 
     async def _control_call(
         self, session: _Session, op: wire.Control, payload: JsonObject, timeout: float | None
-    ) -> AgentResponse:
+    ) -> AgentResponse | IntentusError:
         limit, deadline = self._limit(timeout)
-        return as_response(await self._roundtrip(
+        return await self._roundtrip(
             lambda rid, peer_max: self._encode_control(op, rid, peer_max, payload),
             None, limit, deadline, session,
-        ), None)
+        )
 
-    async def _establish(self, session: _Session, sub: WebSocketSubscription) -> AgentResponse:
-        response = await self._control_call(
+    async def _establish(
+        self, session: _Session, sub: WebSocketSubscription
+    ) -> AgentResponse | IntentusError:
+        outcome = await self._control_call(
             session, wire.Control.SUBSCRIBE,
             {wire.SUBSCRIPTION: sub.id, "eventType": sub.event_type}, _UNSET,
         )
+        response = as_response(outcome, None)
         if response.ok:
             if self._subs.get(sub.id) is sub:
                 if session.alive:
                     sub.activate()
+                    self._notify()  # wakes a ``subscribe`` waiting for this
             elif session.alive:  # left the block while the server was subscribing it
                 session.nursery.start_soon(self._send_control, session,
                                            wire.Control.UNSUBSCRIBE, self._next_id(),
@@ -694,7 +717,7 @@ class WebSocketClient(RunsOnce):
         elif session.alive:
             log.warning("subscription to %r refused by %s: %s", sub.event_type, self.url,
                         response.error.message if response.error else "error")
-        return response
+        return outcome
 
     @asynccontextmanager
     async def subscribe(self, event_type: str) -> AsyncIterator[WebSocketSubscription]:
@@ -702,7 +725,10 @@ class WebSocketClient(RunsOnce):
 
         Entering waits for the server's acknowledgement (within the transport's timeout)
         while connected; a refusal raises ``RemoteError``. The subscription survives
-        reconnections: it is re-established on every new connection.
+        reconnections: it is re-established on every new connection. Without one to come
+        (``reconnect=False`` after the connection was lost or could not be made), entering
+        raises ``ConnectionFailure``, and so does iterating once the queued events are read.
+        Iteration ends when the client closes.
         """
         self._check_open()
         if not 0 < len(event_type) <= 256:
@@ -711,16 +737,20 @@ class WebSocketClient(RunsOnce):
                                     self.subscription_buffer)
         self._subs[sub.id] = sub
         try:
+            deadline = trio.current_time() + (math.inf if self.timeout is None else self.timeout)
             session = self._session
+            outcome = None
             if session is not None and session.alive:
-                response = await self._establish(session, sub)
+                outcome = await self._establish(session, sub)
+                response = as_response(outcome, None)
                 if response.error is not None and response.error.code is not (
                     ErrorCode.TRANSPORT_ERROR
                 ):
                     raise_for_error(response)
-            else:
-                with trio.move_on_after(math.inf if self.timeout is None else self.timeout):
-                    await sub.wait_active()
+            if outcome is None or isinstance(outcome, ConnectionFailure):
+                # Not connected, or the connection was lost meanwhile: wait for the next.
+                with trio.move_on_at(deadline):
+                    await self._wait_established(sub)
             yield sub
         finally:
             del self._subs[sub.id]
@@ -731,6 +761,17 @@ class WebSocketClient(RunsOnce):
                 with trio.CancelScope(shield=True):
                     await self._control_call(session, wire.Control.UNSUBSCRIBE,
                                              {wire.SUBSCRIPTION: sub.id}, self.close_timeout)
+
+    async def _wait_established(self, sub: WebSocketSubscription) -> None:
+        """Wait until a connection carries ``sub``; raise if none will."""
+        while not sub.active:
+            if sub.failure is not None:
+                raise sub.failure
+            if self._closed:
+                raise ConnectionFailure("the transport was closed")
+            if self._dead is not None:
+                raise self._unreachable(self._dead)
+            await self._changed.wait()
 
 
 def open_client(url: str, **options: Any) -> WebSocketClient:
