@@ -30,7 +30,11 @@ class StandInProtector:
         return hmac.new(self.key, text.encode(), hashlib.sha256).hexdigest()
 
     def seal(
-        self, frame: TransportEnvelope, *, reply_to: TransportEnvelope | None = None
+        self,
+        frame: TransportEnvelope,
+        *,
+        reply_to: TransportEnvelope | None = None,
+        expect_reply: bool = True,
     ) -> TransportEnvelope:
         self.sealed += 1
         text = base64.b64encode(dumps(body_to_json(frame.body))).decode()

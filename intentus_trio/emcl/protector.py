@@ -170,9 +170,18 @@ class EmclProtector:
     # ------------------------------------------------------------------ sealing
 
     def seal(
-        self, frame: TransportEnvelope, *, reply_to: TransportEnvelope | None = None
+        self,
+        frame: TransportEnvelope,
+        *,
+        reply_to: TransportEnvelope | None = None,
+        expect_reply: bool = True,
     ) -> TransportEnvelope:
-        """Seal ``frame``; a response answering a request takes that request, as received."""
+        """Seal ``frame``; a response answering a request takes that request, as received.
+
+        A request sealed with ``expect_reply=False`` (a control frame the peer never answers,
+        one-way work) is not remembered as pending: it would only push out requests that do
+        await replies, whose answers would then be refused as unmatched.
+        """
         body = frame.body
         mtype = frame.message_type
         if isinstance(body, EMCLEnvelope):
@@ -211,7 +220,7 @@ class EmclProtector:
             env = self.engine.seal(mtype, dumps(body_to_json(body)), key=key,
                                    recipient=recipient, headers=headers,
                                    negotiation=negotiation)
-        if self._tracks and mtype is not _RESPONSE:
+        if self._tracks and expect_reply and mtype is not _RESPONSE:
             self.pending.add(env.hmac, recipient, event=mtype is MessageType.EVENT)
         return new_frame(frame.protocol, mtype, env, headers, neg)
 

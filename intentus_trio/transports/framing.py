@@ -50,10 +50,15 @@ class FrameProtector(Protocol):
 
     ``reply_to`` is the request a reply answers, exactly as received (still sealed): the
     protector seals the reply for that request's sender and binds it to that request.
+    ``expect_reply=False`` marks a request no reply will answer (nothing to remember).
     """
 
     def seal(
-        self, frame: TransportEnvelope, *, reply_to: TransportEnvelope | None = None
+        self,
+        frame: TransportEnvelope,
+        *,
+        reply_to: TransportEnvelope | None = None,
+        expect_reply: bool = True,
     ) -> TransportEnvelope: ...
 
     def open(self, frame: TransportEnvelope) -> TransportEnvelope: ...
@@ -162,10 +167,12 @@ class ClientFraming:
         *,
         request_id: str | None = None,
         headers: Mapping[str, str] | None = None,
+        expect_reply: bool = True,
     ) -> bytes:
+        """Encode (and seal) an intent; ``expect_reply=False`` for one nothing will answer."""
         frame = request_frame(env, self.protocol, request_id=request_id, headers=headers)
         if self.protector is not None:
-            frame = self.protector.seal(frame)
+            frame = self.protector.seal(frame, expect_reply=expect_reply)
         return self.codec.encode(frame)
 
     def encode_event(self, event: Event) -> bytes:

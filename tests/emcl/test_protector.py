@@ -385,3 +385,23 @@ async def test_dispatcher_binds_concurrent_replies(clock: FakeClock) -> None:
     for (n, i), reply in results.items():
         assert isinstance(reply, AgentResponse) and reply.payload == {"echo": {"n": n, "i": i}}
     assert all(len(c.protector.pending) == 0 for c in clients)  # type: ignore[union-attr]
+
+
+def test_requests_nothing_answers_are_not_kept_pending(
+    protectors: tuple[EmclProtector, EmclProtector],
+) -> None:
+    client, server = protectors
+    client.pending = PendingRequests(max_intents=2)
+    awaited = client.seal(request_frame(new_intent("slow"), HTTP, request_id="1"))
+    framing = ClientFraming(HTTP, protector=client)
+    # Control frames and one-way work get no reply: they must not push out the request
+    # above, whose reply would then be refused as unmatched.
+    for n in range(5):
+        data = framing.encode_intent(new_intent("credit"), request_id=str(n), expect_reply=False)
+        assert server.open(FrameCodec().decode(data)).body.intent.name == "credit"  # type: ignore[union-attr]
+    assert len(client.pending) == 1
+    server.open(awaited)
+    reply = server.seal(response_frame(AgentResponse.success({"ok": 1}), HTTP, request_id="1"),
+                        reply_to=awaited)
+    assert client.open(reply).body.payload == {"ok": 1}  # type: ignore[union-attr]
+    assert len(client.pending) == 0
