@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from functools import partial
 
+import pytest
 import trio
 
 from intentus_trio.protocol.enums import TransportCode
-from intentus_trio.protocol.factory import new_intent
+from intentus_trio.protocol.factory import new_event, new_intent
 from intentus_trio.protocol.models import IntentEnvelope, JsonObject
 from intentus_trio.transports.http import RetryPolicy, open_client, serve
 
-from .http_helpers import make_router
+from .http_helpers import make_router, running_server
 
 
 async def test_in_flight_requests_finish_or_are_cancelled_by_the_deadline() -> None:
@@ -83,3 +84,35 @@ async def test_serve_reports_bind_errors_unwrapped() -> None:
         else:
             raise AssertionError("binding a used port must fail")
         nursery.cancel_scope.cancel()
+
+
+async def test_closing_the_client_inside_its_block_leaves_the_block_running() -> None:
+    reached = []
+    async with running_server() as (url, _):
+        async with open_client(url) as client:
+            assert (await client.send_intent(new_intent("echo", {"a": 1}))).ok
+            async with trio.open_nursery() as mine:
+                mine.start_soon(client.aclose)
+                await client.aclose()  # twice, and concurrently: idempotent
+                await trio.lowlevel.checkpoint()  # the caller's block goes on
+            reached.append("after close")
+            with pytest.raises(trio.ClosedResourceError, match="closed"):
+                await client.send_intent(new_intent("echo"))
+            with pytest.raises(trio.ClosedResourceError):
+                async with client.subscribe("x"):
+                    pass
+        reached.append("after exit")
+    assert reached == ["after close", "after exit"]
+
+
+async def test_subscription_ends_when_the_client_closes() -> None:
+    rest: list[object] | None = None
+    async with running_server() as (url, _), open_client(url) as client, \
+            client.subscribe("news") as events:
+        await client.publish(new_event("news", {"n": 1}))
+        with trio.fail_after(5):
+            assert (await events.__anext__()).payload == {"n": 1}
+        await client.aclose()
+        with trio.fail_after(5):
+            rest = [e async for e in events]
+    assert rest == []

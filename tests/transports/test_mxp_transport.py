@@ -446,6 +446,46 @@ async def test_unreachable_server_and_closed_transport(backend: Backend | None) 
         await transport.send_intent(new_intent("echo"))
 
 
+async def test_closing_the_transport_inside_its_block_leaves_the_block_running(
+        backend: Backend | None) -> None:
+    reached = []
+    async with serving(make_router(), backend) as server:
+        assert server.url is not None
+        async with client(server.url, backend) as transport:
+            assert (await transport.send_intent(new_intent("echo"))).ok
+            async with trio.open_nursery() as mine:
+                mine.start_soon(transport.aclose)
+                await transport.aclose()  # twice, and concurrently: idempotent
+                await trio.lowlevel.checkpoint()  # the caller's block goes on
+            reached.append("after close")
+            assert not transport.connected  # it owned the pool: its connection is closed
+            with pytest.raises(trio.ClosedResourceError, match="closed"):
+                await transport.send_intent(new_intent("echo"))
+            with pytest.raises(trio.ClosedResourceError):
+                async with transport.subscribe("x"):
+                    pass
+        reached.append("after exit")
+    assert reached == ["after close", "after exit"]
+
+
+async def test_subscription_ends_when_the_transport_closes(backend: Backend | None) -> None:
+    rest: list[object] | None = None
+    async with serving(make_router(), backend) as server:
+        assert server.url is not None
+        async with client(server.url, backend) as transport:
+            async with transport.subscribe("news") as sub:
+                await transport.publish(new_event("news", {"n": 1}))
+                with trio.fail_after(5):
+                    assert (await sub.__anext__()).payload == {"n": 1}
+                await transport.aclose()
+                assert not sub.active
+                with trio.fail_after(5):
+                    rest = [event async for event in sub]
+            with trio.fail_after(5):
+                await server.wait_subscriptions(0)
+    assert rest == []
+
+
 # --------------------------------------------------------------------------- EMCL
 
 

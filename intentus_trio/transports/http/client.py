@@ -170,17 +170,35 @@ class HttpTransport:
             ("stream", wire.STREAM_PATH), ("events", wire.EVENTS_PATH),
             ("tasks", wire.TASKS_PATH), ("health", wire.HEALTH_PATH))}
         self._closed = False
+        #: Where subscription readers run: a nursery of its own task, so that closing the
+        #: transport cancels them and never the caller's block.
         self._nursery: trio.Nursery | None = None
-        self._nursery_manager: AbstractAsyncContextManager[trio.Nursery] | None = None
+        self._stopped = trio.Event()
+        self._close_done = trio.Event()
+        self._nursery_manager: AbstractAsyncContextManager[None] | None = None
 
     # ------------------------------------------------------------------ lifetime
 
     async def __aenter__(self) -> HttpTransport:
         if self._nursery_manager is not None:
             raise RuntimeError("an HttpTransport is entered once")
-        self._nursery_manager = trio.open_nursery()
-        self._nursery = await self._nursery_manager.__aenter__()
+        self._nursery_manager = self._lifetime()
+        await self._nursery_manager.__aenter__()
         return self
+
+    @asynccontextmanager
+    async def _lifetime(self) -> AsyncIterator[None]:
+        async with trio.open_nursery() as outer:
+            self._nursery = await outer.start(self._background)
+            yield
+
+    async def _background(self, *, task_status: trio.TaskStatus[trio.Nursery]) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                task_status.started(nursery)
+                await trio.sleep_forever()
+        finally:
+            self._stopped.set()
 
     async def __aexit__(
         self,
@@ -203,13 +221,19 @@ class HttpTransport:
             raise lone from None
 
     async def aclose(self) -> None:
+        """Close the transport: subscriptions end, calls in flight end with
+        CONNECTION_FAILURE, later calls raise ``trio.ClosedResourceError``. Safe inside the
+        ``async with`` block (only the transport's own tasks are cancelled) and idempotent."""
         if self._closed:
+            await self._close_done.wait()
             return
         self._closed = True
-        if self._nursery is not None:
-            self._nursery.cancel_scope.cancel()
         with trio.CancelScope(shield=True):
+            if self._nursery is not None:
+                self._nursery.cancel_scope.cancel()
+                await self._stopped.wait()
             await self._client.aclose()
+        self._close_done.set()
 
     def _check_open(self) -> None:
         if self._closed:

@@ -129,6 +129,7 @@ class MxpTransport(RunsOnce):
         self.backoff_max = backoff_max
         self._ids = itertools.count(1)
         self._nursery: trio.Nursery | None = None
+        self._stopped = trio.Event()
         self._closed = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -137,14 +138,23 @@ class MxpTransport(RunsOnce):
     async def _running(self) -> AsyncIterator[MxpTransport]:
         with unwrap_single():
             async with trio.open_nursery() as nursery:
-                if self._own_pool:
-                    await nursery.start(self._run_pool)
-                self._nursery = nursery
+                self._nursery = await nursery.start(self._background)
                 try:
                     yield self
                 finally:
-                    self._closed = True
-                    nursery.cancel_scope.cancel()
+                    await self.aclose()
+
+    async def _background(self, *, task_status: trio.TaskStatus[trio.Nursery]) -> None:
+        """The transport's tasks (its pool, subscriptions) in a nursery of their own task:
+        closing cancels them and never the caller's block."""
+        try:
+            async with trio.open_nursery() as nursery:
+                if self._own_pool:
+                    await nursery.start(self._run_pool)
+                task_status.started(nursery)
+                await trio.sleep_forever()
+        finally:
+            self._stopped.set()
 
     async def _run_pool(self, *, task_status: trio.TaskStatus[None]) -> None:
         async with self.pool.running():
@@ -152,11 +162,16 @@ class MxpTransport(RunsOnce):
             await trio.sleep_forever()
 
     async def aclose(self) -> None:
-        """Close the transport: its connections (if it owns the pool) and subscriptions."""
+        """Close the transport: its subscriptions (their iteration ends) and, if it owns the
+        pool, its connections (calls in flight end with CONNECTION_FAILURE). Later calls raise
+        ``trio.ClosedResourceError``. Safe inside the ``async with`` block and idempotent."""
         self._closed = True
-        if self._nursery is not None:
-            self._nursery.cancel_scope.cancel()
-        await trio.lowlevel.checkpoint()
+        if self._nursery is None:
+            await trio.lowlevel.checkpoint()
+            return
+        self._nursery.cancel_scope.cancel()
+        with trio.CancelScope(shield=True):
+            await self._stopped.wait()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -375,13 +390,16 @@ class MxpTransport(RunsOnce):
                 reported = True
                 task_status.started(response)
 
-        with sub.scope:
-            while True:
-                acked = await self._subscribe_once(sub, report)
-                failures = 0 if acked else failures + 1
-                delay = self.backoff_initial if acked else min(
-                    self.backoff_max, self.backoff_initial * 2 ** (failures - 1))
-                await trio.sleep(delay * (0.5 + random.random() / 2))
+        try:
+            with sub.scope:
+                while True:
+                    acked = await self._subscribe_once(sub, report)
+                    failures = 0 if acked else failures + 1
+                    delay = self.backoff_initial if acked else min(
+                        self.backoff_max, self.backoff_initial * 2 ** (failures - 1))
+                    await trio.sleep(delay * (0.5 + random.random() / 2))
+        finally:
+            sub.close()  # the block was left or the transport closed: iteration ends
 
     async def _subscribe_once(self, sub: MxpSubscription, report: Any) -> bool:
         """Open one subscription stream and forward its events until it ends; True if the
