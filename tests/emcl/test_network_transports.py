@@ -199,3 +199,29 @@ async def test_an_event_that_cannot_be_sealed_is_skipped_and_nothing_else_breaks
                         await publisher.publish(new_event("note.x", {"s": SECRET}))
             assert replies[0].ok, replies[0]
             assert (await subscriber.send_intent(new_intent("echo", {"n": 1}))).ok
+
+
+async def test_websocket_credit_and_cancel_frames_are_not_held_as_pending() -> None:
+    """Nothing answers them: kept as pending requests they would fill the bounded table."""
+    make_client, server = group_protectors()
+    protector = make_client("c1")
+    router = make_router()
+
+    async def many(env: IntentEnvelope) -> AsyncIterator[dict[str, Any]]:
+        for i in range(40):
+            yield {"i": i}
+
+    router.register("many", "many", many)
+    mod = module("websocket")
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(lambda task_status: mod.serve(
+            router, TRANSPORTS["websocket"], protector=server, require_emcl=True,
+            task_status=task_status))
+        async with client_for("websocket", url, protector=protector, stream_window=4) as client:
+            items = [item async for item in client.send_stream(new_intent("many"))]
+            assert len(items) == 41 and items[-1].ok  # type: ignore[union-attr]
+            with trio.move_on_after(0.05):  # the client cancels the call on the server
+                await client.send_intent(new_intent("nap", {"s": 30}))
+            assert (await client.send_intent(new_intent("echo"))).ok
+            assert len(protector.pending) == 1  # the abandoned nap call only
+        nursery.cancel_scope.cancel()

@@ -517,8 +517,10 @@ class WebSocketClient(RunsOnce):
     def _encode_control(
         self, op: wire.Control, rid: str, limit: int, payload: JsonObject | None = None
     ) -> str:
-        data = self.framing.encode_intent(wire.control_intent(op, payload), request_id=rid,
-                                          headers={wire.CONTROL: op.value})
+        # The server answers subscribe and unsubscribe, never credit or cancel.
+        data = self.framing.encode_intent(
+            wire.control_intent(op, payload), request_id=rid, headers={wire.CONTROL: op.value},
+            expect_reply=op is not wire.Control.CREDIT and op is not wire.Control.CANCEL)
         return self._text(data, limit)
 
     def _encode_event(self, event: Event, rid: str, limit: int) -> str:
