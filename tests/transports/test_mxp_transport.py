@@ -7,6 +7,7 @@ the driver has them, and ``TcpStreamBackend`` (the same stream interface over TC
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
 from typing import Any
@@ -247,6 +248,22 @@ async def test_abandoned_stream_leaves_connection_usable(backend: Backend | None
                 assert isinstance(await s.__anext__(), StreamChunk)
             assert (await transport.send_intent(new_intent("echo", {"a": 1}))).ok
             assert transport.pool.stats.connects == 1
+
+
+async def test_a_client_stopping_a_stream_is_no_server_error(
+        backend: Backend | None, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="intentus_trio.transports.mxp")
+    async with serving(make_router(), backend) as server:
+        assert server.url is not None
+        async with client(server.url, backend) as transport:
+            for _ in range(5):
+                async with aclosing(transport.send_stream(
+                        new_intent("count", {"n": 100_000}))) as items:
+                    assert isinstance(await items.__anext__(), StreamChunk)
+        with trio.fail_after(5):
+            await server.wait_connections(0)  # every stream's handler has finished
+        assert server.stats.cancelled == 5
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 # --------------------------------------------------------------------------- events

@@ -361,27 +361,37 @@ class MxpServer:
     async def _watched(self, reader: wire.MessageReader, work: Callable[[], Awaitable[None]],
                        timeout: float | None, *, end_on_eof: bool = False) -> str:
         """Run ``work`` while watching the request stream; "done", "timeout" or "gone"
-        (the client reset the stream, broke the protocol or, with ``end_on_eof``, closed
-        its side: ``work`` was cancelled)."""
+        (the client reset the stream, stopped reading it, broke the protocol or, with
+        ``end_on_eof``, closed its side: ``work`` was cancelled)."""
         outcome = "done"
         async with trio.open_nursery() as nursery:
 
-            async def watch() -> None:
+            def gone() -> None:
                 nonlocal outcome
+                if outcome != "gone":
+                    outcome = "gone"
+                    if not end_on_eof:
+                        self.stats.cancelled += 1
+                nursery.cancel_scope.cancel()
+
+            async def watch() -> None:
                 try:
                     if await reader.next() is None and not end_on_eof:
                         return  # the client half-closed: it still wants the reply
                 except WATCH_ERRORS:
                     pass
-                outcome = "gone"
-                if not end_on_eof:
-                    self.stats.cancelled += 1
-                nursery.cancel_scope.cancel()
+                gone()
 
             nursery.start_soon(watch)
             with trio.move_on_after(math.inf if timeout is None else timeout) as scope:
-                await work()
-            if scope.cancelled_caught:
+                try:
+                    await work()
+                except STREAM_ERRORS as exc:
+                    # A write failed: the client stopped reading (STOP_SENDING) or reset
+                    # the stream. It no longer wants the reply, which is its right.
+                    log.debug("MXP client gave up a stream: %s", wire.describe(exc))
+                    gone()
+            if scope.cancelled_caught and outcome == "done":
                 outcome = "timeout"
             nursery.cancel_scope.cancel()
         return outcome
