@@ -178,6 +178,10 @@ class EmclProtector:
     ) -> TransportEnvelope:
         """Seal ``frame``; a response answering a request takes that request, as received.
 
+        An event pushed to a subscriber may name the subscribe request as ``reply_to`` too:
+        it is then sealed for that subscriber alone, under its key (in pair mode the only
+        key there is), and bound to its subscription.
+
         A request sealed with ``expect_reply=False`` (a control frame the peer never answers,
         one-way work) is not remembered as pending: it would only push out requests that do
         await replies, whose answers would then be refused as unmatched.
@@ -192,8 +196,8 @@ class EmclProtector:
         keyring = self.engine.keyring
         if reply_to is not None:
             request = reply_to.body
-            if mtype is not _RESPONSE:
-                raise ValueError("only a response is sealed in reply to a request")
+            if mtype is not _RESPONSE and mtype is not MessageType.EVENT:
+                raise ValueError("only a response or a pushed event answers a request")
             if (not isinstance(request, EMCLEnvelope) or request.sender is None
                     or request.key_id is None):
                 raise ValueError("reply_to must be the sealed request frame as received")
@@ -220,7 +224,7 @@ class EmclProtector:
             env = self.engine.seal(mtype, dumps(body_to_json(body)), key=key,
                                    recipient=recipient, headers=headers,
                                    negotiation=negotiation)
-        if self._tracks and expect_reply and mtype is not _RESPONSE:
+        if self._tracks and expect_reply and reply_to is None and mtype is not _RESPONSE:
             self.pending.add(env.hmac, recipient, event=mtype is MessageType.EVENT)
         return new_frame(frame.protocol, mtype, env, headers, neg)
 

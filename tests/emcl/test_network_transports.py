@@ -174,7 +174,31 @@ async def test_sealed_subscriptions_and_events(name: str) -> None:
         assert event.event_type == "secret.note" and event.payload == {"s": SECRET}
 
 
-@pytest.mark.parametrize("name", list(TRANSPORTS))
+#: Transports whose subscribers send a sealed subscribe request: their events are sealed
+#: for that subscriber, so pair keys work. The others have no subscriber key to use.
+PER_SUBSCRIBER = ("websocket",)
+
+
+@pytest.mark.parametrize("name", PER_SUBSCRIBER)
+async def test_pair_mode_events_are_sealed_for_each_subscriber(name: str) -> None:
+    from intentus_trio.protocol.factory import new_event
+
+    (first, second, publisher_key), server = pair_protectors(3)
+    async with serving(name, server) as url, \
+            client_for(name, url, protector=first) as sub1, \
+            client_for(name, url, protector=second) as sub2, \
+            client_for(name, url, protector=publisher_key) as publisher:
+        with trio.fail_after(20):
+            async with sub1.subscribe("note.*") as events1, sub2.subscribe("note.*") as events2:
+                await publisher.publish(new_event("note.x", {"s": SECRET}))
+                got1, got2 = await events1.__anext__(), await events2.__anext__()
+        assert got1.payload == got2.payload == {"s": SECRET}
+        # The server holds pair keys only: each subscriber opened its copy, so each copy
+        # was sealed under that subscriber's key.
+        assert (await sub1.send_intent(new_intent("echo", {"n": 1}))).ok
+
+
+@pytest.mark.parametrize("name", [n for n in TRANSPORTS if n not in PER_SUBSCRIBER])
 async def test_an_event_that_cannot_be_sealed_is_skipped_and_nothing_else_breaks(
         name: str) -> None:
     """With pair keys only, a server has no key to seal a pushed event with: the event is

@@ -26,6 +26,7 @@ from intentus_trio.routing.router import Router
 from intentus_trio.transports.framing import (
     ClientFraming,
     FrameDispatcher,
+    event_frame,
     reply_item,
     request_frame,
     response_frame,
@@ -152,7 +153,6 @@ def test_peer_id_pins_the_other_end(group_keyring: Keyring) -> None:
 def test_events_are_sealed_too(protectors: tuple[EmclProtector, EmclProtector]) -> None:
     client, server = protectors
     event = new_event("thing.happened", {"secret": SECRET})
-    from intentus_trio.transports.framing import event_frame
 
     opened = server.open(client.seal(event_frame(event, HTTP)))
     assert opened.body == event
@@ -405,3 +405,30 @@ def test_requests_nothing_answers_are_not_kept_pending(
                         reply_to=awaited)
     assert client.open(reply).body.payload == {"ok": 1}  # type: ignore[union-attr]
     assert len(client.pending) == 0
+
+
+def test_an_event_sealed_in_reply_to_a_subscribe_request_is_for_that_subscriber_only() -> None:
+    """Pair keys only: the server seals each pushed event under the subscriber's key."""
+    server_static = X25519KeyPair.generate()
+    server_ring = Keyring()
+    server_ring.set_static_key(server_static)
+    server = EmclProtector(server_ring, "srv", role=Role.SERVER)
+    clients = []
+    for name in ("c1", "c2"):
+        static = X25519KeyPair.generate()
+        ring = Keyring()
+        ring.set_static_key(static)
+        ring.add_peer("srv", server_static.public)
+        server_ring.add_peer(name, static.public)
+        clients.append(EmclProtector(ring, name, peer_id="srv", role=Role.CLIENT))
+    c1, c2 = clients
+    subscribe = c1.seal(request_frame(new_intent("subscribe"), HTTP))
+    server.open(subscribe)
+    event = event_frame(new_event("note.x", {"n": 1}), HTTP)
+    with pytest.raises(EMCLFailure):
+        server.seal(event)  # no group key: nobody to seal it for
+    sealed = server.seal(event, reply_to=subscribe)
+    opened = c1.open(sealed)
+    assert opened.body == event.body and REPLY_TO_HEADER not in opened.headers
+    assert refused(c2, sealed) == "unknown_key"
+    assert len(c1.pending) == 1  # the subscribe request's own reply is still awaited

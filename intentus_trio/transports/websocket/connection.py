@@ -472,7 +472,7 @@ class ServerConnection:
                         call.cancel()
                 return
             if op is wire.Control.SUBSCRIBE:
-                result = await self._subscribe(payload, sealed)
+                result = await self._subscribe(payload, frame if sealed else None)
             else:
                 result = self._unsubscribe(payload)
         except IntentusError as exc:
@@ -487,7 +487,11 @@ class ServerConnection:
             reply = self.dispatcher.protector.seal(reply, reply_to=frame)
         await self._send(reply, frame)
 
-    async def _subscribe(self, payload: JsonObject, sealed: bool) -> JsonObject:
+    async def _subscribe(
+        self, payload: JsonObject, request: TransportEnvelope | None
+    ) -> JsonObject:
+        """Start a subscription; ``request`` is the subscribe frame as received if it was
+        sealed (its events are then sealed for that subscriber)."""
         sid = wire.subscription_id(payload)
         pattern = wire.event_pattern(payload)
         if sid in self.subs:
@@ -497,7 +501,7 @@ class ServerConnection:
             raise wire.TooManySubscriptions(
                 f"at most {limit} subscriptions per connection", details={"limit": limit})
         assert self._nursery is not None
-        scope, sub = await self._nursery.start(self._forward, sid, pattern, sealed)
+        scope, sub = await self._nursery.start(self._forward, sid, pattern, request)
         self.subs[sid] = (scope, sub)
         return {wire.SUBSCRIPTION: sid, "eventType": pattern}
 
@@ -511,7 +515,7 @@ class ServerConnection:
         return {wire.SUBSCRIPTION: sid, "removed": True, "dropped": sub.dropped}
 
     async def _forward(
-        self, sid: str, pattern: str, sealed: bool, *, task_status: Any
+        self, sid: str, pattern: str, request: TransportEnvelope | None, *, task_status: Any
     ) -> None:
         """Push the events of one subscription to the client, in order, until cancelled."""
         protector = self.dispatcher.protector
@@ -522,12 +526,13 @@ class ServerConnection:
                 task_status.started((scope, sub))
                 async for event in sub:
                     dropped = sub.dropped
-                    if sealed and protector is not None:
+                    if request is not None and protector is not None:
                         try:
-                            size, text = self._sealed_event(event, sid, dropped, protector)
+                            size, text = self._sealed_event(event, sid, dropped, protector,
+                                                            request)
                         except (IntentusError, ValueError) as exc:
-                            # No key to seal it for this subscriber (pair keys only): skip
-                            # the event, keep the connection and its calls.
+                            # No key to seal it for this subscriber (retired meanwhile):
+                            # skip the event, keep the connection and its calls.
                             stats.events_unsealable += 1
                             log.debug("event %r not pushed: %s", event.event_type, exc)
                             continue
@@ -543,8 +548,11 @@ class ServerConnection:
                     stats.events_out += 1
 
     def _sealed_event(
-        self, event: Event, sid: str, dropped: int, protector: FrameProtector
+        self, event: Event, sid: str, dropped: int, protector: FrameProtector,
+        request: TransportEnvelope,
     ) -> tuple[int, str]:
-        data = self.codec.encode(protector.seal(event_push_frame(event, sid, dropped)),
-                                 limit=False)
+        """The event sealed for the subscriber, bound to its subscribe request (pair keys
+        work: it goes under the subscriber's key, as a reply would)."""
+        frame = protector.seal(event_push_frame(event, sid, dropped), reply_to=request)
+        data = self.codec.encode(frame, limit=False)
         return len(data), data.decode()
