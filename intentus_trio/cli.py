@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import statistics
 import sys
 import time
 from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager, aclosing
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing
 from functools import partial
 from typing import Any
+from urllib.parse import urlsplit
 
 import trio
 from attrs import define, field
@@ -143,6 +145,12 @@ def _print_table(rows: list[DemoRow]) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     only = args.only.split(",") if args.only else None
+    names = [name for name, _ in DEMO_TARGETS]
+    unknown = [name for name in only or () if name not in names]
+    if unknown:
+        print(f"error: --only: no transport named {', '.join(map(repr, unknown))} "
+              f"(known: {', '.join(names)})", file=sys.stderr)
+        return 2
     rows = trio.run(run_demo, args.calls, only)
     print(f"intentus-trio {__version__} demo: echo round trips, a 5-chunk stream and one event"
           " per transport\n")
@@ -150,16 +158,41 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if all(r.status == "ok" or r.status.startswith("unavailable") for r in rows) else 1
 
 
+# --------------------------------------------------------------------------- errors
+
+
+def _errors(*classes: type[BaseException], optional: Sequence[str] = ()
+            ) -> tuple[type[BaseException], ...]:
+    """``classes`` and those ``optional`` (``module:Class``) of optional dependencies that are
+    imported, so the CLI catches them without importing an extra the command does not use.
+    Evaluated in the ``except`` clause: the transport imports its dependency as it opens."""
+    found = list(classes)
+    for name in optional:
+        module, _, attribute = name.partition(":")
+        cls = getattr(sys.modules.get(module), attribute, None)
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            found.append(cls)
+    return tuple(found)
+
+
+def _one_line(exc: BaseException) -> str:
+    """``exc`` as one line, after its notes (the node file entry that failed to start)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return "".join(f"{note}: " for note in getattr(exc, "__notes__", ())) + text
+
+
 # --------------------------------------------------------------------------- serve
 
 
-async def _serve(config: NodeConfig, router: Router) -> int:
+async def _serve(config: NodeConfig, router: Router, source: str) -> int:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             try:
                 node = await nursery.start(partial(serve_node, config, router=router))
-            except (ConfigError, UnknownScheme, OSError, IntentusError, ValueError) as exc:
-                print(f"error: {exc}", file=sys.stderr)
+            except _errors(ConfigError, UnknownScheme, OSError, IntentusError, ValueError,
+                           optional=("zmq:ZMQError",)) as exc:
+                # Which entry of which file could not start (a taken port, a key file).
+                print(f"error: {source}: {_one_line(exc)}", file=sys.stderr)
                 nursery.cancel_scope.cancel()
                 return 2
             agents = ", ".join(r.agent for r in node.router.registry.agents()) or "none"
@@ -178,12 +211,16 @@ async def _serve(config: NodeConfig, router: Router) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     # Reading the file and importing the agents block, so both happen before trio starts.
     try:
-        config = load_config(args.config)
-        router = build_router(config)
+        config = load_config(args.config)  # its errors name the file
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return trio.run(_serve, config, router)
+    try:
+        router = build_router(config)
+    except ConfigError as exc:
+        print(f"error: {args.config}: {exc}", file=sys.stderr)
+        return 2
+    return trio.run(_serve, config, router, args.config)
 
 
 # --------------------------------------------------------------------------- send
@@ -199,22 +236,27 @@ async def _send(args: argparse.Namespace) -> int:
         print("error: --payload must be a JSON object", file=sys.stderr)
         return 2
     env = new_intent(args.intent, payload, target_agent=args.target, source="intentus-trio-cli")
-    try:
-        async with open_transport(args.url) as transport:
-            if args.stream:
-                final: AgentResponse | None = None
-                async with aclosing(transport.send_stream(env, timeout=args.timeout)) as items:
-                    async for item in items:
-                        if isinstance(item, StreamChunk):
-                            print(json.dumps({"chunk": item.seq, "payload": item.payload}))
-                        else:
-                            final = item
-                response = final
-            else:
-                response = await transport.send_intent(env, timeout=args.timeout)
-    except UnknownScheme as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    async with AsyncExitStack() as stack:
+        try:
+            urlsplit(args.url).port  # noqa: B018 -- a malformed port, whatever the transport
+            transport = await stack.enter_async_context(open_transport(args.url))
+        except _errors(ValueError, OSError, optional=("httpx:InvalidURL", "zmq:ZMQError")
+                       ) as exc:
+            # A transport checks its URL as it opens (UnknownScheme is a ValueError too);
+            # failures to reach the node come later, as error responses.
+            print(f"error: {args.url}: {_one_line(exc)}", file=sys.stderr)
+            return 2
+        if args.stream:
+            final: AgentResponse | None = None
+            async with aclosing(transport.send_stream(env, timeout=args.timeout)) as items:
+                async for item in items:
+                    if isinstance(item, StreamChunk):
+                        print(json.dumps({"chunk": item.seq, "payload": item.payload}))
+                    else:
+                        final = item
+            response = final
+        else:
+            response = await transport.send_intent(env, timeout=args.timeout)
     if response is None:
         print("error: the stream ended without a response", file=sys.stderr)
         return 1
@@ -227,6 +269,17 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- main
+
+
+def _seconds(text: str) -> float:
+    """A deadline: positive seconds (inf for none); NaN or <= 0 cannot be waited for."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if math.isnan(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, not {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -250,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--payload", default="{}", help="JSON object (default {})")
     send.add_argument("--target", help="routing.targetAgent")
     send.add_argument("--stream", action="store_true", help="request a streamed reply")
-    send.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
+    send.add_argument("--timeout", type=_seconds, default=30.0, help="seconds (default 30)")
     send.set_defaults(func=cmd_send)
 
     try:

@@ -31,18 +31,29 @@ behind other nodes::
     command = ["my-mcp-server", "--root", "/srv"]   # a stdio subprocess, or url = "https://..."
     prefix = "fs."
 
-Unknown keys are errors, so a typo cannot silently drop a setting.
+Unknown keys are errors, so a typo cannot silently drop a setting; that holds for a
+transport's ``options`` table too (its keys are the transport's keyword parameters). Values
+must be of the kind a setting takes: nothing is converted, so ``intents = "echo"`` is an
+error, not the intents ``["e", "c", "h", "o"]``. ``load_config`` names the file in its errors.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import inspect
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
+from urllib.parse import urlsplit
 
+import attrs
 import cattrs
+import cattrs.v
 from attrs import field, frozen
+from cattrs.errors import IterableValidationError, IterableValidationNote
+from cattrs.gen import make_dict_structure_fn
 
 from .routing.router import Router
 
@@ -159,27 +170,149 @@ class NodeConfig:
 _converter = cattrs.Converter(forbid_extra_keys=True)
 
 
+class _WrongType(TypeError):
+    """A TOML value of the wrong kind; its message is the whole explanation."""
+
+
+def _kind(value: Any) -> str:
+    """What a TOML value is, in the file's words."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    return type(value).__name__
+
+
+# cattrs converts what it can: 1 would become the name "1", "echo" the intents
+# ["e", "c", "h", "o"], and true a frame limit of 1. A node file says what it means.
+
+
 def _strict_bool(value: Any, _: type) -> bool:
-    # cattrs would take bool("no") for True: a switch must be written true or false.
     if not isinstance(value, bool):
-        raise TypeError(f"expected true or false, not {value!r}")
+        raise _WrongType(f"expected true or false, not {_kind(value)}")
     return value
 
 
+def _strict_str(value: Any, _: type) -> str:
+    if not isinstance(value, str):
+        raise _WrongType(f"expected a string, not {_kind(value)}")
+    return value
+
+
+def _strict_int(value: Any, _: type) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _WrongType(f"expected an integer, not {_kind(value)}")
+    return value
+
+
+def _strict_float(value: Any, _: type) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise _WrongType(f"expected a number, not {_kind(value)}")
+    return float(value)
+
+
+def _is_list(type_: Any) -> bool:
+    return get_origin(type_) is list
+
+
+def _strict_list(value: Any, type_: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise _WrongType(f"expected an array, not {_kind(value)}")
+    (item_type,) = get_args(type_)
+    items: list[Any] = []
+    errors: list[Exception] = []
+    for i, item in enumerate(value):
+        try:
+            items.append(_converter.structure(item, item_type))
+        except Exception as exc:  # gathered, as cattrs does, so each keeps its index
+            exc.add_note(IterableValidationNote(f"Structuring {type_} @ index {i}", i,
+                                                item_type))
+            errors.append(exc)
+    if errors:
+        raise IterableValidationError(f"While structuring {type_!r}", errors, type_)
+    return items
+
+
+def _is_table(type_: Any) -> bool:
+    return attrs.has(type_)
+
+
+def _table_hook(type_: Any) -> Callable[[Any, Any], Any]:
+    structure = make_dict_structure_fn(type_, _converter, _cattrs_forbid_extra_keys=True)
+
+    def structure_table(value: Any, _: Any) -> Any:
+        if not isinstance(value, dict):
+            raise _WrongType(f"expected a table, not {_kind(value)}")
+        return structure(value, type_)
+
+    return structure_table
+
+
 _converter.register_structure_hook(bool, _strict_bool)
+_converter.register_structure_hook(str, _strict_str)
+_converter.register_structure_hook(int, _strict_int)
+_converter.register_structure_hook(float, _strict_float)
+_converter.register_structure_hook_func(_is_list, _strict_list)
+_converter.register_structure_hook_factory(_is_table, _table_hook)
+
+
+def _describe(exc: BaseException, type_: Any) -> str:
+    """One error of a node file, in the file's terms (cattrs' own wording otherwise)."""
+    if isinstance(exc, _WrongType):
+        return str(exc)
+    if get_origin(type_) is Literal:
+        return "expected one of " + ", ".join(repr(v) for v in get_args(type_))
+    text = cattrs.v.format_exception(exc, type_)
+    return "expected a table" if text == "expected a mapping" else text
 
 
 def parse_config(data: dict[str, Any]) -> NodeConfig:
+    """The node ``data`` describes (a node file's tables), checked as far as it can be
+    before anything starts; errors name the offending entry (``config.listeners[0]...``)."""
     try:
         config = _converter.structure(data, NodeConfig)
-    except cattrs.BaseValidationError as exc:
-        messages = "; ".join(cattrs.transform_error(exc, path="config"))
-        raise ConfigError(messages) from None
+    except (cattrs.BaseValidationError, _WrongType) as exc:
+        messages = cattrs.transform_error(exc, path="config", format_exception=_describe)
+        # "message @ path" reads better the other way round, like the checks below
+        raise ConfigError("; ".join(
+            f"{path}: {message}"
+            for message, _, path in (m.rpartition(" @ ") for m in messages))) from None
     for i, server in enumerate(config.mcp_servers):
         if bool(server.command) == bool(server.url):
             raise ConfigError(f"config.mcp_servers[{i}]: give either command or url")
+    _check_numbers(config)
     _check_emcl(config)
+    _check_options(config)
     return config
+
+
+def _check_numbers(config: NodeConfig) -> None:
+    """Refuse deadlines no call could meet (TOML also writes nan and -inf): they would fail
+    every call at run time instead of the node at startup."""
+    timeout = config.node.agent_timeout
+    if timeout is not None and not timeout >= 0:
+        raise ConfigError(f"config.node.agent_timeout: must be 0 (none) or more seconds, "
+                          f"not {timeout}")
+    if config.node.max_frame_bytes < 1:
+        raise ConfigError(f"config.node.max_frame_bytes: must be at least 1, "
+                          f"not {config.node.max_frame_bytes}")
+    timeouts = [*((f"config.agents[{i}].timeout", a.timeout)
+                  for i, a in enumerate(config.agents)),
+                *((f"config.remotes[{i}].timeout", r.timeout)
+                  for i, r in enumerate(config.remotes)),
+                *((f"config.mcp_servers[{i}].timeout", m.timeout)
+                  for i, m in enumerate(config.mcp_servers))]
+    for where, seconds in timeouts:
+        if seconds is not None and not seconds > 0:
+            raise ConfigError(f"{where}: must be more than 0 seconds, not {seconds}")
 
 
 def _check_emcl(config: NodeConfig) -> None:
@@ -209,15 +342,126 @@ def _check_emcl(config: NodeConfig) -> None:
                                   "group_keys (any worker may take it)")
 
 
+#: The callables a transport's ``options`` end up in, by transport module and role: their
+#: keyword parameters are the keys an ``options`` table may hold (MXP's reach its driver).
+_OPTION_TARGETS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("intentus_trio.transports.http", "listener"): (
+        "intentus_trio.transports.http:serve", "intentus_trio.transports.http:make_config"),
+    ("intentus_trio.transports.http", "remote"): ("intentus_trio.transports.http:HttpTransport",),
+    ("intentus_trio.transports.websocket", "listener"): (
+        "intentus_trio.transports.websocket:WebSocketServer",),
+    ("intentus_trio.transports.websocket", "remote"): (
+        "intentus_trio.transports.websocket:WebSocketClient",),
+    ("intentus_trio.transports.zeromq", "listener"): (
+        "intentus_trio.transports.zeromq:ZmqServer",),
+    ("intentus_trio.transports.zeromq", "remote"): ("intentus_trio.transports.zeromq:ZmqClient",),
+    ("intentus_trio.transports.zeromq", "worker"): (
+        "intentus_trio.transports.zeromq:run_worker", "intentus_trio.transports.zeromq:Worker"),
+    ("intentus_trio.transports.mxp", "listener"): (
+        "intentus_trio.transports.mxp:MxpServer", "intentus_trio.mxp:Configuration",
+        "intentus_trio.mxp:mxp_listen"),
+    ("intentus_trio.transports.mxp", "remote"): (
+        "intentus_trio.transports.mxp:MxpTransport", "intentus_trio.transports.mxp:MxpPool",
+        "intentus_trio.mxp:Configuration", "intentus_trio.mxp:mxp_connect"),
+}
+
+#: Parameter annotations whose values a node file can check before anything starts.
+_SIMPLE_TYPES: dict[str, Callable[[Any, type], Any]] = {
+    "int": _strict_int, "float": _strict_float, "bool": _strict_bool, "str": _strict_str,
+}
+
+
+def transport_options(url: str, role: Literal["listener", "remote", "worker"]
+                      ) -> dict[str, str] | None:
+    """The ``options`` keys a listener, remote or worker at ``url`` takes, with their
+    annotations; None when they cannot be known here (an unknown scheme or a missing extra
+    is reported when the node starts)."""
+    from .transports.registry import SCHEMES
+
+    try:
+        entry = SCHEMES.get(urlsplit(url).scheme.lower())
+    except ValueError:
+        return None  # a malformed URL: the transport says what is wrong with it
+    targets = None if entry is None else _OPTION_TARGETS.get((entry.module, role))
+    if targets is None:
+        return None
+    accepted: dict[str, str] = {}
+    for target in targets:
+        module_name, _, name = target.partition(":")
+        try:
+            obj = getattr(importlib.import_module(module_name), name)
+        except (ImportError, AttributeError):
+            return None
+        for key, annotation in _keywords(obj).items():
+            accepted.setdefault(key, annotation)  # the outermost callable's own annotation
+    return accepted
+
+
+def _keywords(obj: Any) -> dict[str, str]:
+    """``obj``'s keyword-only parameters (an attrs class: its fields with defaults)."""
+    if attrs.has(obj):
+        return {f.name: str(f.type) for f in attrs.fields(obj)
+                if f.init and f.default is not attrs.NOTHING}
+    return {p.name: str(p.annotation) for p in inspect.signature(obj).parameters.values()
+            if p.kind is p.KEYWORD_ONLY and p.name != "task_status"}
+
+
+def _check_options(config: NodeConfig) -> None:
+    tables: list[tuple[str, str, Literal["listener", "remote", "worker"], dict[str, Any]]] = [
+        *((f"config.listeners[{i}].options", lc.url, "listener", lc.options)
+          for i, lc in enumerate(config.listeners)),
+        *((f"config.remotes[{i}].options", rc.url, "remote", rc.options)
+          for i, rc in enumerate(config.remotes)),
+        *((f"config.workers[{i}].options", wc.distributor, "worker", wc.options)
+          for i, wc in enumerate(config.workers)),
+    ]
+    for where, url, role, options in tables:
+        if not options:
+            continue
+        accepted = transport_options(url, role)
+        if accepted is None:
+            continue
+        for key, value in options.items():
+            if key not in accepted:
+                scheme = url.partition(":")[0]
+                close = difflib.get_close_matches(key, accepted, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError(f"{where}: unknown key {key!r}{hint}; a {role} at "
+                                  f"{scheme}:// takes {', '.join(sorted(accepted))}")
+            _check_value(f"{where}.{key}", value, accepted[key])
+
+
+def _check_value(where: str, value: Any, annotation: str) -> None:
+    """Check ``value`` against a simple annotation (``int``, ``float | None``, ...)."""
+    parts = [part.strip() for part in annotation.split("|")]
+    if value is None and "None" in parts:
+        return
+    kinds = [part for part in parts if part != "None"]
+    if not kinds or not all(kind in _SIMPLE_TYPES for kind in kinds):
+        return  # not a type a node file can check: the transport checks it
+    failures = []
+    for kind in kinds:
+        try:
+            _SIMPLE_TYPES[kind](value, object)
+        except _WrongType as exc:
+            failures.append(str(exc))
+        else:
+            return
+    raise ConfigError(f"{where}: {' or '.join(failures)}")
+
+
 def load_config(path: str | Path) -> NodeConfig:
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
-    return parse_config(data)
+    try:
+        return parse_config(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def import_object(path: str) -> Any:

@@ -6,7 +6,8 @@ reports the URLs the listeners are bound to (port 0 becomes the real port).
 
 from __future__ import annotations
 
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, contextmanager
 from typing import Any
 
 import trio
@@ -54,39 +55,59 @@ async def _run_node(
         keys = await trio.to_thread.run_sync(load_node_keys, config.emcl, config.node.name)
     async with AsyncExitStack() as stack:
         limit = config.node.max_frame_bytes
-        for remote in config.remotes:
+        for i, remote in enumerate(config.remotes):
             options = _frame_limit(remote.url, remote.options, limit, server=False)
             if remote.emcl == "on" and keys is not None:
                 options.setdefault("protector", keys.protector(Role.CLIENT, remote.emcl_peer))
-            transport = await stack.enter_async_context(open_transport(remote.url, **options))
+            with _starting(f"config.remotes[{i}] ({remote.url})"):
+                transport = await stack.enter_async_context(
+                    open_transport(remote.url, **options))
             register_remote(router, remote.name, remote.intents, transport,
                             streaming=remote.streaming, timeout=remote.timeout)
-        for server in config.mcp_servers:
+        for i, server in enumerate(config.mcp_servers):
             # Tools are registered before any listener serves the router.
-            await stack.enter_async_context(_open_mcp_server(router, server))
+            with _starting(f"config.mcp_servers[{i}]"):
+                await stack.enter_async_context(_open_mcp_server(router, server))
         async with trio.open_nursery() as nursery:
             urls = []
-            for listener in config.listeners:
-                serve = server_for(listener.url)
+            for i, listener in enumerate(config.listeners):
                 options = _frame_limit(listener.url, listener.options, limit, server=True)
                 if listener.emcl != "off" and keys is not None:
                     options.setdefault("protector", keys.protector(Role.SERVER))
                     options.setdefault("require_emcl", listener.emcl == "required")
                     if options.get("distribute"):  # a ZeroMQ node seals its workers' work
                         options.setdefault("work_protector", keys.protector(Role.CLIENT))
-                url = await nursery.start(_serve_one, serve, router, listener.url, options)
-                urls.append(url)
-            for worker in config.workers:
-                run_worker = worker_for(worker.distributor)
+                with _starting(f"config.listeners[{i}] ({listener.url})"):
+                    urls.append(await nursery.start(_serve_one, server_for(listener.url),
+                                                    router, listener.url, options))
+            for i, worker in enumerate(config.workers):
                 options = dict(worker.options)
                 if worker.emcl != "off" and keys is not None:
                     options.setdefault("protector", keys.protector(Role.SERVER))
                     options.setdefault("require_emcl", worker.emcl == "required")
-                await nursery.start(_serve_one, run_worker, router, worker.distributor,
-                                    options)
+                with _starting(f"config.workers[{i}] ({worker.distributor})"):
+                    await nursery.start(_serve_one, worker_for(worker.distributor), router,
+                                        worker.distributor, options)
             task_status.started(RunningNode(router, tuple(urls),
                                             tuple(w.distributor for w in config.workers)))
             await trio.sleep_forever()
+
+
+@contextmanager
+def _starting(entry: str) -> Iterator[None]:
+    """Say which entry of the node file failed to start.
+
+    A transport refuses a wrong URL or option value with a TypeError or ValueError: that is
+    a ConfigError naming the entry. Other failures keep their type (a taken port is still an
+    OSError) and get the entry as a note, which ``intentus-trio serve`` prints before them.
+    """
+    try:
+        yield
+    except (TypeError, ValueError) as exc:  # a ConfigError too: it gains the entry
+        raise ConfigError(f"{entry}: {exc}") from exc
+    except Exception as exc:
+        exc.add_note(entry)
+        raise
 
 
 def _frame_limit(
