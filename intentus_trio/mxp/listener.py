@@ -33,6 +33,7 @@ from intentus_trio.mxp.endpoint import ServerEndpoint
 from intentus_trio.mxp.events import ErrorCode
 from intentus_trio.mxp.packet import LONG_FORM, MIN_INITIAL_DATAGRAM
 from intentus_trio.mxp.stats import Stats
+from intentus_trio.transports.lifetime import shielded_nursery
 
 __all__ = ["MxpListener", "mxp_listen", "serve_mxp"]
 
@@ -219,8 +220,10 @@ async def mxp_listen(
     """Serve MXP on ``bind``: a (host, port) to bind a UDP socket on (port 0 picks a free
     port; see ``listener.local_address``) or an existing carrier.
 
-    Leaving the block closes every connection (CLOSE frames sent, best effort), ends all
-    their tasks and closes the socket this call opened."""
+    The listener's tasks (receive loop, connections) run until the block is left, also while
+    the caller is being cancelled, so a server can still finish its work during a graceful
+    shutdown. Leaving the block closes every connection (CLOSE frames sent, best effort), ends
+    all their tasks and closes the socket this call opened."""
     if isinstance(bind, tuple):
         carrier: DatagramCarrier = await open_udp_carrier(
             bind[0],
@@ -233,23 +236,28 @@ async def mxp_listen(
         carrier, own_carrier = bind, False
     try:
         with unwrap_single():
-            async with trio.open_nursery() as nursery:
+            async with trio.open_nursery() as outer:
+                # The receive loop and the connections' tasks live in a nursery that the
+                # caller's cancellation does not reach: a server cancelled into a graceful
+                # shutdown still receives and sends while its calls in flight finish.
+                stop = trio.Event()
+                tasks: trio.Nursery = await outer.start(shielded_nursery, stop)
                 listener = MxpListener(
                     config,
                     carrier,
-                    nursery,
+                    tasks,
                     backlog=backlog,
                     admission_queue_size=admission_queue_size,
                     inbox_size=inbox_size,
                     receive_queue_size=receive_queue_size,
                 )
-                nursery.start_soon(listener.receive_loop)
-                nursery.start_soon(listener.admission_loop)
+                tasks.start_soon(listener.receive_loop)
+                tasks.start_soon(listener.admission_loop)
                 try:
                     yield listener
                 finally:
                     listener.close()
-                    nursery.cancel_scope.cancel()
+                    stop.set()
     finally:
         if own_carrier:
             carrier.close()

@@ -26,6 +26,7 @@ from ...mxp.driver import (
     static_keypair,
 )
 from ...mxp.message import MessageType, MxpMessage
+from ...mxp.stream import StreamResetError, StreamStoppedError
 from ...protocol.codec import DEFAULT_MAX_FRAME_BYTES, FrameCodec
 from ...protocol.enums import ErrorCode, Priority, TransportProtocol
 from ...protocol.errors import (
@@ -198,7 +199,11 @@ class MxpTransport(RunsOnce):
         return cls._timeout(limit).to_response(trace_id=trace_id)
 
     def _lost(self, exc: BaseException) -> ConnectionFailure:
-        reason = closed_reason(exc)
+        if isinstance(exc, StreamResetError | StreamStoppedError) and (
+                exc.error_code == wire.SHUTTING_DOWN):
+            reason = "the server is shutting down and took no new call"
+        else:
+            reason = closed_reason(exc)
         return ConnectionFailure(f"MXP stream to {self.url} failed: {reason}",
                                  details={"url": self.url, "reason": reason})
 

@@ -5,8 +5,9 @@ request message, route it through the ``FrameDispatcher``, write the reply. Whil
 works, the stream is watched: a client that resets it (deadline, cancellation) cancels the
 agent. Garbage on one stream gets an ERROR reply on that stream and nothing else changes.
 
-Shutdown (``serve`` cancelled) is graceful: no new connections or streams are taken, running
-calls get ``shutdown_timeout`` seconds to finish, subscriptions end at once, then every
+Shutdown (``serve`` cancelled) is graceful: new connections and streams are refused at once,
+subscriptions end at once, running calls get ``shutdown_timeout`` seconds to finish and be
+answered; calls still running then are cancelled and answered with an error, and every
 connection is closed.
 """
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable
-from contextlib import aclosing
+from contextlib import aclosing, suppress
 from typing import Any
 
 import attrs
@@ -36,6 +37,7 @@ from ...protocol.codec import DEFAULT_MAX_FRAME_BYTES, FrameCodec
 from ...protocol.enums import MessageType as FrameType
 from ...protocol.enums import TransportProtocol
 from ...protocol.errors import (
+    ConnectionFailure,
     IntentusError,
     PayloadTooLarge,
     ProtocolError,
@@ -60,6 +62,10 @@ from .backend import STREAM_ERRORS, Backend, ClientPolicy, MxpBackend, StreamCon
 from .endpoint import MxpEndpoint
 
 log = logging.getLogger("intentus_trio.transports.mxp")
+
+#: Seconds the error replies of calls cut off at the end of the grace period get to leave
+#: before the connections close.
+FAREWELL_TIMEOUT = 1.0
 
 WATCH_ERRORS: tuple[type[BaseException], ...] = (IntentusError, *STREAM_ERRORS)
 _INTENT_TYPES = frozenset({FrameType.INTENT, FrameType.EMCL})
@@ -135,11 +141,14 @@ class MxpServer:
         #: The bound URL (with the key), once listening.
         self.url: str | None = None
         self.connections: set[StreamConnection] = set()
-        self._accepting: set[trio.CancelScope] = set()
         self._subscriptions: set[trio.CancelScope] = set()
+        #: The deadline scopes of running calls, which the end of the grace period cancels.
+        self._calls: set[trio.CancelScope] = set()
         self._active = 0
         self._idle = trio.Event()
         self._draining = False
+        #: The grace period is over: calls still running are cancelled.
+        self._cut = False
         self._changed = trio.Event()
 
     @property
@@ -172,31 +181,42 @@ class MxpServer:
                 async with trio.open_nursery() as outer:
                     stop = trio.Event()
                     workers: trio.Nursery = await outer.start(shielded_nursery, stop)
-                    accepting = trio.CancelScope()
-                    workers.start_soon(self._accept_loop, listener, workers, accepting)
+                    workers.start_soon(self._accept_loop, listener, workers)
                     task_status.started(self.url)
                     try:
                         await trio.sleep_forever()
                     finally:
                         with trio.CancelScope(shield=True):
-                            await self._shutdown(accepting)
+                            await self._shutdown()
                         listener.close()
                         stop.set()
 
-    async def _accept_loop(self, listener: Any, workers: trio.Nursery,
-                           accepting: trio.CancelScope) -> None:
-        with accepting:
-            while True:
+    async def _accept_loop(self, listener: Any, workers: trio.Nursery) -> None:
+        while True:
+            try:
                 conn = await listener.accept()
-                workers.start_soon(self._connection, conn)
+            except STREAM_ERRORS:
+                return  # the listener was closed
+            if self._draining:
+                # Refused at once: its calls fail now instead of at the end of the shutdown.
+                conn.close(0, "server shutting down")
+                continue
+            workers.start_soon(self._connection, conn)
 
-    async def _shutdown(self, accepting: trio.CancelScope) -> None:
+    async def _shutdown(self) -> None:
         self._draining = True
-        accepting.cancel()
-        for scope in [*self._accepting, *self._subscriptions]:
+        for scope in list(self._subscriptions):
             scope.cancel()
         if self._active:
             with trio.move_on_after(self.shutdown_timeout):
+                await self._idle.wait()
+        if self._active:
+            # The grace period is over: the calls still running are cancelled, and each is
+            # answered with an error rather than left to see its connection close.
+            self._cut = True
+            for scope in list(self._calls):
+                scope.cancel()
+            with trio.move_on_after(FAREWELL_TIMEOUT):
                 await self._idle.wait()
         for conn in list(self.connections):
             conn.close(0, "server shutting down")
@@ -207,23 +227,22 @@ class MxpServer:
         self.connections.add(conn)
         self.stats.connections += 1
         self._change()
-        scope = trio.CancelScope()
-        self._accepting.add(scope)
         try:
             async with trio.open_nursery() as streams:
-                with scope:
+                while True:
+                    try:
+                        stream = await conn.accept_stream()
+                    except STREAM_ERRORS:
+                        break
                     if self._draining:
-                        scope.cancel()
-                    while True:
-                        try:
-                            stream = await conn.accept_stream()
-                        except STREAM_ERRORS:
-                            break
-                        self._active += 1
-                        self.stats.peak_active = max(self.stats.peak_active, self._active)
-                        streams.start_soon(self._stream, stream)
+                        # Refused at once (the client sees the reset, not a silence that
+                        # lasts until the shutdown ends); the calls running go on.
+                        await wire.abort(stream, wire.SHUTTING_DOWN)
+                        continue
+                    self._active += 1
+                    self.stats.peak_active = max(self.stats.peak_active, self._active)
+                    streams.start_soon(self._stream, stream)
         finally:
-            self._accepting.discard(scope)
             self.connections.discard(conn)
             self._change()
             if not self._draining:
@@ -274,10 +293,19 @@ class MxpServer:
                           frame: TransportEnvelope | bytes, mid: int, trace: int) -> None:
         data = frame if isinstance(frame, bytes) else self.dispatcher.codec.encode(
             frame, limit=False)
+        # While draining, the stream ends only when the client closes its side, having read
+        # the reply: closing the connection sooner would abandon reply data not yet
+        # acknowledged (lost datagrams are never sent again).
+        confirm = self._draining
         stop = getattr(stream, "stop_sending", None)
-        if stop is not None:  # nothing more is read from this stream
+        if stop is not None and not confirm:  # nothing more is read from this stream
             stop(wire.BAD_REQUEST if kind is MessageType.ERROR else 0)
         await stream.send_all(wire.message(kind, data, mid, trace, final=True))
+        if confirm:
+            await stream.send_eof()
+            with suppress(*WATCH_ERRORS):
+                while await stream.receive_some(65536):
+                    pass  # whatever the client still sends is not read
         await stream.aclose()
 
     # ------------------------------------------------------------------ requests
@@ -320,9 +348,15 @@ class MxpServer:
         elif reply:
             await self._send_final(stream, final, reply[0], mid, trace)
         else:
-            await self._send_final(stream, final, self._timeout_frame(frame), mid, trace)
+            await self._send_final(stream, final, self._unfinished_frame(frame, outcome),
+                                   mid, trace)
 
-    def _timeout_frame(self, frame: TransportEnvelope) -> TransportEnvelope:
+    def _unfinished_frame(self, frame: TransportEnvelope, outcome: str) -> TransportEnvelope:
+        """The error reply to a call cut off by its deadline or by the end of a shutdown."""
+        if outcome == "shutdown":
+            return self.dispatcher.error_frame(ConnectionFailure(
+                "the server shut down before the call finished",
+                details={"reason": "shutdown"}), request=frame)
         self.stats.timeouts += 1
         return self.dispatcher.error_frame(
             TransportTimeout("the call did not finish within its deadline on the server"),
@@ -355,14 +389,16 @@ class MxpServer:
         elif final:
             await self._send_final(stream, MessageType.STREAM_CLOSE, final[0], mid, trace)
         else:
-            await self._send_final(stream, MessageType.STREAM_CLOSE, self._timeout_frame(frame),
-                                   mid, trace)
+            await self._send_final(stream, MessageType.STREAM_CLOSE,
+                                   self._unfinished_frame(frame, outcome), mid, trace)
 
     async def _watched(self, reader: wire.MessageReader, work: Callable[[], Awaitable[None]],
                        timeout: float | None, *, end_on_eof: bool = False) -> str:
-        """Run ``work`` while watching the request stream; "done", "timeout" or "gone"
-        (the client reset the stream, stopped reading it, broke the protocol or, with
-        ``end_on_eof``, closed its side: ``work`` was cancelled)."""
+        """Run ``work`` while watching the request stream; "done", "timeout", "shutdown"
+        (the grace period of a shutdown ended first) or "gone" (the client reset the stream,
+        stopped reading it, broke the protocol or, with ``end_on_eof``, closed its side):
+        ``work`` was cancelled unless "done". Subscriptions (``end_on_eof``) are not cut
+        at the end of the grace period: they end when the shutdown begins."""
         outcome = "done"
         async with trio.open_nursery() as nursery:
 
@@ -384,6 +420,10 @@ class MxpServer:
 
             nursery.start_soon(watch)
             with trio.move_on_after(math.inf if timeout is None else timeout) as scope:
+                if not end_on_eof:
+                    self._calls.add(scope)
+                    if self._cut:
+                        scope.cancel()
                 try:
                     await work()
                 except STREAM_ERRORS as exc:
@@ -391,8 +431,10 @@ class MxpServer:
                     # the stream. It no longer wants the reply, which is its right.
                     log.debug("MXP client gave up a stream: %s", wire.describe(exc))
                     gone()
+                finally:
+                    self._calls.discard(scope)
             if scope.cancelled_caught and outcome == "done":
-                outcome = "timeout"
+                outcome = "shutdown" if self._cut else "timeout"
             nursery.cancel_scope.cancel()
         return outcome
 
