@@ -436,13 +436,18 @@ class Link:
     ``run`` in a task, and ``close`` it before the socket. The socket should have a single
     peer (one ``connect``): ``up`` follows that peer's last handshake or disconnect, as
     seen by ``run`` (so it may lag libzmq by one wakeup of that task).
+
+    ``on_lost`` is called in ``run`` when a live connection drops, before anyone waiting
+    for ``up`` to change is woken. libzmq reports the drop only after queueing on the
+    socket every message that came over that connection, so by then they can all be read.
     """
 
-    __slots__ = ("_closed", "_down", "_monitor", "_up", "up")
+    __slots__ = ("_closed", "_down", "_monitor", "_on_lost", "_up", "up")
 
-    def __init__(self, sock: TrioSocket) -> None:
+    def __init__(self, sock: TrioSocket, *, on_lost: Callable[[], None] | None = None) -> None:
         self.up = False
         self._closed = False
+        self._on_lost = on_lost
         self._monitor = _Monitor(sock, _HANDSHAKE_SUCCEEDED | _DISCONNECTED)
         self._up = trio.Event()
         self._down = trio.Event()
@@ -458,6 +463,9 @@ class Link:
             if event == _HANDSHAKE_SUCCEEDED:
                 self._set(True)
             elif event == _DISCONNECTED:
+                if self.up and self._on_lost is not None:
+                    self.up = False
+                    self._on_lost()
                 self._set(False)
             elif event == _MONITOR_STOPPED:
                 self._set(False)

@@ -226,7 +226,9 @@ async def test_link_follows_the_connection_and_replies_outlive_it() -> None:
     url = server.socket.getsockopt_string(zmq.LAST_ENDPOINT)
     watch = CloseWatch(server)
     client = TrioSocket.open(zmq.DEALER, linger_ms=0)
-    link = Link(client)
+    #: What ``up`` said, and what the socket held, each time ``on_lost`` was called.
+    lost: list[tuple[bool, int]] = []
+    link = Link(client, on_lost=lambda: lost.append((link.up, client.events() & zmq.POLLIN)))
     try:
         with trio.fail_after(TIMEOUT):
             async with trio.open_nursery() as nursery:
@@ -242,10 +244,12 @@ async def test_link_follows_the_connection_and_replies_outlive_it() -> None:
                 assert await watch.close()
                 await link.wait_down()
                 assert not link.up
+                assert lost == [(False, zmq.POLLIN)]  # the drop came after the messages
                 # Nothing was read before the connection dropped; all of it is still there.
                 for i in range(100):
                     assert await client.receive() == [b"%d" % i]
                 link.close()  # run returns
+                assert len(lost) == 1
     finally:
         watch.discard()
         link.close()

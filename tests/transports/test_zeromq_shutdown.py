@@ -11,19 +11,22 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 import zmq
 
-from intentus_trio.protocol.enums import TransportCode
-from intentus_trio.protocol.factory import new_intent
-from intentus_trio.protocol.models import AgentResponse, IntentEnvelope, JsonObject
+from intentus_trio.protocol.enums import ErrorCode, TransportCode
+from intentus_trio.protocol.errors import ConnectionFailure
+from intentus_trio.protocol.factory import new_event, new_intent
+from intentus_trio.protocol.models import AgentResponse, IntentEnvelope, JsonObject, StreamChunk
 from intentus_trio.routing.router import Router
+from intentus_trio.transports.base import StreamItem
 from intentus_trio.transports.zeromq import ZmqClient, ZmqServer, open_client
 from intentus_trio.transports.zmq_trio import Link
 
 from .test_zeromq_reqrep import free_port_block, node_on_port
-from .zmq_helpers import task_count
+from .zmq_helpers import Gate, make_router, running_node, task_count
 
 TIMEOUT = 10.0
 
@@ -184,7 +187,7 @@ async def shutdown_under_load(round_: int, *, block: bool) -> None:
     node = ThreadNode(answering(busy_after=150 + 20 * round_), max_concurrency=8)
     url = node.start()
     received: set[str] = set()
-    failures: list[AgentResponse] = []
+    failures: dict[str, AgentResponse] = {}
     with trio.fail_after(TIMEOUT * 2):
         async with open_client(url) as client:
             async def caller(k: int) -> None:
@@ -195,7 +198,7 @@ async def shutdown_under_load(round_: int, *, block: bool) -> None:
                     if response.ok:
                         received.add(key)
                     else:
-                        failures.append(response)
+                        failures[key] = response
 
             async with trio.open_nursery() as callers:
                 for k in range(16):
@@ -208,12 +211,14 @@ async def shutdown_under_load(round_: int, *, block: bool) -> None:
                 else:  # the client keeps reading while the node shuts down
                     await trio.to_thread.run_sync(node.join)
                 await link_of(client).wait_down()
-                # Every caller has read what reached the socket and now waits for a reply
-                # the node never owed (it had not taken the request) or for a node.
+                # Every caller has read what reached the socket; a call the node had not
+                # taken has failed with the connection, and its caller now waits for a node.
                 await trio.testing.wait_all_tasks_blocked()
                 callers.cancel_scope.cancel()
-    assert not failures
     assert node.answered == received, f"round {round_}: lost {node.answered - received}"
+    assert not node.answered & failures.keys()
+    assert {code(response) for response in failures.values()} <= {
+        TransportCode.CONNECTION_FAILURE}
     assert node.server is not None and node.server.stats.dropped_replies == 0
 
 
@@ -246,22 +251,126 @@ async def test_a_call_while_the_node_is_down_is_not_queued_for_its_return() -> N
             assert seen == [{"n": 2}]
 
 
-async def test_closing_the_client_ends_a_call_waiting_for_a_connection() -> None:
+async def test_closing_the_client_ends_calls_waiting_for_a_connection() -> None:
+    """They end as calls cut off by the close do, with CONNECTION_FAILURE; only calling a
+    transport already closed raises."""
     port = free_port_block(4)
-    outcome: list[str] = []
     client = ZmqClient(f"tcp://127.0.0.1:{port}")
     before = task_count()
+    replies: list[AgentResponse] = []
+    streamed: list[StreamItem] = []
+    published: list[str] = []
 
     async def call() -> None:
+        replies.append(await client.send_intent(new_intent("echo", {}), timeout=None))
+
+    async def stream() -> None:
+        streamed.extend([item async for item in client.send_stream(
+            new_intent("count", {}), timeout=None)])
+
+    async def publish() -> None:
         try:
-            await client.send_intent(new_intent("echo", {}), timeout=None)
-        except trio.ClosedResourceError:
-            outcome.append("closed")
+            await client.publish(new_event("x"), timeout=None)
+        except ConnectionFailure as exc:
+            published.append(exc.message)
 
     with trio.fail_after(TIMEOUT):
-        # Leaving the block closes the client first; the waiting call must end at once.
+        # Leaving the block closes the client first; the waiting calls must end at once.
         async with trio.open_nursery() as nursery, client:
             nursery.start_soon(call)
+            nursery.start_soon(stream)
+            nursery.start_soon(publish)
             await trio.testing.wait_all_tasks_blocked()
-    assert outcome == ["closed"]
+    assert len(replies) == 1 and code(replies[0]) == TransportCode.CONNECTION_FAILURE
+    assert len(streamed) == 1 and isinstance(streamed[0], AgentResponse)
+    assert code(streamed[0]) == TransportCode.CONNECTION_FAILURE
+    assert published == ["the transport was closed"]
     assert task_count() == before
+    with pytest.raises(trio.ClosedResourceError):
+        await client.send_intent(new_intent("echo", {}))
+
+
+async def test_aclose_inside_the_block_is_safe_and_idempotent() -> None:
+    gate = Gate()
+    async with running_node(make_router(gate)) as server:
+        before = task_count()
+        outcome: list[AgentResponse] = []
+        reached: list[str] = []
+        with trio.fail_after(TIMEOUT):
+            async with open_client(server.urls["rpc"]) as client:
+                async def call() -> None:
+                    outcome.append(await client.send_intent(new_intent("gate", {})))
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(call)
+                    await gate.wait_entered(1)
+                    # From a scope of the caller's own inside the block, then from another
+                    # task, then again: the client's nursery is left only by the block's exit.
+                    with trio.move_on_after(TIMEOUT):
+                        await client.aclose()
+                    nursery.start_soon(client.aclose)
+                await client.aclose()
+                reached.append("after close")
+                with pytest.raises(trio.ClosedResourceError):
+                    await client.send_intent(new_intent("echo", {}))
+            reached.append("after exit")
+        assert reached == ["after close", "after exit"]
+        assert len(outcome) == 1 and code(outcome[0]) == TransportCode.CONNECTION_FAILURE
+        assert task_count() == before
+        gate.open.set()
+
+
+async def test_a_client_entered_under_a_cancelled_scope_unwinds_cleanly() -> None:
+    """Entering does not checkpoint once its nursery is open, so a pending cancellation
+    hits the block instead of leaving that nursery open (which corrupts trio's state)."""
+    before = task_count()
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        async with open_client(f"tcp://127.0.0.1:{free_port_block(4)}"):
+            await trio.lowlevel.checkpoint()
+    assert scope.cancelled_caught
+    assert task_count() == before
+
+
+async def test_calls_cut_off_by_a_shutdown_are_answered_agent_unavailable() -> None:
+    """Past ``shutdown_timeout`` the node cancels what still runs and answers it, so its
+    callers learn at once that the call did not finish (and another node may take it)."""
+    gate = Gate()
+    server = ZmqServer(make_router(gate), shutdown_timeout=0.2)
+    replies: list[AgentResponse] = []
+    streamed: list[StreamItem] = []
+    chunk = trio.Event()
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as outer:
+            node = trio.CancelScope()
+
+            async def run_node(task_status: trio.TaskStatus[str]) -> None:
+                with node:
+                    await server.run("tcp://127.0.0.1:0", task_status=task_status)
+
+            url = await outer.start(run_node)
+            async with open_client(url) as client:
+                async def call() -> None:
+                    replies.append(await client.send_intent(new_intent("gate", {}),
+                                                            timeout=None))
+
+                async def stream() -> None:
+                    async for item in client.send_stream(
+                            new_intent("count", {"n": 2, "pause": 60}), timeout=None):
+                        streamed.append(item)
+                        chunk.set()
+
+                async with trio.open_nursery() as calls:
+                    calls.start_soon(call)
+                    calls.start_soon(stream)
+                    await gate.wait_entered(1)
+                    await chunk.wait()
+                    node.cancel()
+    assert len(replies) == 1 and replies[0].error is not None
+    assert replies[0].error.code is ErrorCode.AGENT_UNAVAILABLE and replies[0].error.retryable
+    assert [type(item) for item in streamed] == [StreamChunk, AgentResponse]
+    final = streamed[-1]
+    assert isinstance(final, AgentResponse) and final.error is not None
+    assert final.error.code is ErrorCode.AGENT_UNAVAILABLE
+    assert gate.cancelled == 1
+    assert server.stats.error_replies == 2 and server.stats.dropped_replies == 0

@@ -8,9 +8,10 @@ just forgets its id; its late reply is discarded and counted,
 and the socket stays in use. ZeroMQ reconnects by itself. A request is only queued while the
 socket monitor reports a live connection (``zmq_trio.Link``), so a call that could not be
 sent before its deadline reports CONNECTION_FAILURE, and one sent but unanswered reports
-TIMEOUT. The socket does not use ``ZMQ_IMMEDIATE``, which asks the same of libzmq but
-discards the replies received and not yet read when the connection drops: without it they
-stay readable, so a reply the node sent before closing reaches its caller even if the
+TIMEOUT, or CONNECTION_FAILURE as soon as that connection drops (deadline or not: the node
+can no longer answer it). The socket does not use ``ZMQ_IMMEDIATE``, which asks the same of
+libzmq but discards the replies received and not yet read when the connection drops: without
+it they stay readable, so a reply the node sent before closing reaches its caller even if the
 client's loop was busy while the connection went away.
 """
 
@@ -62,7 +63,7 @@ class ClientStats:
 
 
 class _Call:
-    __slots__ = ("done", "event", "expired", "items", "stream")
+    __slots__ = ("done", "event", "expired", "items", "sent", "stream")
 
     def __init__(self, stream: bool) -> None:
         self.items: deque[StreamItem | IntentusError] = deque()
@@ -71,6 +72,13 @@ class _Call:
         self.stream = stream
         self.expired = False
         self.done = False
+        #: The request is queued: only a connection's drop then tells that no reply will come.
+        self.sent = False
+
+    def answered(self) -> bool:
+        """Whether the call holds its final item (a stream's chunks are not final)."""
+        items = self.items
+        return bool(items) and not (self.stream and isinstance(items[-1], StreamChunk))
 
 
 def _call_done(call: _Call) -> bool:
@@ -134,7 +142,7 @@ class ZmqClient:
         sock = TrioSocket.open(zmq.DEALER, options=self._options)
         link = None
         try:
-            link = Link(sock)
+            link = Link(sock, on_lost=self._connection_lost)
             sock.socket.connect(self.url)
             self._nursery_cm = trio.open_nursery()
             self._nursery = await self._nursery_cm.__aenter__()
@@ -146,8 +154,10 @@ class ZmqClient:
         self._sock = sock
         self._link = link
         self._now = trio.lowlevel.current_clock().current_time
+        # No checkpoint between opening the nursery and returning: a cancellation there would
+        # leave it open. The timer serves deadlines added before it first runs.
         self._nursery.start_soon(link.run)
-        await self._nursery.start(self._deadlines.run)
+        self._nursery.start_soon(self._deadlines.run)
         return self
 
     async def __aexit__(
@@ -156,10 +166,23 @@ class ZmqClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.aclose()
+        # No checkpoint before the nursery is left: a cancellation there would leave it open.
+        self._close()
+        nursery_cm, self._nursery_cm = self._nursery_cm, None
+        if nursery_cm is not None:
+            await nursery_cm.__aexit__(None, None, None)
 
     async def aclose(self) -> None:
-        """Close every socket and stop the timer; calls still waiting get CONNECTION_FAILURE."""
+        """Close every socket and stop the client's tasks; calls still waiting get
+        CONNECTION_FAILURE.
+
+        Idempotent, and safe from any task or cancel scope inside the ``async with`` block:
+        the nursery the block opened is left only by the block's exit.
+        """
+        self._close()
+        await trio.lowlevel.checkpoint()
+
+    def _close(self) -> None:
         self._closed = True
         for sub in list(self._subscriptions):
             sub.close(0)
@@ -167,12 +190,8 @@ class ZmqClient:
             self._link.close()
         if self._sock is not None:
             self._sock.close()
-        nursery_cm, self._nursery_cm = self._nursery_cm, None
-        if nursery_cm is not None and self._nursery is not None:
+        if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
-            await nursery_cm.__aexit__(None, None, None)
-        else:
-            await trio.lowlevel.checkpoint()
 
     # ------------------------------------------------------------------ deadlines
 
@@ -195,6 +214,30 @@ class ZmqClient:
             raise trio.ClosedResourceError("the transport is closed")
         return self._sock
 
+    def _connection_lost(self) -> None:
+        """The live connection dropped (the node closed or died, or heartbeats timed out):
+        every sent call still owed a reply gets CONNECTION_FAILURE.
+
+        The node would send such a reply to a connection that no longer exists, so waiting
+        for it (forever, without a deadline) helps no one. libzmq reports the drop after
+        queueing every message that came over the connection, so what is queued is read and
+        handed out first: a reply the node sent before it went still reaches its caller.
+        """
+        sock = self._sock
+        if sock is None or sock.closed:
+            return
+        with suppress(trio.WouldBlock):
+            while True:
+                self._dispatch(sock.receive_nowait())
+        for call in self._calls.values():
+            if call.sent and not call.answered():
+                call.items.append(ConnectionFailure(
+                    f"the connection to {self.url} dropped before the reply came",
+                    details={"url": self.url},
+                ))
+            if call.items:
+                self._wake(call)
+
     # ------------------------------------------------------------------ calls
 
     def _deadline(self, timeout: float | None) -> tuple[float | None, float]:
@@ -213,7 +256,7 @@ class ZmqClient:
         if link is not None and link.up:
             try:
                 sock.send_nowait(message)
-                sent = True
+                sent = call.sent = True
             except trio.WouldBlock:
                 pass
         self._calls[message[0]] = call
@@ -221,16 +264,26 @@ class ZmqClient:
             self._deadlines.add(deadline, call)
         return sent
 
-    async def _send(self, sock: TrioSocket, message: list[bytes], deadline: float) -> bool:
-        """Queue ``message`` once a connection is up and the socket takes it; False if not
-        before ``deadline``."""
+    async def _send(
+        self, sock: TrioSocket, call: _Call, message: list[bytes], deadline: float,
+        limit: float | None,
+    ) -> ConnectionFailure | None:
+        """Queue ``message`` once a connection is up and the socket takes it; the failure if
+        that does not happen before ``deadline``, or the client is closed meanwhile."""
         link = self._link
         assert link is not None
-        with trio.move_on_at(deadline):
-            await link.wait_up()
-            await sock.send(message)
-            return True
-        return False
+        try:
+            with trio.move_on_at(deadline):
+                await link.wait_up()
+                await sock.send(message)
+                call.sent = True
+                return None
+        except trio.ClosedResourceError:
+            return ConnectionFailure("the transport was closed")
+        return ConnectionFailure(
+            f"no connection to {self.url} took the request within {limit} s",
+            details={"timeout": limit},
+        )
 
     def _dispatch(self, frames: list[bytes]) -> None:
         if len(frames) != 3 or frames[1]:
@@ -307,8 +360,10 @@ class ZmqClient:
         return False
 
     def _cancel_remote(self, request_id: bytes) -> None:
-        sock = self._sock
-        if sock is not None and not sock.closed:
+        sock, link = self._sock, self._link
+        # A cancel queued with no connection up would reach only a later connection, whose
+        # node never ran the stream.
+        if sock is not None and not sock.closed and link is not None and link.up:
             # If the queue is full the cancel is skipped; the replies are then discarded.
             with suppress(trio.WouldBlock):
                 sock.send_nowait([request_id, b"", wire.CANCEL])
@@ -343,8 +398,10 @@ class ZmqClient:
         sent = self._start(sock, call, message, deadline)
         self.stats.requests += 1
         try:
-            if not sent and not await self._send(sock, message, deadline):
-                return _not_connected(env, self.url, limit)
+            if not sent:
+                failure = await self._send(sock, call, message, deadline, limit)
+                if failure is not None:
+                    return failure.to_response(trace_id=env.metadata.trace_id)
             return self._response(await self._next(sock, call, deadline), env, limit)
         finally:
             call.done = True
@@ -368,10 +425,12 @@ class ZmqClient:
         self.stats.requests += 1
         finished = False
         try:
-            if not sent and not await self._send(sock, message, deadline):
-                finished = True
-                yield _not_connected(env, self.url, limit)
-                return
+            if not sent:
+                failure = await self._send(sock, call, message, deadline, limit)
+                if failure is not None:
+                    finished = True
+                    yield failure.to_response(trace_id=env.metadata.trace_id)
+                    return
             expected = 0
             while True:
                 item = await self._next(sock, call, deadline)
@@ -410,8 +469,10 @@ class ZmqClient:
         call = _Call(False)
         sent = self._start(sock, call, message, deadline)
         try:
-            if not sent and not await self._send(sock, message, deadline):
-                raise ConnectionFailure(f"no connection to {self.url} within {limit} s")
+            if not sent:
+                failure = await self._send(sock, call, message, deadline, limit)
+                if failure is not None:
+                    raise failure
             item = await self._next(sock, call, deadline)
         finally:
             call.done = True
@@ -522,13 +583,6 @@ class EventStream:
             event = self._accept(frames)
             if event is not None:
                 return event
-
-
-def _not_connected(env: IntentEnvelope, url: str, limit: float | None) -> AgentResponse:
-    return ConnectionFailure(
-        f"no connection to {url} took the request within {limit} s",
-        details={"timeout": limit},
-    ).to_response(trace_id=env.metadata.trace_id)
 
 
 @asynccontextmanager

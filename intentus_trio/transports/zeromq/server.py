@@ -14,7 +14,7 @@ import errno
 import logging
 import math
 from collections.abc import Callable, Iterable
-from contextlib import ExitStack, aclosing
+from contextlib import AbstractAsyncContextManager, ExitStack, aclosing, nullcontext
 from typing import Any
 
 import attrs
@@ -23,8 +23,15 @@ import zmq
 
 from ...protocol.codec import DEFAULT_MAX_FRAME_BYTES, FrameCodec
 from ...protocol.enums import TransportProtocol
-from ...protocol.errors import IntentusError, MalformedMessage, PayloadTooLarge, TransportTimeout
+from ...protocol.errors import (
+    AgentUnavailable,
+    IntentusError,
+    MalformedMessage,
+    PayloadTooLarge,
+    TransportTimeout,
+)
 from ...protocol.models import TransportEnvelope
+from ...routing.events import Subscription
 from ...routing.router import Router
 from ..framing import ClientFraming, FrameDispatcher, FrameProtector, call_timeout
 from ..zmq_trio import DEFAULT_LINGER_MS, CloseWatch, TrioSocket
@@ -137,6 +144,8 @@ class ZmqServer:
         self.urls: dict[str, str] = {}
         self._rpc: TrioSocket | None = None
         self._xpub: TrioSocket | None = None
+        #: The scope in-flight work runs in; its deadline, set at shutdown, cuts that work off.
+        self._work: trio.CancelScope | None = None
         self._streams: dict[tuple[bytes, ...], trio.CancelScope] = {}
         #: ``trio.current_time``; ``run`` reads its clock directly, which costs two calls less.
         self._now: Callable[[], float] = trio.current_time
@@ -202,10 +211,15 @@ class ZmqServer:
                 )
             # Requests are served inside a shield, so cancelling ``run`` stops intake and
             # then gives what is in flight a bounded time to finish.
-            work = trio.CancelScope(shield=True)
+            work = self._work = trio.CancelScope(shield=True)
+            # The hub's subscription to the bus is open before ``run`` reports started, so
+            # events published from then on go out.
+            feed: AbstractAsyncContextManager[Subscription | None] = (
+                nullcontext() if self._xpub is None
+                else self.router.events.subscribe("*", buffer=self.event_buffer))
             try:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._run_shielded, work, flush)
+                async with feed as bus, trio.open_nursery() as nursery:
+                    nursery.start_soon(self._run_shielded, work, flush, bus)
                     task_status.started(self.urls["rpc"])
                     try:
                         await trio.sleep_forever()
@@ -216,12 +230,14 @@ class ZmqServer:
                 if registration is not None:
                     self.router.unregister(WORKERS_AGENT)
 
-    async def _run_shielded(self, work: trio.CancelScope, flush: CloseWatch) -> None:
+    async def _run_shielded(
+        self, work: trio.CancelScope, flush: CloseWatch, bus: Subscription | None
+    ) -> None:
         try:
             with work:
                 async with trio.open_nursery() as helpers:
-                    if self._xpub is not None:
-                        helpers.start_soon(self._forward_events, self._xpub)
+                    if self._xpub is not None and bus is not None:
+                        helpers.start_soon(self._forward_events, self._xpub, bus)
                         helpers.start_soon(self._answer_subscriptions, self._xpub)
                     if self.distributor is not None:
                         helpers.start_soon(self.distributor.run)
@@ -267,19 +283,47 @@ class ZmqServer:
             await self._reply(envelope, dispatcher.error_frame(exc, data=payload), error=True)
             return
         timeout = call_timeout(frame.headers, self.max_call_timeout)
-        if frame.headers.get("stream") == wire.STREAM_OPEN:
-            await self._stream(envelope, frame, timeout)
-            return
-        if timeout is None:
-            reply = await dispatcher.handle_frame(frame)
-        else:
-            # The pool member's scope, not one per call, enforces the deadline (pool.py).
-            async def expired() -> None:
-                await self._reply(envelope, self._timed_out(frame), request=frame)
+        try:
+            if frame.headers.get("stream") == wire.STREAM_OPEN:
+                await self._stream(envelope, frame, timeout)
+                return
+            if timeout is None:
+                reply = await dispatcher.handle_frame(frame)
+            else:
+                # The pool member's scope, not one per call, enforces the deadline (pool.py).
+                async def expired() -> None:
+                    await self._reply(envelope, self._timed_out(frame), request=frame)
 
-            reply = await current_member().guarded(
-                self._now() + timeout, dispatcher.handle_frame(frame), expired)
+                reply = await current_member().guarded(
+                    self._now() + timeout, dispatcher.handle_frame(frame), expired)
+        except trio.Cancelled:
+            self._cut_off(envelope, frame)
+            raise
         await self._reply(envelope, reply, request=frame)
+
+    def _cut_off(self, envelope: list[bytes], frame: TransportEnvelope) -> None:
+        """Answer a call the shutdown cancelled with AGENT_UNAVAILABLE, at once.
+
+        Nothing else would answer it, and its caller would wait for its deadline or for the
+        connection to drop, not knowing that the call did not finish. The reply is queued
+        without waiting (this task is being cancelled): the request socket writes it out
+        before it closes. Calls cancelled for another reason (their deadline, the client's
+        cancel) are answered elsewhere or not at all.
+        """
+        work = self._work
+        if work is None or not work.cancel_called or self._rpc is None:
+            return
+        error = AgentUnavailable("the node shut down before the call finished")
+        data = self.codec.encode(self.dispatcher.error_frame(error, request=frame))
+        self.stats.error_replies += 1
+        try:
+            self._rpc.send_nowait([*envelope, data])
+        except trio.WouldBlock:
+            self.stats.dropped_replies += 1
+        except zmq.ZMQError as exc:
+            if exc.errno != errno.EHOSTUNREACH:
+                raise
+            self.stats.dropped_replies += 1
 
     def _timed_out(self, frame: TransportEnvelope) -> TransportEnvelope:
         self.stats.timeouts += 1
@@ -365,20 +409,19 @@ class ZmqServer:
 
     # ------------------------------------------------------------------ events
 
-    async def _forward_events(self, xpub: TrioSocket) -> None:
+    async def _forward_events(self, xpub: TrioSocket, bus: Subscription) -> None:
         encode = self._event_framing.encode_event
-        async with self.router.events.subscribe("*", buffer=self.event_buffer) as sub:
-            async for event in sub:
-                try:
-                    data = encode(event)
-                except (IntentusError, ValueError):
-                    # Too large, or a protector that will not seal it: this event is skipped,
-                    # the node keeps publishing.
-                    log.warning("event %r not published: it cannot be encoded", event.event_type)
-                    continue
-                # XPUB never blocks: a subscriber whose queue is full misses the event.
-                xpub.send_nowait([event.event_type.encode(), data])
-                self.stats.events_published += 1
+        async for event in bus:
+            try:
+                data = encode(event)
+            except (IntentusError, ValueError):
+                # Too large, or a protector that will not seal it: this event is skipped,
+                # the node keeps publishing.
+                log.warning("event %r not published: it cannot be encoded", event.event_type)
+                continue
+            # XPUB never blocks: a subscriber whose queue is full misses the event.
+            xpub.send_nowait([event.event_type.encode(), data])
+            self.stats.events_published += 1
 
     async def _answer_subscriptions(self, xpub: TrioSocket) -> None:
         """Confirm each subscription: a welcome on the subscriber's private sync topic."""
