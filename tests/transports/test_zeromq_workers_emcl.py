@@ -52,7 +52,7 @@ async def sealed_node(group: Group, **options: Any) -> AsyncIterator[ZmqServer]:
     async with running_node(
         Router(name="distributor"), distribute="job", require_emcl=True,
         protector=group.protector("node", Role.SERVER),
-        work_protector=group.protector("node", Role.CLIENT), **options,
+        **{"work_protector": group.protector("node", Role.CLIENT), **options},
     ) as server:
         yield server
 
@@ -245,3 +245,27 @@ async def test_a_result_for_an_item_waiting_to_be_redelivered_is_its_result() ->
     assert response.payload == {"n": 42}
     assert distributor.stats.dispatched == 1
     assert distributor.backlog == 0
+
+
+async def test_sealed_one_way_work_is_not_held_as_a_pending_request() -> None:
+    """No result answers it: held as pending, it would push out the work awaiting results."""
+    group = Group()
+    worker_router = Router(name="worker")
+
+    @worker_router.agent("job", "job")
+    async def job(env: IntentEnvelope) -> JsonObject:
+        return {}
+
+    work_protector = group.protector("node", Role.CLIENT)
+    async with sealed_node(group, work_protector=work_protector) as server:
+        distributor = server.distributor
+        assert distributor is not None
+        with trio.fail_after(TIMEOUT):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(start_worker(group, worker_router, server.urls["rpc"]))
+                for _ in range(5):
+                    await distributor.submit(new_intent("job", {}))
+                await distributor.wait_idle()
+                nursery.cancel_scope.cancel()
+    assert distributor.stats.completed == 5
+    assert len(work_protector.pending) == 0

@@ -265,7 +265,9 @@ class Distributor:
         """One delivery's bytes: a fresh seal, so neither age nor redelivery makes a replay."""
         protector = self.framing.protector
         assert protector is not None and work.frame is not None
-        return self.framing.codec.encode(protector.seal(work.frame))
+        # One-way work gets no result: nothing to wait for among the pending requests.
+        return self.framing.codec.encode(
+            protector.seal(work.frame, expect_reply=work.kind == RESULT))
 
     @staticmethod
     def _sealing_error(work: _Work, exc: Exception) -> IntentusError:
