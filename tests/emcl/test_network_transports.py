@@ -176,7 +176,7 @@ async def test_sealed_subscriptions_and_events(name: str) -> None:
 
 #: Transports whose subscribers send a sealed subscribe request: their events are sealed
 #: for that subscriber, so pair keys work. The others have no subscriber key to use.
-PER_SUBSCRIBER = ("websocket",)
+PER_SUBSCRIBER = ("websocket", "mxp")
 
 
 @pytest.mark.parametrize("name", PER_SUBSCRIBER)

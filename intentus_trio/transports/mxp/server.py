@@ -485,7 +485,7 @@ class MxpServer:
 
                     async def push() -> None:
                         async for event in sub:
-                            data = self._event_bytes(event, sub.dropped, sealed)
+                            data = self._event_bytes(event, sub.dropped, request_frame)
                             if data is None:
                                 continue
                             await stream.send_all(wire.message(
@@ -499,14 +499,18 @@ class MxpServer:
             self._change()
         await stream.aclose()
 
-    def _event_bytes(self, event: Event, dropped: int, sealed: bool) -> bytes | None:
+    def _event_bytes(
+        self, event: Event, dropped: int, request: TransportEnvelope | None
+    ) -> bytes | None:
+        """An event's frame; sealed for the subscriber, in reply to its subscribe request,
+        when that was sealed (pair keys work: its key is the subscriber's)."""
         frame = event_frame(event, TransportProtocol.MXP)
         if dropped:
             frame = attrs.evolve(frame, headers={**frame.headers, wire.DROPPED: str(dropped)})
         protector = self.dispatcher.protector
         try:
-            if sealed and protector is not None:
-                frame = protector.seal(frame)
+            if request is not None and protector is not None:
+                frame = protector.seal(frame, reply_to=request)
             return self.dispatcher.codec.encode(frame)
         except (IntentusError, ValueError) as exc:  # too large, or no key to seal it
             self.stats.events_skipped += 1
