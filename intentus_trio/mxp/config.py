@@ -30,7 +30,7 @@ class Configuration:
     keepalive_interval: float | None = None
     max_datagram_frame_size: int = 1200
     max_packet_size: int = 1200
-    max_ack_delay: float = 0.025
+    max_ack_delay: float = 0.001
     handshake_initial_rto: float = 0.25
     handshake_max_rto: float = 2.0
     handshake_timeout: float = 10.0

@@ -121,6 +121,10 @@ class DriverStats:
     """Established connections refused with SERVER_BUSY: accept backlog full (listener only)."""
     key_updates: int = 0
     """Key updates started by the peer."""
+    timer_wakeups: int = 0
+    """Times the connection's timer woke the driver."""
+    timer_wakeups_early: int = 0
+    """...of which with nothing due (a deadline that had moved later): wasted work."""
 
 
 # --------------------------------------------------------------------------- keys
@@ -489,9 +493,12 @@ class MxpConnection:
             self._timer_scope = None
             now = trio.current_time()
             timer = conn.get_timer()
+            self.driver_stats.timer_wakeups += 1
             if timer is not None and now >= timer:
                 conn.handle_timer(now)
                 self._service(now)
+            else:
+                self.driver_stats.timer_wakeups_early += 1
 
     def _service(self, now: float) -> None:
         """After any input: dispatch events, send what is due, wake writers, move the timer."""
@@ -511,15 +518,15 @@ class MxpConnection:
             manager = conn.streams
             if manager is not None and (manager.can_open(True) or manager.can_open(False)):
                 self._open_lot.unpark_all()
+        # Follow the timer both ways: a deadline left earlier than needed (an ACK that rode
+        # on a reply, a probe timeout pushed back by an acknowledgement) would wake the
+        # driver for nothing, which costs far more than moving the deadline.
         timer = conn.get_timer()
-        if timer is None:
-            return
-        if timer < self._armed or (timer != self._armed and not conn.is_established):
-            # earlier: always; later: only outside the established state (handshake, close),
-            # where the timer changes rarely and waking early would cost a wakeup per change
+        armed = math.inf if timer is None else timer
+        if armed != self._armed:
             scope = self._timer_scope
             if scope is not None:
-                self._armed = scope.deadline = timer
+                self._armed = scope.deadline = armed
 
     def _dispatch(self, event: object) -> None:
         kind = type(event)
