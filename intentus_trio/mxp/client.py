@@ -20,6 +20,7 @@ from intentus_trio.mxp.driver import (
     MxpConnection,
     PublicKeyLike,
     StaticKeyLike,
+    application_turn,
     public_key_bytes,
     static_keypair,
 )
@@ -52,6 +53,10 @@ async def _receive_loop(carrier: DatagramCarrier, conn: MxpConnection) -> None:
                 if item is None:
                     break
                 receive(item[0], item[1], now)
+            if conn.ack_pending:
+                conn.wake()
+                await application_turn()
+                now = trio.current_time()
             conn.service(now)
     except trio.ClosedResourceError:
         return

@@ -833,6 +833,12 @@ class Connection:
             return self.configuration.handshake_initial_rto
         return recovery.rtt.pto_period(recovery.max_ack_delay)
 
+    @property
+    def ack_pending(self) -> bool:
+        """Whether an ACK is owed for ack-eliciting packets received."""
+        acks = self._acks
+        return acks is not None and acks.deadline is not None
+
     def get_timer(self) -> float | None:
         state = self.state
         if state is State.ESTABLISHED:

@@ -127,6 +127,19 @@ class DriverStats:
     """...of which with nothing due (a deadline that had moved later): wasted work."""
 
 
+async def application_turn() -> None:
+    """Let the tasks woken by received data run before an ACK is sent for it.
+
+    A receive loop that owes an ACK wakes the readers (``wake``), waits here, then services
+    the connection: a reply written meanwhile carried the ACK, otherwise an ACK-only packet
+    goes now. trio runs the tasks woken in one round in the next, in either order, so it
+    takes two rounds to be sure they ran first. This is what lets ``max_ack_delay`` be 0
+    without a separate ACK for every request.
+    """
+    await trio.lowlevel.checkpoint()
+    await trio.lowlevel.checkpoint()
+
+
 # --------------------------------------------------------------------------- keys
 
 
@@ -459,6 +472,17 @@ class MxpConnection:
     def service(self, now: float) -> None:
         """Act on everything received since the last call: events, sends, timer."""
         self._service(now)
+
+    @property
+    def ack_pending(self) -> bool:
+        """What was received owes the peer an ACK (see ``application_turn``)."""
+        return self._conn.ack_pending
+
+    def wake(self) -> None:
+        """Hand what was received to the tasks waiting for it, sending nothing yet."""
+        events = self._conn._events
+        while events:
+            self._dispatch(events.popleft())
 
     def feed(self, item: tuple[bytes, Address]) -> None:
         """Process one datagram and act on it at once."""

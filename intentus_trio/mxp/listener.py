@@ -27,6 +27,7 @@ from intentus_trio.mxp.driver import (
     MAX_DRAIN,
     DriverStats,
     MxpConnection,
+    application_turn,
     send_all,
 )
 from intentus_trio.mxp.endpoint import ServerEndpoint
@@ -128,6 +129,7 @@ class MxpListener:
         route = self.endpoint.route
         drivers = self._drivers
         touched: dict[MxpConnection, None] = {}
+        owing: list[MxpConnection] = []
         try:
             while True:
                 await carrier.wait_readable()
@@ -152,8 +154,18 @@ class MxpListener:
                         self.endpoint.admit(data, item[1], now)
                         self._drain_endpoint()
                 for driver in touched:
-                    driver.service(now)
+                    if driver.ack_pending:
+                        driver.wake()
+                        owing.append(driver)
+                    else:
+                        driver.service(now)
                 touched.clear()
+                if owing:
+                    await application_turn()
+                    now = trio.current_time()
+                    for driver in owing:
+                        driver.service(now)
+                    owing.clear()
         except trio.ClosedResourceError:
             return
 

@@ -422,3 +422,25 @@ async def test_request_response_wakes_no_timer_for_nothing(
         for side in (client, server):
             assert side.driver_stats.timer_wakeups_early == 0, side.driver_stats
         nursery.cancel_scope.cancel()
+
+
+async def test_with_max_ack_delay_zero_replies_carry_the_acks(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The receive loops let the application answer before they send an ACK that is due at
+    once: a reply written meanwhile carries it, so there is no ACK-only packet per request."""
+    async with (
+        open_memory_network(seed=1, conditions=LinkConditions(delay=0.0005)) as net,
+        pair_on(net, options={"max_ack_delay": 0.0}) as (client, server),
+        trio.open_nursery() as nursery,
+    ):
+        nursery.start_soon(serve_echo, server)
+        stream = await client.open_stream()
+        await stream.send_all(b"ping")
+        assert await stream.receive_some() == b"ping"
+        sent = server.path_stats().packets_sent
+        for _ in range(100):
+            await stream.send_all(b"ping")
+            assert await stream.receive_some() == b"ping"
+        assert server.path_stats().packets_sent - sent <= 102  # one reply each
+        nursery.cancel_scope.cancel()
