@@ -70,6 +70,26 @@ _buffer = _ffi.buffer
 _NULL = _ffi.NULL
 
 
+#: DH(our static, their static) of recent peers: the same for every handshake between two
+#: static keys, so IK's "ss" is computed once per peer (as WireGuard does). Bounded; keyed by
+#: our private key and their public key, so a key pair whose halves do not match finds
+#: nothing. Holds nothing the static private key does not already give.
+_STATIC_SHARED: dict[bytes, bytes] = {}
+STATIC_SHARED_LIMIT = 1024
+
+
+def static_dh(keypair: KeyPair, public: bytes) -> bytes:
+    """``dh`` for two static keys, remembered for the next handshake with that peer."""
+    key = keypair.private + public
+    shared = _STATIC_SHARED.get(key)
+    if shared is None:
+        shared = dh(keypair, public)
+        if len(_STATIC_SHARED) >= STATIC_SHARED_LIMIT:
+            del _STATIC_SHARED[next(iter(_STATIC_SHARED))]  # the oldest
+        _STATIC_SHARED[key] = shared
+    return shared
+
+
 def dh(keypair: KeyPair, public: bytes) -> bytes:
     """X25519; a low-order peer key (all-zero shared secret) is rejected."""
     if len(public) != DHLEN or len(keypair.private) != DHLEN:
@@ -409,7 +429,7 @@ class HandshakeState:
         remote = self.re if theirs == "e" else self.rs
         if local is None or remote is None:
             raise NoiseError(f"missing key for {token!r}")
-        return dh(local, remote)
+        return static_dh(local, remote) if token == "ss" else dh(local, remote)
 
     def write_message(self, payload: bytes = b"") -> bytes:
         if self._failed:
