@@ -23,7 +23,7 @@ import trio
 from attrs import define, field
 
 from . import __version__
-from .config import ConfigError, NodeConfig, build_router, load_config
+from .config import MAX_TIMEOUT, ConfigError, NodeConfig, build_router, load_config
 from .node import serve_node
 from .protocol.codec import response_to_json
 from .protocol.errors import IntentusError
@@ -272,13 +272,17 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def _seconds(text: str) -> float:
-    """A deadline: positive seconds (inf for none); NaN or <= 0 cannot be waited for."""
+    """A deadline: positive seconds up to a year, or inf for none. NaN or <= 0 cannot be
+    waited for, and a finite deadline beyond ``MAX_TIMEOUT`` is surely a typo."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
     if math.isnan(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be more than 0 seconds, not {text!r}")
+    if MAX_TIMEOUT < value < math.inf:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {MAX_TIMEOUT:.0f} seconds (a year; inf for none), not {text!r}")
     return value
 
 
@@ -303,7 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--payload", default="{}", help="JSON object (default {})")
     send.add_argument("--target", help="routing.targetAgent")
     send.add_argument("--stream", action="store_true", help="request a streamed reply")
-    send.add_argument("--timeout", type=_seconds, default=30.0, help="seconds (default 30)")
+    send.add_argument("--timeout", type=_seconds, default=30.0,
+                      help="seconds, at most a year; inf for none (default 30)")
     send.set_defaults(func=cmd_send)
 
     try:

@@ -35,17 +35,28 @@ Unknown keys are errors, so a typo cannot silently drop a setting; that holds fo
 transport's ``options`` table too (its keys are the transport's keyword parameters). Values
 must be of the kind a setting takes: nothing is converted, so ``intents = "echo"`` is an
 error, not the intents ``["e", "c", "h", "o"]``. ``load_config`` names the file in its errors.
+An option that only takes a Python object (a ``protector``, an ``ssl_context``, a ``pool``,
+...) cannot be written in TOML, so a node file may not set it: give it from Python.
+TOML has no null either: an option whose ``None`` means "off" keeps its default in a node file.
+Deadlines are capped at a year (``MAX_TIMEOUT``): a larger one is surely a typo, and its
+milliseconds may not even fit a number.
 """
 
 from __future__ import annotations
 
+import collections.abc
+import datetime
 import difflib
 import importlib
 import inspect
+import math
+import re
+import sys
 import tomllib
+import types
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
 import attrs
@@ -53,13 +64,18 @@ import cattrs
 import cattrs.v
 from attrs import field, frozen
 from cattrs.errors import IterableValidationError, IterableValidationNote
-from cattrs.gen import make_dict_structure_fn
+from cattrs.gen import make_dict_structure_fn, make_mapping_structure_fn
 
 from .routing.router import Router
 
 
 class ConfigError(ValueError):
     """The configuration file is unreadable or does not describe a node."""
+
+
+#: The longest deadline a node file or ``intentus-trio send --timeout`` may give, in seconds
+#: (a year; inf still means none where none is allowed).
+MAX_TIMEOUT = 365 * 24 * 3600.0
 
 
 @frozen
@@ -188,6 +204,12 @@ def _kind(value: Any) -> str:
         return "an array"
     if isinstance(value, dict):
         return "a table"
+    if isinstance(value, datetime.datetime):  # before date: a datetime is a date too
+        return "a date-time"
+    if isinstance(value, datetime.date):
+        return "a date"
+    if isinstance(value, datetime.time):
+        return "a time"
     return type(value).__name__
 
 
@@ -241,6 +263,21 @@ def _strict_list(value: Any, type_: Any) -> list[Any]:
     return items
 
 
+def _is_mapping(type_: Any) -> bool:
+    return get_origin(type_) is dict
+
+
+def _mapping_hook(type_: Any) -> Callable[[Any, Any], Any]:
+    structure = make_mapping_structure_fn(type_, _converter)
+
+    def structure_mapping(value: Any, _: Any) -> Any:
+        if not isinstance(value, dict):
+            raise _WrongType(f"expected a table, not {_kind(value)}")
+        return structure(value, type_)
+
+    return structure_mapping
+
+
 def _is_table(type_: Any) -> bool:
     return attrs.has(type_)
 
@@ -261,6 +298,7 @@ _converter.register_structure_hook(str, _strict_str)
 _converter.register_structure_hook(int, _strict_int)
 _converter.register_structure_hook(float, _strict_float)
 _converter.register_structure_hook_func(_is_list, _strict_list)
+_converter.register_structure_hook_factory(_is_mapping, _mapping_hook)
 _converter.register_structure_hook_factory(_is_table, _table_hook)
 
 
@@ -294,13 +332,21 @@ def parse_config(data: dict[str, Any]) -> NodeConfig:
     return config
 
 
+def _too_long(seconds: float | None) -> bool:
+    return seconds is not None and MAX_TIMEOUT < seconds < math.inf
+
+
 def _check_numbers(config: NodeConfig) -> None:
-    """Refuse deadlines no call could meet (TOML also writes nan and -inf): they would fail
-    every call at run time instead of the node at startup."""
+    """Refuse deadlines no call could meet (TOML also writes nan and -inf), and finite ones
+    beyond ``MAX_TIMEOUT``: they would fail every call at run time instead of the node at
+    startup."""
     timeout = config.node.agent_timeout
     if timeout is not None and not timeout >= 0:
         raise ConfigError(f"config.node.agent_timeout: must be 0 (none) or more seconds, "
                           f"not {timeout}")
+    if _too_long(timeout):
+        raise ConfigError(f"config.node.agent_timeout: must be at most {MAX_TIMEOUT:.0f} "
+                          f"seconds (a year), not {timeout}")
     if config.node.max_frame_bytes < 1:
         raise ConfigError(f"config.node.max_frame_bytes: must be at least 1, "
                           f"not {config.node.max_frame_bytes}")
@@ -313,6 +359,9 @@ def _check_numbers(config: NodeConfig) -> None:
     for where, seconds in timeouts:
         if seconds is not None and not seconds > 0:
             raise ConfigError(f"{where}: must be more than 0 seconds, not {seconds}")
+        if _too_long(seconds):
+            raise ConfigError(f"{where}: must be at most {MAX_TIMEOUT:.0f} seconds (a year), "
+                              f"not {seconds}")
 
 
 def _check_emcl(config: NodeConfig) -> None:
@@ -365,17 +414,11 @@ _OPTION_TARGETS: dict[tuple[str, str], tuple[str, ...]] = {
         "intentus_trio.mxp:Configuration", "intentus_trio.mxp:mxp_connect"),
 }
 
-#: Parameter annotations whose values a node file can check before anything starts.
-_SIMPLE_TYPES: dict[str, Callable[[Any, type], Any]] = {
-    "int": _strict_int, "float": _strict_float, "bool": _strict_bool, "str": _strict_str,
-}
-
-
 def transport_options(url: str, role: Literal["listener", "remote", "worker"]
-                      ) -> dict[str, str] | None:
-    """The ``options`` keys a listener, remote or worker at ``url`` takes, with their
-    annotations; None when they cannot be known here (an unknown scheme or a missing extra
-    is reported when the node starts)."""
+                      ) -> dict[str, Any] | None:
+    """The ``options`` keys a listener, remote or worker at ``url`` takes, with their types
+    (``Any`` where a type cannot be resolved); None when they cannot be known here (an
+    unknown scheme or a missing extra is reported when the node starts)."""
     from .transports.registry import SCHEMES
 
     try:
@@ -385,25 +428,47 @@ def transport_options(url: str, role: Literal["listener", "remote", "worker"]
     targets = None if entry is None else _OPTION_TARGETS.get((entry.module, role))
     if targets is None:
         return None
-    accepted: dict[str, str] = {}
+    accepted: dict[str, Any] = {}
     for target in targets:
         module_name, _, name = target.partition(":")
         try:
             obj = getattr(importlib.import_module(module_name), name)
         except (ImportError, AttributeError):
             return None
-        for key, annotation in _keywords(obj).items():
-            accepted.setdefault(key, annotation)  # the outermost callable's own annotation
+        for key, type_ in _keywords(obj).items():
+            accepted.setdefault(key, type_)  # the outermost callable's own annotation
     return accepted
 
 
-def _keywords(obj: Any) -> dict[str, str]:
+def _keywords(obj: Any) -> dict[str, Any]:
     """``obj``'s keyword-only parameters (an attrs class: its fields with defaults)."""
+    function: Any
     if attrs.has(obj):
-        return {f.name: str(f.type) for f in attrs.fields(obj)
-                if f.init and f.default is not attrs.NOTHING}
-    return {p.name: str(p.annotation) for p in inspect.signature(obj).parameters.values()
-            if p.kind is p.KEYWORD_ONLY and p.name != "task_status"}
+        names = [f.name for f in attrs.fields(obj)
+                 if f.init and f.default is not attrs.NOTHING]
+        raw = {f.name: f.type for f in attrs.fields(obj)}
+        function = obj
+    else:
+        function = obj.__init__ if inspect.isclass(obj) else obj
+        parameters = inspect.signature(obj).parameters.values()
+        names = [p.name for p in parameters
+                 if p.kind is p.KEYWORD_ONLY and p.name != "task_status"]
+        raw = {p.name: p.annotation for p in parameters}
+    try:
+        hints = get_type_hints(function)
+    except Exception:  # a name only imported for type checkers: resolve one by one
+        hints = {}
+    module = vars(sys.modules.get(getattr(obj, "__module__", ""), types.ModuleType("_")))
+    resolved: dict[str, Any] = {}
+    for name in names:
+        type_ = hints.get(name, raw.get(name, Any))
+        if isinstance(type_, str):
+            try:
+                type_ = eval(type_, module)  # an annotation of our own code
+            except Exception:
+                type_ = Any  # unknown here: the transport checks the value
+        resolved[name] = Any if type_ is inspect.Parameter.empty else type_
+    return resolved
 
 
 def _check_options(config: NodeConfig) -> None:
@@ -431,23 +496,88 @@ def _check_options(config: NodeConfig) -> None:
             _check_value(f"{where}.{key}", value, accepted[key])
 
 
-def _check_value(where: str, value: Any, annotation: str) -> None:
-    """Check ``value`` against a simple annotation (``int``, ``float | None``, ...)."""
-    parts = [part.strip() for part in annotation.split("|")]
-    if value is None and "None" in parts:
-        return
-    kinds = [part for part in parts if part != "None"]
-    if not kinds or not all(kind in _SIMPLE_TYPES for kind in kinds):
-        return  # not a type a node file can check: the transport checks it
-    failures = []
-    for kind in kinds:
-        try:
-            _SIMPLE_TYPES[kind](value, object)
-        except _WrongType as exc:
-            failures.append(str(exc))
-        else:
-            return
-    raise ConfigError(f"{where}: {' or '.join(failures)}")
+def _check_value(where: str, value: Any, type_: Any) -> None:
+    """Refuse a value the option's parameter type does not admit, before anything starts:
+    the transport would take it for an object and fail (or misbehave) only when used."""
+    expected = _toml_kinds(type_)
+    if expected is None:
+        raise ConfigError(f"{where}: takes a Python object ({_type_name(type_)}), which a "
+                          "node file cannot give; set it from Python, or leave it out")
+    if not _admits(type_, value):
+        raise ConfigError(f"{where}: expected {expected}, not {_kind(value)}")
+
+
+_UNIONS = (Union, types.UnionType)
+_MAPPINGS = (dict, collections.abc.Mapping, collections.abc.MutableMapping)
+_ARRAYS = (list, collections.abc.Iterable, collections.abc.Sequence,
+           collections.abc.Collection, collections.abc.MutableSequence)
+_SCALARS: dict[Any, str] = {bool: "true or false", int: "an integer", float: "a number",
+                            str: "a string"}
+
+
+def _toml_kinds(type_: Any) -> str | None:
+    """The TOML values of ``type_``, in words; None when TOML can write none of them."""
+    origin = get_origin(type_)
+    if type_ is Any:
+        return "any value"
+    if type_ in _SCALARS:
+        return _SCALARS[type_]
+    if origin is Literal:
+        return "one of " + ", ".join(repr(v) for v in get_args(type_))
+    if origin in _UNIONS:
+        kinds = [kind for kind in map(_toml_kinds, get_args(type_)) if kind is not None]
+        return " or ".join(dict.fromkeys(kinds)) or None
+    args = get_args(type_)
+    if origin in _MAPPINGS:
+        values = _toml_kinds(args[1]) if len(args) == 2 else "any value"
+        if values is None:
+            return None
+        return "a table" if values == "any value" else f"a table of {_plural(values)}"
+    if origin in _ARRAYS:
+        items = _toml_kinds(args[0]) if args else "any value"
+        if items is None:
+            return None
+        return "an array" if items == "any value" else f"an array of {_plural(items)}"
+    return None
+
+
+def _plural(kinds: str) -> str:
+    return (kinds.replace("an integer", "integers").replace("a number", "numbers")
+            .replace("a string", "strings").replace("true or false", "booleans"))
+
+
+def _admits(type_: Any, value: Any) -> bool:
+    """Whether the TOML value ``value`` is one of ``type_``'s (``_toml_kinds``)."""
+    origin = get_origin(type_)
+    if type_ is Any:
+        return True
+    if type_ is bool:
+        return isinstance(value, bool)
+    if type_ is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if type_ is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if type_ is str:
+        return isinstance(value, str)
+    if origin is Literal:
+        return any(value == v and type(value) is type(v) for v in get_args(type_))
+    if origin in _UNIONS:
+        return any(_admits(arg, value) for arg in get_args(type_))
+    args = get_args(type_)
+    if origin in _MAPPINGS:
+        return isinstance(value, dict) and (
+            len(args) != 2 or all(_admits(args[1], v) for v in value.values()))
+    if origin in _ARRAYS:
+        return isinstance(value, list) and (
+            not args or all(_admits(args[0], v) for v in value))
+    return False
+
+
+def _type_name(type_: Any) -> str:
+    """``type_`` as its annotation reads, without module paths."""
+    if isinstance(type_, type) and not get_args(type_):
+        return type_.__qualname__
+    return re.sub(r"\b(?:\w+\.)+(\w+)", r"\1", str(type_))
 
 
 def load_config(path: str | Path) -> NodeConfig:

@@ -97,13 +97,15 @@ async def _run_node(
 def _starting(entry: str) -> Iterator[None]:
     """Say which entry of the node file failed to start.
 
-    A transport refuses a wrong URL or option value with a TypeError or ValueError: that is
-    a ConfigError naming the entry. Other failures keep their type (a taken port is still an
-    OSError) and get the entry as a note, which ``intentus-trio serve`` prints before them.
+    A transport refuses a wrong URL or option value with a TypeError or ValueError, and an
+    option that should be an object but is not (a NodeConfig built in Python bypasses the
+    file's checks) fails with an AttributeError: each is a ConfigError naming the entry.
+    Other failures keep their type (a taken port is still an OSError) and get the entry as
+    a note, which ``intentus-trio serve`` prints before them.
     """
     try:
         yield
-    except (TypeError, ValueError) as exc:  # a ConfigError too: it gains the entry
+    except (TypeError, ValueError, AttributeError) as exc:  # a ConfigError gains the entry
         raise ConfigError(f"{entry}: {exc}") from exc
     except Exception as exc:
         exc.add_note(entry)

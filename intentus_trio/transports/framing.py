@@ -69,11 +69,12 @@ def is_sealed(frame: TransportEnvelope) -> bool:
 
 
 def timeout_headers(deadline: float) -> dict[str, str]:
-    """``{timeoutMs: ...}`` for a call due at trio time ``deadline`` (none when infinite)."""
-    if deadline == math.inf:
+    """``{timeoutMs: ...}`` for a call due at trio time ``deadline``; none when it is
+    infinite or so far off that its milliseconds are (a server would not read them)."""
+    ms = (deadline - trio.current_time()) * 1000
+    if ms == math.inf:
         return {}
-    ms = max(1, math.ceil((deadline - trio.current_time()) * 1000))
-    return {h.TIMEOUT_MS: str(ms)}
+    return {h.TIMEOUT_MS: str(max(1, math.ceil(max(0.0, ms))))}  # past: due at once
 
 
 def call_timeout(headers: Mapping[str, str], cap: float | None) -> float | None:

@@ -108,9 +108,10 @@ def test_an_options_value_of_the_wrong_type_is_a_config_error(
         parse_config({"listeners": [{"url": "ws://127.0.0.1:0", "options": options}]})
 
 
-def test_heartbeat_interval_may_be_turned_off_by_omission_or_an_integer() -> None:
-    parse_config({"listeners": [{"url": "ws://127.0.0.1:0",
-                                 "options": {"heartbeat_interval": 15}}]})
+def test_a_float_option_takes_an_integer_number_of_seconds() -> None:
+    config = parse_config({"listeners": [{"url": "ws://127.0.0.1:0",
+                                          "options": {"heartbeat_interval": 15}}]})
+    assert config.listeners[0].options == {"heartbeat_interval": 15}
 
 
 # --------------------------------------------------------------------------- value types
@@ -133,6 +134,18 @@ def test_heartbeat_interval_may_be_turned_off_by_omission_or_an_integer() -> Non
         ("[[mcp_servers]]\ncommand = 'ls'\n", r"config.mcp_servers\[0\].command: expected an"),
         ("[[remotes]]\nname = 'a'\nintents = ['x']\nurl = 'http://x'\ntimeout = '1'\n",
          r"config.remotes\[0\].timeout: expected a number"),
+        ("[node]\nname = 1979-05-27\n", r"config.node.name: expected a string, not a date$"),
+        ("[node]\nname = 07:32:00\n", r"config.node.name: expected a string, not a time$"),
+        ("[node]\nname = 1979-05-27T07:32:00Z\n",
+         r"config.node.name: expected a string, not a date-time$"),
+        ("[[listeners]]\nurl = 'http://x'\noptions = 5\n",
+         r"config.listeners\[0\].options: expected a table, not an integer$"),
+        ("[[workers]]\ndistributor = 'tcp://x:1'\noptions = ['a']\n",
+         r"config.workers\[0\].options: expected a table, not an array$"),
+        ("[emcl]\ngroup_keys = 'k.key'\n",
+         r"config.emcl.group_keys: expected a table, not a string$"),
+        ("[emcl]\ngroup_keys = { g1 = 1 }\n",
+         r"config.emcl.group_keys\['g1'\]: expected a string, not an integer$"),
     ],
 )
 def test_a_value_of_the_wrong_type_is_a_clear_error(
