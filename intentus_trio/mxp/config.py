@@ -7,12 +7,20 @@ from collections.abc import Callable
 
 import attrs
 
+from intentus_trio.mxp.congestion import CONTROLLERS
 from intentus_trio.mxp.noise import KeyPair
 
 Address = tuple[str, int]
 ClientPolicy = Callable[[bytes, Address], bool]
 
 DEFAULT_PROLOGUE = b"intentus-mxp/1"
+
+
+def _known_controller(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    # refused here, not after a handshake when the connection builds its controller
+    if value not in CONTROLLERS:
+        raise ValueError(f"congestion_control must be one of {sorted(CONTROLLERS)}, "
+                         f"not {value!r}")
 
 
 @attrs.frozen
@@ -39,7 +47,7 @@ class Configuration:
     replay_window: int = 1024
     max_pending_datagrams: int = 256
     prologue: bytes = DEFAULT_PROLOGUE
-    congestion_control: str = "newreno"
+    congestion_control: str = attrs.field(default="newreno", validator=_known_controller)
     pacing: bool = True
     ack_eliciting_threshold: int = 2
     max_data: int = 1 << 20

@@ -247,3 +247,13 @@ def test_cubic_undo_and_idle_restart() -> None:
     assert cc.cwnd == cc.minimum_window
     cc.on_restart_after_idle(5.0)
     assert cc.cwnd == cc.minimum_window
+
+
+def test_an_unknown_congestion_controller_is_refused_with_the_configuration() -> None:
+    from intentus_trio.mxp.config import Configuration
+    from intentus_trio.mxp.noise import KeyPair
+
+    with pytest.raises(ValueError, match="congestion_control must be one of"):
+        Configuration(KeyPair.generate(), congestion_control="zzz")
+    assert Configuration(KeyPair.generate(), congestion_control="cubic").congestion_control == (
+        "cubic")
