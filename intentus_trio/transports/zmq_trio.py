@@ -430,7 +430,9 @@ class Link:
     ``ZMQ_IMMEDIATE`` answers the same question inside libzmq, but pays for it: when its
     connection drops, libzmq discards the messages the socket received and the application
     has not read yet. A socket without it keeps those messages across the drop, and its
-    owner asks ``up`` before queueing anything that only a live peer should take.
+    owner asks ``up`` before queueing anything that only a live peer should take. It also
+    keeps the messages it has not written out yet, for the next connection: an owner that
+    must not send them there closes the socket without linger when the link is lost.
 
     Create the link before the socket connects (so it sees the first handshake), run
     ``run`` in a task, and ``close`` it before the socket. The socket should have a single
@@ -438,8 +440,9 @@ class Link:
     seen by ``run`` (so it may lag libzmq by one wakeup of that task).
 
     ``on_lost`` is called in ``run`` when a live connection drops, before anyone waiting
-    for ``up`` to change is woken. libzmq reports the drop only after queueing on the
-    socket every message that came over that connection, so by then they can all be read.
+    for ``up`` to change is woken; it may close the link (``run`` then returns). libzmq
+    reports the drop only after queueing on the socket every message that came over that
+    connection, so by then they can all be read.
     """
 
     __slots__ = ("_closed", "_down", "_monitor", "_on_lost", "_up", "up")
@@ -466,6 +469,8 @@ class Link:
                 if self.up and self._on_lost is not None:
                     self.up = False
                     self._on_lost()
+                    if self._closed:
+                        return
                 self._set(False)
             elif event == _MONITOR_STOPPED:
                 self._set(False)

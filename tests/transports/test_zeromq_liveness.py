@@ -6,6 +6,8 @@ them; without this, a call with ``timeout=None`` would wait forever.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import trio
 import trio.testing
@@ -140,3 +142,33 @@ async def test_a_node_gone_silent_is_found_dead_by_heartbeats(stream: bool) -> N
     assert [type(chunk) for chunk in chunks] == ([StreamChunk] if stream else [])
     assert isinstance(final, AgentResponse)
     assert code(final) == TransportCode.CONNECTION_FAILURE
+
+
+async def test_a_call_past_its_deadline_when_the_connection_drops_times_out() -> None:
+    """A drop noticed after a call's deadline passed, before the timer woke it: the call
+    reports TIMEOUT, as it would have a moment earlier; a call without one fails."""
+    node = TrioSocket.open(zmq.ROUTER)
+    node.socket.bind("tcp://127.0.0.1:0")
+    url = node.socket.getsockopt_string(zmq.LAST_ENDPOINT)
+    results: dict[str, AgentResponse] = {}
+    try:
+        with trio.fail_after(TIMEOUT):
+            async with open_client(url) as client:
+                async def call(name: str, timeout: float | None) -> None:
+                    results[name] = await client.send_intent(
+                        new_intent("echo", {}), timeout=timeout)
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(call, "deadline", 0.3)
+                    nursery.start_soon(call, "none", None)
+                    for _ in range(2):
+                        await node.receive()
+                    node.close()
+                    # The loop stays blocked past the deadline: the timer and the drop are
+                    # seen in the same wakeup.
+                    block_until_disconnected(client)
+                    time.sleep(0.4)  # noqa: ASYNC251 - the loop must not run meanwhile
+    finally:
+        node.close(0)
+    assert code(results["deadline"]) == TransportCode.TIMEOUT
+    assert code(results["none"]) == TransportCode.CONNECTION_FAILURE

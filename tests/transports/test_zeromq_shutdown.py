@@ -293,6 +293,7 @@ async def test_closing_the_client_ends_calls_waiting_for_a_connection() -> None:
 async def test_aclose_inside_the_block_is_safe_and_idempotent() -> None:
     gate = Gate()
     async with running_node(make_router(gate)) as server:
+        await trio.testing.wait_all_tasks_blocked()  # the node's tasks have all started
         before = task_count()
         outcome: list[AgentResponse] = []
         reached: list[str] = []
@@ -305,7 +306,7 @@ async def test_aclose_inside_the_block_is_safe_and_idempotent() -> None:
                     nursery.start_soon(call)
                     await gate.wait_entered(1)
                     # From a scope of the caller's own inside the block, then from another
-                    # task, then again: the client's nursery is left only by the block's exit.
+                    # task, then again.
                     with trio.move_on_after(TIMEOUT):
                         await client.aclose()
                     nursery.start_soon(client.aclose)
@@ -320,9 +321,44 @@ async def test_aclose_inside_the_block_is_safe_and_idempotent() -> None:
         gate.open.set()
 
 
+async def test_a_client_opened_by_hand_closes_with_aclose() -> None:
+    """``__aenter__`` then ``aclose``, as for any resource: from the task that opened it,
+    inside a cancel scope of its own, or from another task."""
+    url = f"tcp://127.0.0.1:{free_port_block(4)}"
+    before = task_count()
+    clients: list[ZmqClient] = []
+
+    async def open_by_hand() -> None:
+        client = ZmqClient(url)
+        await client.__aenter__()
+        clients.append(client)
+
+    async def open_and_close(scoped: bool) -> None:
+        await open_by_hand()
+        if scoped:
+            with trio.move_on_after(TIMEOUT):
+                await clients[-1].aclose()
+        else:
+            await clients[-1].aclose()
+
+    with trio.fail_after(TIMEOUT):
+        # Each task ends after the client's aclose, or while it is still open: neither may
+        # leave trio's nursery stack unbalanced.
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(open_and_close, False)
+            nursery.start_soon(open_and_close, True)
+            nursery.start_soon(open_by_hand)
+        assert len(clients) == 3
+        for client in clients:
+            await client.aclose()
+            with pytest.raises(trio.ClosedResourceError):
+                await client.send_intent(new_intent("echo", {}))
+    assert task_count() == before
+
+
 async def test_a_client_entered_under_a_cancelled_scope_unwinds_cleanly() -> None:
-    """Entering does not checkpoint once its nursery is open, so a pending cancellation
-    hits the block instead of leaving that nursery open (which corrupts trio's state)."""
+    """A pending cancellation hits the block, and leaving it still stops the client's
+    tasks."""
     before = task_count()
     with trio.CancelScope() as scope:
         scope.cancel()

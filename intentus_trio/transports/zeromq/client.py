@@ -13,6 +13,17 @@ can no longer answer it). The socket does not use ``ZMQ_IMMEDIATE``, which asks 
 libzmq but discards the replies received and not yet read when the connection drops: without
 it they stay readable, so a reply the node sent before closing reaches its caller even if the
 client's loop was busy while the connection went away.
+
+Without it, though, libzmq keeps the requests not yet written out across the drop and sends
+them over the next connection: a node restarted on the same address would run calls whose
+callers were told they failed (and may have retried them). So a drop ends the socket: the
+replies it holds are read, it is closed without linger (discarding what it still queues) and
+a fresh one connects in its place.
+
+The client's tasks (the link's and the deadline timer) run in a trio system task, not in a
+nursery of the task that enters the client: the client may then be closed from any task or
+cancel scope, or opened with ``__aenter__`` and closed with ``aclose`` like any resource,
+without leaving trio's nursery stack unbalanced.
 """
 
 from __future__ import annotations
@@ -21,7 +32,7 @@ import itertools
 import os
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from contextlib import asynccontextmanager, suppress
 from fnmatch import fnmatchcase
 from types import TracebackType
 from typing import Any
@@ -60,16 +71,19 @@ class ClientStats:
     #: Messages that are not [requestId, b"", frame].
     dropped_malformed: int = 0
     streams_overflowed: int = 0
+    #: Live connections that dropped; each took with it the requests still queued for it.
+    connections_lost: int = 0
 
 
 class _Call:
-    __slots__ = ("done", "event", "expired", "items", "sent", "stream")
+    __slots__ = ("deadline", "done", "event", "expired", "items", "sent", "stream")
 
-    def __init__(self, stream: bool) -> None:
+    def __init__(self, stream: bool, deadline: float) -> None:
         self.items: deque[StreamItem | IntentusError] = deque()
         #: Set while the caller waits as a follower: an item arrived, or it should lead.
         self.event: trio.Event | None = None
         self.stream = stream
+        self.deadline = deadline
         self.expired = False
         self.done = False
         #: The request is queued: only a connection's drop then tells that no reply will come.
@@ -124,40 +138,29 @@ class ZmqClient:
         self._followers: dict[_Call, None] = {}
         self._sock: TrioSocket | None = None
         self._link: Link | None = None
+        self._started = False
         self._closed = False
+        #: Cancels the client's system task, which sets ``_stopped`` as it ends.
+        self._scope = trio.CancelScope()
+        self._stopped = trio.Event()
+        self._error: Exception | None = None
         self._subscriptions: set[TrioSocket] = set()
         # Deadlines of waiting calls, served by one timer task: a cancel scope per call
         # would cost more than the rest of the call's trio overhead.
         self._deadlines = Deadlines[_Call](self._expire, _call_done)
         #: ``trio.current_time``; ``__aenter__`` reads its clock directly (two calls less).
         self._now: Callable[[], float] = trio.current_time
-        self._nursery_cm: AbstractAsyncContextManager[trio.Nursery] | None = None
         self._nursery: trio.Nursery | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> ZmqClient:
-        if self._sock is not None or self._closed:
+        if self._started or self._closed:
             raise RuntimeError("the client is already open or closed")
-        sock = TrioSocket.open(zmq.DEALER, options=self._options)
-        link = None
-        try:
-            link = Link(sock, on_lost=self._connection_lost)
-            sock.socket.connect(self.url)
-            self._nursery_cm = trio.open_nursery()
-            self._nursery = await self._nursery_cm.__aenter__()
-        except BaseException:
-            if link is not None:
-                link.close()
-            sock.close(0)
-            raise
-        self._sock = sock
-        self._link = link
+        self._sock, self._link = self._open()
+        self._started = True
         self._now = trio.lowlevel.current_clock().current_time
-        # No checkpoint between opening the nursery and returning: a cancellation there would
-        # leave it open. The timer serves deadlines added before it first runs.
-        self._nursery.start_soon(link.run)
-        self._nursery.start_soon(self._deadlines.run)
+        trio.lowlevel.spawn_system_task(self._background, name=f"zeromq client {self.url}")
         return self
 
     async def __aexit__(
@@ -166,21 +169,56 @@ class ZmqClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        # No checkpoint before the nursery is left: a cancellation there would leave it open.
-        self._close()
-        nursery_cm, self._nursery_cm = self._nursery_cm, None
-        if nursery_cm is not None:
-            await nursery_cm.__aexit__(None, None, None)
+        await self.aclose()
 
     async def aclose(self) -> None:
-        """Close every socket and stop the client's tasks; calls still waiting get
-        CONNECTION_FAILURE.
+        """Close every socket and wait for the client's tasks to stop; calls still waiting
+        get CONNECTION_FAILURE. Idempotent, and safe from any task or cancel scope.
 
-        Idempotent, and safe from any task or cancel scope inside the ``async with`` block:
-        the nursery the block opened is left only by the block's exit.
+        Raises what made the client's tasks fail, if anything did (once).
         """
         self._close()
-        await trio.lowlevel.checkpoint()
+        if self._started:
+            with trio.CancelScope(shield=True):
+                await self._stopped.wait()
+        else:
+            await trio.lowlevel.checkpoint()
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    async def _background(self) -> None:
+        """The link's and the timer's tasks, until the client closes.
+
+        A system task must not raise (trio would crash the run): a failure is kept for
+        ``aclose`` to raise, and closes the client.
+        """
+        try:
+            with self._scope:
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    assert self._link is not None
+                    nursery.start_soon(self._link.run)
+                    nursery.start_soon(self._deadlines.run)
+        except Exception as exc:
+            self._error = exc
+        finally:
+            self._nursery = None
+            self._close()
+            self._stopped.set()
+
+    def _open(self) -> tuple[TrioSocket, Link]:
+        sock = TrioSocket.open(zmq.DEALER, options=self._options)
+        link = None
+        try:
+            link = Link(sock, on_lost=self._connection_lost)
+            sock.socket.connect(self.url)
+        except BaseException:
+            if link is not None:
+                link.close()
+            sock.close(0)
+            raise
+        return sock, link
 
     def _close(self) -> None:
         self._closed = True
@@ -190,8 +228,7 @@ class ZmqClient:
             self._link.close()
         if self._sock is not None:
             self._sock.close()
-        if self._nursery is not None:
-            self._nursery.cancel_scope.cancel()
+        self._scope.cancel()
 
     # ------------------------------------------------------------------ deadlines
 
@@ -216,27 +253,47 @@ class ZmqClient:
 
     def _connection_lost(self) -> None:
         """The live connection dropped (the node closed or died, or heartbeats timed out):
-        every sent call still owed a reply gets CONNECTION_FAILURE.
+        every sent call still owed a reply gets CONNECTION_FAILURE, and the socket is
+        replaced so that none of those requests is sent again.
 
         The node would send such a reply to a connection that no longer exists, so waiting
         for it (forever, without a deadline) helps no one. libzmq reports the drop after
         queueing every message that came over the connection, so what is queued is read and
         handed out first: a reply the node sent before it went still reaches its caller.
+        The requests libzmq has not written out yet stay queued for the next connection;
+        closing the socket without linger discards them, so a failure is not followed by a
+        run on the node that takes the address next. A call whose deadline has passed
+        reports TIMEOUT, as it would have a moment later.
         """
-        sock = self._sock
-        if sock is None or sock.closed:
+        sock, link, nursery = self._sock, self._link, self._nursery
+        if self._closed or sock is None or sock.closed or link is None or nursery is None:
             return
         with suppress(trio.WouldBlock):
             while True:
                 self._dispatch(sock.receive_nowait())
+        self.stats.connections_lost += 1
+        now = self._now()
         for call in self._calls.values():
-            if call.sent and not call.answered():
-                call.items.append(ConnectionFailure(
-                    f"the connection to {self.url} dropped before the reply came",
-                    details={"url": self.url},
-                ))
-            if call.items:
+            if call.sent and not call.expired and not call.answered():
+                if call.deadline <= now and not call.items:
+                    call.expired = True
+                else:
+                    call.items.append(ConnectionFailure(
+                        f"the connection to {self.url} dropped before the reply came",
+                        details={"url": self.url},
+                    ))
+            if call.items or call.expired:
                 self._wake(call)
+        # Callers still waiting to send see the closed link or socket and wait for the new
+        # one; a leader receiving on the old socket sees it closed and finds its item.
+        link.close()
+        sock.close(0)
+        try:
+            self._sock, self._link = self._open()
+        except BaseException:
+            self._close()  # nothing is left to send on: the waiting callers must end
+            raise
+        nursery.start_soon(self._link.run)
 
     # ------------------------------------------------------------------ calls
 
@@ -265,20 +322,25 @@ class ZmqClient:
         return sent
 
     async def _send(
-        self, sock: TrioSocket, call: _Call, message: list[bytes], deadline: float,
-        limit: float | None,
+        self, call: _Call, message: list[bytes], deadline: float, limit: float | None
     ) -> ConnectionFailure | None:
         """Queue ``message`` once a connection is up and the socket takes it; the failure if
-        that does not happen before ``deadline``, or the client is closed meanwhile."""
-        link = self._link
-        assert link is not None
-        try:
-            with trio.move_on_at(deadline):
-                await link.wait_up()
-                await sock.send(message)
+        that does not happen before ``deadline``, or the client is closed meanwhile.
+
+        A drop meanwhile replaces the socket and its link (closing the old ones): the
+        request then waits for the next connection instead of being queued for it.
+        """
+        with trio.move_on_at(deadline):
+            while not self._closed:
+                link, sock = self._link, self._sock
+                assert link is not None and sock is not None
+                try:
+                    await link.wait_up()
+                    await sock.send(message)
+                except trio.ClosedResourceError:
+                    continue
                 call.sent = True
                 return None
-        except trio.ClosedResourceError:
             return ConnectionFailure("the transport was closed")
         return ConnectionFailure(
             f"no connection to {self.url} took the request within {limit} s",
@@ -312,34 +374,40 @@ class ZmqClient:
         if call.event is not None:
             self._wake(call)
 
-    async def _next(
-        self, sock: TrioSocket, call: _Call, deadline: float
-    ) -> StreamItem | IntentusError | None:
+    async def _next(self, call: _Call) -> StreamItem | IntentusError | None:
         """The call's next item; None at the deadline. Receives for everyone meanwhile."""
         items = call.items
         if not items:
             if call.expired:
                 return None
-            if await self._wait(sock, call):
+            if await self._wait(call):
                 return ConnectionFailure("the transport was closed during the call")
             if not items:
                 return None
         return items.popleft()
 
-    async def _wait(self, sock: TrioSocket, call: _Call) -> bool:
-        """Until ``call`` has an item, leading or following; True if the socket closed."""
+    async def _wait(self, call: _Call) -> bool:
+        """Until ``call`` has an item, leading or following; True if the client closed.
+
+        A leader receives on the current socket: one replaced after a drop is closed, and
+        every call it carried has its item by then.
+        """
         items = call.items
         followers = self._followers
         try:
             while not items and not call.expired:
                 if self._leader is None:
                     self._leader = call
+                    sock = self._sock
+                    assert sock is not None
                     try:
                         self._dispatch(await sock.receive())
                     except trio.WouldBlock:
                         continue  # interrupted: the deadline may have passed
                     except (trio.ClosedResourceError, trio.EndOfChannel):
-                        return True
+                        if self._closed:
+                            return True
+                        continue  # the socket was replaced after a drop
                     finally:
                         self._leader = None
                 else:
@@ -394,15 +462,15 @@ class ZmqClient:
             return exc.to_response(trace_id=env.metadata.trace_id)
         request_id = b"%x" % next(self._ids)
         message = [request_id, b"", data]
-        call = _Call(False)
+        call = _Call(False, deadline)
         sent = self._start(sock, call, message, deadline)
         self.stats.requests += 1
         try:
             if not sent:
-                failure = await self._send(sock, call, message, deadline, limit)
+                failure = await self._send(call, message, deadline, limit)
                 if failure is not None:
                     return failure.to_response(trace_id=env.metadata.trace_id)
-            return self._response(await self._next(sock, call, deadline), env, limit)
+            return self._response(await self._next(call), env, limit)
         finally:
             call.done = True
             del self._calls[request_id]
@@ -420,20 +488,20 @@ class ZmqClient:
             return
         request_id = b"%x" % next(self._ids)
         message = [request_id, b"", data]
-        call = _Call(True)
+        call = _Call(True, deadline)
         sent = self._start(sock, call, message, deadline)
         self.stats.requests += 1
         finished = False
         try:
             if not sent:
-                failure = await self._send(sock, call, message, deadline, limit)
+                failure = await self._send(call, message, deadline, limit)
                 if failure is not None:
                     finished = True
                     yield failure.to_response(trace_id=env.metadata.trace_id)
                     return
             expected = 0
             while True:
-                item = await self._next(sock, call, deadline)
+                item = await self._next(call)
                 if isinstance(item, StreamChunk):
                     if item.seq != expected:
                         item = ProtocolError(
@@ -466,14 +534,14 @@ class ZmqClient:
         data = self.framing.encode_event(event)
         request_id = b"%x" % next(self._ids)
         message = [request_id, b"", data]
-        call = _Call(False)
+        call = _Call(False, deadline)
         sent = self._start(sock, call, message, deadline)
         try:
             if not sent:
-                failure = await self._send(sock, call, message, deadline, limit)
+                failure = await self._send(call, message, deadline, limit)
                 if failure is not None:
                     raise failure
-            item = await self._next(sock, call, deadline)
+            item = await self._next(call)
         finally:
             call.done = True
             del self._calls[request_id]
