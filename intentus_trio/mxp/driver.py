@@ -247,6 +247,7 @@ class MxpConnection:
         self._incoming: collections.deque[MxpStream] = collections.deque()
         self._accept_lot = trio.lowlevel.ParkingLot()
         self._open_lot = trio.lowlevel.ParkingLot()
+        self._flush_lot = trio.lowlevel.ParkingLot()
 
     # ------------------------------------------------------------------ information
 
@@ -352,6 +353,23 @@ class MxpConnection:
         connection ends (a NO_ERROR close ends the loop, any other reason raises)."""
         return _IncomingStreams(self)
 
+    def _flushed(self) -> bool:
+        manager = self._conn.streams
+        return self._close_reason is not None or manager is None or manager.settled()
+
+    async def wait_flushed(self) -> None:
+        """Wait until the peer has acknowledged all stream data, ends of stream and resets
+        written so far (or the connection ended). ``close`` abandons what is not acknowledged
+        yet, so a graceful close waits for this first, bounded by a timeout of its own: a
+        peer that stops reading or vanishes never acknowledges."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        blocked = False
+        while not self._flushed():
+            blocked = True
+            await self._flush_lot.park()
+        if not blocked:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+
     def _forget_stream(self, stream: MxpStream) -> None:
         if self._streams.get(stream.stream_id) is stream:
             del self._streams[stream.stream_id]
@@ -426,7 +444,7 @@ class MxpConnection:
     def close(self, error_code: int = ErrorCode.NO_ERROR, reason: str = "") -> None:
         """Close with a reason the peer sees; sends the CLOSE at once (best effort). Idempotent.
         Stream data not yet acknowledged is abandoned: finish the exchange (read the peer's
-        answer) first."""
+        answer) or ``wait_flushed`` first."""
         if self._close_reason is None:
             self._closed_locally = True
         self._conn.close(trio.current_time(), error_code, reason)
@@ -542,6 +560,8 @@ class MxpConnection:
             manager = conn.streams
             if manager is not None and (manager.can_open(True) or manager.can_open(False)):
                 self._open_lot.unpark_all()
+        if self._flush_lot and self._flushed():
+            self._flush_lot.unpark_all()
         # Follow the timer both ways: a deadline left earlier than needed (an ACK that rode
         # on a reply, a probe timeout pushed back by an acknowledgement) would wake the
         # driver for nothing, which costs far more than moving the deadline.
@@ -605,6 +625,7 @@ class MxpConnection:
             stream._wake_all()
         self._accept_lot.unpark_all()
         self._open_lot.unpark_all()
+        self._flush_lot.unpark_all()
 
     def _finish(self) -> None:
         """The connection is over (closed, or its task is ending): stop the timer task."""

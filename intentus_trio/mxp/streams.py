@@ -215,6 +215,14 @@ class SendStream:
             return self.reset_acked
         return self._fin_acked and self._acked_until == self.fin_offset
 
+    @property
+    def settled(self) -> bool:
+        """Nothing written (data, FIN, RESET_STREAM) still waits for the peer's
+        acknowledgement: closing the connection now loses nothing of this half."""
+        if self.reset_code is not None:
+            return self.reset_acked
+        return self.buffered == 0 and (self.fin_offset is None or self._fin_acked)
+
     def write(self, data: bytes | bytearray | memoryview, fin: bool = False) -> None:
         if self.reset_code is not None:
             raise StreamError("stream was reset")
@@ -618,6 +626,10 @@ class StreamManager:
 
     def __len__(self) -> int:
         return len(self._streams)
+
+    def settled(self) -> bool:
+        """Every stream's sending side is settled (see ``SendStream.settled``)."""
+        return all(s.send is None or s.send.settled for s in self._streams.values())
 
     def can_open(self, bidi: bool = True) -> bool:
         return self._local_opened[bidi] < self._local_limit[bidi]

@@ -504,3 +504,71 @@ async def test_leaving_the_listener_closes_its_connections(
             )
             with pytest.raises(ConnectionClosedError, match="server closing"):
                 await conn.send_datagram(b"anyone?")
+
+
+@pytest.mark.parametrize("seed", range(3))
+async def test_wait_flushed_lets_a_close_lose_no_stream_data(
+    autojump_clock: trio.testing.MockClock, seed: int
+) -> None:
+    # close() abandons what the peer has not acknowledged; waiting for wait_flushed first
+    # makes "write, then close at once" deliver everything over a lossy network.
+    payload = bytes(range(256)) * 800
+    settled: list[bool] = []
+
+    async def answer(conn: MxpConnection) -> None:
+        await conn.wait_flushed()  # nothing written yet: returns at once
+        stream = await conn.accept_stream()
+        assert await stream.receive_some() == b"go"
+        await stream.send_all(payload)
+        await stream.send_eof()
+        await conn.wait_flushed()
+        manager = conn.connection.streams
+        settled.append(manager is not None and manager.settled())
+        conn.close(0, "done")
+
+    lossy = LinkConditions(loss=0.2, delay=0.01)
+    async with (
+        open_memory_network(seed=seed, conditions=lossy) as net,
+        server_with(net, answer),
+        dial(net) as conn,
+    ):
+        stream = await conn.open_stream()
+        await stream.send_all(b"go")
+        received = bytearray()
+        while data := await stream.receive_some():
+            received += data
+        assert received == payload
+        assert (await conn.wait_closed()).reason == "done"
+    assert settled == [True]
+
+
+async def test_wait_flushed_returns_when_the_connection_ends(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with (
+        open_memory_network() as net,
+        server_with(net, _read_forever),
+        dial(net) as conn,
+    ):
+        stream = await conn.open_stream()
+        with net.partitioned([SERVER[0]], [CLIENT[0]]):
+            await stream.send_all(b"never acknowledged")
+            with trio.move_on_after(1):
+                await conn.wait_flushed()
+                raise AssertionError("flushed without an acknowledgement")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(conn.wait_flushed)
+                await trio.sleep(0.1)
+                conn.close()
+
+
+async def _read_forever(conn: MxpConnection) -> None:
+    await trio.sleep_forever()
+
+
+@asynccontextmanager
+async def server_with(net: MemoryNetwork, handler: Any) -> AsyncIterator[None]:
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve_mxp, handler, net.bind(SERVER), server_config())
+        yield
+        nursery.cancel_scope.cancel()

@@ -8,7 +8,7 @@ trio's MockClock, so grace periods pass instantly and every run is the same.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
 import pytest
@@ -19,10 +19,12 @@ from intentus_trio.mxp import Configuration, ServerConfiguration, mxp_connect, m
 from intentus_trio.mxp.noise import KeyPair
 from intentus_trio.protocol.enums import TransportCode
 from intentus_trio.protocol.factory import new_intent
-from intentus_trio.protocol.models import AgentResponse, StreamChunk
+from intentus_trio.protocol.models import AgentResponse, IntentEnvelope, StreamChunk
+from intentus_trio.routing.router import Router
 from intentus_trio.testing.netsim import LinkConditions, MemoryNetwork, open_memory_network
 from intentus_trio.transports.mxp import MxpServer, MxpTransport, open_client
 from intentus_trio.transports.mxp.backend import Address, ClientPolicy
+from intentus_trio.transports.mxp.pool import MxpPool
 
 from .test_mxp_transport import Gate, make_router, transport_code
 
@@ -74,10 +76,11 @@ class Shutdown:
 
 
 @asynccontextmanager
-async def shutting_down(net: MemoryNetwork, gate: Gate, **options: Any
+async def shutting_down(net: MemoryNetwork, gate: Gate, *, router: Router | None = None,
+                        client: dict[str, Any] | None = None, **options: Any
                         ) -> AsyncIterator[tuple[Shutdown, MxpTransport]]:
     backend = MemoryBackend(net)
-    server = MxpServer(make_router(gate), SERVER_URL, backend=backend, **options)
+    server = MxpServer(router or make_router(gate), SERVER_URL, backend=backend, **options)
     async with trio.open_nursery() as nursery:
         scope = trio.CancelScope()
         shutdown = Shutdown(server, scope)
@@ -89,7 +92,8 @@ async def shutting_down(net: MemoryNetwork, gate: Gate, **options: Any
             shutdown.ended.set()
 
         url = await nursery.start(run)
-        async with open_client(url, backend=backend, timeout=60) as transport:
+        async with open_client(url, backend=backend, **{"timeout": 60, **(client or {})}
+                               ) as transport:
             yield shutdown, transport
         scope.cancel()
 
@@ -204,3 +208,108 @@ async def test_replies_reach_their_clients_over_a_lossy_network_before_the_close
         await shutdown.ended.wait()
     assert [r.payload for r in results] == [{"released": True}] * 10
     assert shutdown.ended_at - shutdown.began < 30
+
+
+@pytest.mark.parametrize("seed", range(4))
+async def test_replies_written_just_before_the_shutdown_still_arrive(
+        autojump_clock: trio.testing.MockClock, seed: int) -> None:
+    # No call is running when the shutdown begins, but the replies are still on their way
+    # (some lost): the connections close only once the clients acknowledged them.
+    gate = Gate()
+    results: list[AgentResponse] = []
+    lossy = LinkConditions(loss=0.2, delay=0.01)
+    async with open_memory_network(seed=seed, conditions=lossy) as net, \
+            shutting_down(net, gate, shutdown_timeout=30) as (shutdown, transport):
+
+        async def call() -> None:
+            results.append(await transport.send_intent(new_intent("wait")))
+
+        async with trio.open_nursery() as calls:
+            for _ in range(10):
+                calls.start_soon(call)
+            await gate.wait_arrivals(10)
+            gate.release.set()
+            await trio.sleep(0.001)  # the replies are written, not yet acknowledged
+            await shutdown.begin()
+        await shutdown.ended.wait()
+    assert [r.payload for r in results] == [{"released": True}] * 10
+    assert shutdown.ended_at - shutdown.began < 2
+
+
+def firehose_router() -> Router:
+    """Chunks larger than the stream's send buffer: writing one takes several round trips."""
+    router = Router(name="firehose")
+
+    async def firehose(env: IntentEnvelope) -> AsyncIterator[dict[str, Any]]:
+        i = 0
+        while True:
+            yield {"i": i, "blob": "x" * 300_000}
+            i += 1
+
+    router.register("firehose", "firehose", firehose)
+    return router
+
+
+@pytest.mark.parametrize(("options", "code", "reason"), [
+    # cut off at the end of the grace period
+    ({"shutdown_timeout": 1}, TransportCode.CONNECTION_FAILURE, "shutdown"),
+    # cut off by its deadline on the server
+    ({"max_call_timeout": 1}, TransportCode.TIMEOUT, None),
+])
+async def test_a_streamed_call_cut_off_mid_chunk_still_gets_a_readable_final_reply(
+        autojump_clock: trio.testing.MockClock, options: dict[str, Any], code: str,
+        reason: str | None) -> None:
+    # The chunk being written when the call is cut off is finished first: a final reply
+    # after half a message would reach the client as garbage (MALFORMED_MESSAGE).
+    items: list[Any] = []
+    async with (
+        open_memory_network() as net,
+        shutting_down(net, Gate(), router=firehose_router(), max_frame_bytes=1 << 20,
+                      client={"max_frame_bytes": 1 << 20}, **options) as (shutdown, transport),
+        aclosing(transport.send_stream(new_intent("firehose"))) as replies,
+    ):
+        items.append(await anext(replies))
+        if "shutdown_timeout" in options:
+            await shutdown.begin()
+        async for item in replies:
+            items.append(item)
+            await trio.sleep(0.05)  # a reader slower than the agent
+    assert isinstance(items[0], StreamChunk)
+    last = items[-1]
+    assert isinstance(last, AgentResponse) and transport_code(last) == code, last
+    assert last.error is not None and last.error.details.get("reason") == reason
+
+
+@pytest.mark.parametrize("reachable", [True, False])
+async def test_closing_a_client_ends_a_subscription_still_waiting_for_its_acknowledgement(
+        autojump_clock: trio.testing.MockClock, reachable: bool) -> None:
+    # With a shared pool nothing of the transport's own ends the attempt: closing the
+    # transport must, at once, and not at the end of the transport's timeout.
+    entered: list[float] = []
+    async with open_memory_network() as net:
+        backend = MemoryBackend(net)
+        server = MxpServer(make_router(), SERVER_URL, backend=backend)
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(server.run)
+            if not reachable:
+                url = url.replace("10.0.0.1", "10.0.0.9")
+            async with MxpPool(backend=backend, connect_timeout=10).running() as pool, \
+                    open_client(url, pool=pool, timeout=60) as transport:
+                if reachable:
+                    assert (await transport.send_intent(new_intent("echo"))).ok
+                with net.partitioned(["10.0.0.1"], [CLIENT_HOST]):
+
+                    async def subscribe() -> None:
+                        async with transport.subscribe("x.*") as sub:
+                            entered.append(trio.current_time())
+                            assert [event async for event in sub] == []
+
+                    async with trio.open_nursery() as subscriber:
+                        subscriber.start_soon(subscribe)
+                        await trio.sleep(0.5)
+                        began = trio.current_time()
+                        await transport.aclose()
+                        closed = trio.current_time() - began
+            nursery.cancel_scope.cancel()
+    assert closed < 0.1
+    assert entered == [began]  # entered, already ended: its iteration ends at once

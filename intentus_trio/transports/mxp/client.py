@@ -130,6 +130,9 @@ class MxpTransport(RunsOnce):
         self.backoff_max = backoff_max
         self._ids = itertools.count(1)
         self._nursery: trio.Nursery | None = None
+        #: Live subscriptions, which closing ends: one not acknowledged yet still runs in
+        #: the subscribing task's cancel scopes, where cancelling the nursery does not reach.
+        self._subscriptions: set[MxpSubscription] = set()
         self._stopped = trio.Event()
         self._closed = False
 
@@ -171,6 +174,8 @@ class MxpTransport(RunsOnce):
             await trio.lowlevel.checkpoint()
             return
         self._nursery.cancel_scope.cancel()
+        for sub in list(self._subscriptions):
+            sub.scope.cancel()
         with trio.CancelScope(shield=True):
             await self._stopped.wait()
 
@@ -374,12 +379,14 @@ class MxpTransport(RunsOnce):
             raise ValueError("event_type must have 1..256 characters")
         assert self._nursery is not None
         sub = MxpSubscription(event_type, self.subscription_buffer)
-        first: AgentResponse = await self._nursery.start(self._keep_subscribed, sub)
+        self._subscriptions.add(sub)
         try:
+            first: AgentResponse = await self._nursery.start(self._keep_subscribed, sub)
             if first.error is not None and first.error.code is not ErrorCode.TRANSPORT_ERROR:
                 raise_for_error(first)
             yield sub
         finally:
+            self._subscriptions.discard(sub)
             sub.scope.cancel()
             sub.close()
 
@@ -403,6 +410,10 @@ class MxpTransport(RunsOnce):
                     delay = self.backoff_initial if acked else min(
                         self.backoff_max, self.backoff_initial * 2 ** (failures - 1))
                     await trio.sleep(delay * (0.5 + random.random() / 2))
+            # The transport was closed (the block's own exit comes after the report): the
+            # subscription is entered already ended, as every other one ends.
+            report(ConnectionFailure("the transport was closed",
+                                     details={"reason": "closed"}).to_response())
         finally:
             sub.close()  # the block was left or the transport closed: iteration ends
 

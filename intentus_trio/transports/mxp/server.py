@@ -63,14 +63,60 @@ from .endpoint import MxpEndpoint
 
 log = logging.getLogger("intentus_trio.transports.mxp")
 
-#: Seconds the error replies of calls cut off at the end of the grace period get to leave
-#: before the connections close.
+#: Seconds the last replies of a shutdown (error replies of calls cut off at the end of the
+#: grace period, and any reply data the clients have not acknowledged yet) get to reach their
+#: clients before the connections close; also how long a reply message being written when
+#: its call is cut off may take to be finished.
 FAREWELL_TIMEOUT = 1.0
 
 WATCH_ERRORS: tuple[type[BaseException], ...] = (IntentusError, *STREAM_ERRORS)
 _INTENT_TYPES = frozenset({FrameType.INTENT, FrameType.EMCL})
 _FINAL = {MessageType.CALL: MessageType.RESPONSE, MessageType.EVENT: MessageType.RESPONSE,
           MessageType.STREAM_OPEN: MessageType.STREAM_CLOSE}
+
+
+class _Call:
+    """A running call: its deadline scope, which the end of a shutdown's grace period
+    cancels, and the reply message being written, which no cancellation may cut in two: a
+    final reply written after half a message would reach the client as garbage."""
+
+    __slots__ = ("_writing", "broken", "scope")
+
+    def __init__(self, scope: trio.CancelScope) -> None:
+        self.scope = scope
+        self._writing: trio.CancelScope | None = None
+        #: A message was left half written: the stream can only be reset.
+        self.broken = False
+
+    def cut(self) -> None:
+        """End the call; a message being written gets FAREWELL_TIMEOUT seconds to finish."""
+        self.scope.cancel()
+        writing = self._writing
+        if writing is not None:
+            writing.deadline = min(writing.deadline, trio.current_time() + FAREWELL_TIMEOUT)
+
+    def drop(self) -> None:
+        """The client is gone: stop at once, mid-message or not."""
+        self.scope.cancel()
+        if self._writing is not None:
+            self._writing.cancel()
+
+    async def send(self, stream: trio.abc.SendStream, data: bytes) -> None:
+        """Write one whole message. Past the call's deadline (or a cut) a message already
+        begun is finished, for at most FAREWELL_TIMEOUT seconds; if even that fails the call
+        is ``broken`` and ends."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        with trio.CancelScope(shield=True,
+                              deadline=self.scope.deadline + FAREWELL_TIMEOUT) as writing:
+            self._writing = writing
+            try:
+                await stream.send_all(data)
+            finally:
+                self._writing = None
+        if writing.cancelled_caught:
+            self.broken = True
+            self.scope.cancel()
+            await trio.lowlevel.checkpoint()  # raises Cancelled
 
 
 @attrs.define
@@ -142,8 +188,8 @@ class MxpServer:
         self.url: str | None = None
         self.connections: set[StreamConnection] = set()
         self._subscriptions: set[trio.CancelScope] = set()
-        #: The deadline scopes of running calls, which the end of the grace period cancels.
-        self._calls: set[trio.CancelScope] = set()
+        #: The running calls, which the end of the grace period cuts off.
+        self._calls: set[_Call] = set()
         self._active = 0
         self._idle = trio.Event()
         self._draining = False
@@ -210,16 +256,27 @@ class MxpServer:
         if self._active:
             with trio.move_on_after(self.shutdown_timeout):
                 await self._idle.wait()
+        farewell = trio.current_time() + FAREWELL_TIMEOUT
         if self._active:
             # The grace period is over: the calls still running are cancelled, and each is
             # answered with an error rather than left to see its connection close.
             self._cut = True
-            for scope in list(self._calls):
-                scope.cancel()
-            with trio.move_on_after(FAREWELL_TIMEOUT):
+            for call in list(self._calls):
+                call.cut()
+            with trio.move_on_at(farewell):
                 await self._idle.wait()
+        # A close abandons reply data the client has not acknowledged yet (it is never sent
+        # again): replies written just before, lost on the way, would never arrive.
+        with trio.move_on_at(farewell):
+            async with trio.open_nursery() as nursery:
+                for conn in list(self.connections):
+                    flushed = getattr(conn, "wait_flushed", None)
+                    if flushed is not None:
+                        nursery.start_soon(flushed)
         for conn in list(self.connections):
             conn.close(0, "server shutting down")
+        for call in list(self._calls):
+            call.drop()  # a write still finishing a message ends with its connection
 
     # ------------------------------------------------------------------ connections
 
@@ -274,10 +331,14 @@ class MxpServer:
             log.exception("MXP stream handler failed")
             await wire.abort(stream, wire.BAD_REQUEST)
         finally:
-            self._active -= 1
-            if self._active == 0:
-                self._idle.set()
-                self._idle = trio.Event()
+            self._release()
+
+    def _release(self) -> None:
+        """One stream fewer holds up shutdown."""
+        self._active -= 1
+        if self._active == 0:
+            self._idle.set()
+            self._idle = trio.Event()
 
     async def _refuse(self, stream: trio.abc.HalfCloseableStream, exc: IntentusError,
                       request: MxpMessage | None) -> None:
@@ -338,12 +399,12 @@ class MxpServer:
             return
         reply: list[bytes] = []
 
-        async def call() -> None:
+        async def call(_: _Call) -> None:
             reply.append(self.dispatcher.encode_reply(
                 await self.dispatcher.handle_frame(frame), frame))
 
         outcome = await self._watched(reader, call, self._deadline(frame))
-        if outcome == "gone":
+        if outcome in ("gone", "broken"):
             await wire.abort(stream, wire.CANCELLED)
         elif reply:
             await self._send_final(stream, final, reply[0], mid, trace)
@@ -368,7 +429,7 @@ class MxpServer:
         final: list[bytes] = []
         codec = self.dispatcher.codec
 
-        async def run() -> None:
+        async def run(call: _Call) -> None:
             async with aclosing(self.dispatcher.handle_stream(frame)) as replies:
                 async for reply in replies:
                     chunk = reply.headers.get(h.STREAM) == h.STREAM_CHUNK
@@ -380,11 +441,11 @@ class MxpServer:
                     if not chunk:
                         final.append(data)  # sent once the stream is no longer watched
                         return
-                    await stream.send_all(wire.message(MessageType.STREAM_CHUNK, data, mid,
-                                                       trace))
+                    await call.send(stream, wire.message(MessageType.STREAM_CHUNK, data, mid,
+                                                         trace))
 
         outcome = await self._watched(reader, run, self._deadline(frame))
-        if outcome == "gone":
+        if outcome in ("gone", "broken"):
             await wire.abort(stream, wire.CANCELLED)
         elif final:
             await self._send_final(stream, MessageType.STREAM_CLOSE, final[0], mid, trace)
@@ -392,14 +453,19 @@ class MxpServer:
             await self._send_final(stream, MessageType.STREAM_CLOSE,
                                    self._unfinished_frame(frame, outcome), mid, trace)
 
-    async def _watched(self, reader: wire.MessageReader, work: Callable[[], Awaitable[None]],
+    async def _watched(self, reader: wire.MessageReader,
+                       work: Callable[[_Call], Awaitable[None]],
                        timeout: float | None, *, end_on_eof: bool = False) -> str:
         """Run ``work`` while watching the request stream; "done", "timeout", "shutdown"
-        (the grace period of a shutdown ended first) or "gone" (the client reset the stream,
-        stopped reading it, broke the protocol or, with ``end_on_eof``, closed its side):
-        ``work`` was cancelled unless "done". Subscriptions (``end_on_eof``) are not cut
-        at the end of the grace period: they end when the shutdown begins."""
+        (the grace period of a shutdown ended first), "gone" (the client reset the stream,
+        stopped reading it, broke the protocol or, with ``end_on_eof``, closed its side) or
+        "broken" (a message was left half written): ``work`` was cancelled unless "done".
+        Subscriptions (``end_on_eof``) are not cut at the end of the grace period: they end
+        when the shutdown begins."""
         outcome = "done"
+        scope = trio.CancelScope(
+            deadline=math.inf if timeout is None else trio.current_time() + timeout)
+        call = _Call(scope)
         async with trio.open_nursery() as nursery:
 
             def gone() -> None:
@@ -409,6 +475,7 @@ class MxpServer:
                     if not end_on_eof:
                         self.stats.cancelled += 1
                 nursery.cancel_scope.cancel()
+                call.drop()
 
             async def watch() -> None:
                 try:
@@ -419,21 +486,23 @@ class MxpServer:
                 gone()
 
             nursery.start_soon(watch)
-            with trio.move_on_after(math.inf if timeout is None else timeout) as scope:
+            with scope:
                 if not end_on_eof:
-                    self._calls.add(scope)
+                    self._calls.add(call)
                     if self._cut:
-                        scope.cancel()
+                        call.cut()
                 try:
-                    await work()
+                    await work(call)
                 except STREAM_ERRORS as exc:
                     # A write failed: the client stopped reading (STOP_SENDING) or reset
                     # the stream. It no longer wants the reply, which is its right.
                     log.debug("MXP client gave up a stream: %s", wire.describe(exc))
                     gone()
                 finally:
-                    self._calls.discard(scope)
-            if scope.cancelled_caught and outcome == "done":
+                    self._calls.discard(call)
+            if call.broken and outcome != "gone":
+                outcome = "broken"
+            elif scope.cancelled_caught and outcome == "done":
                 outcome = "shutdown" if self._cut else "timeout"
             nursery.cancel_scope.cancel()
         return outcome
@@ -467,7 +536,17 @@ class MxpServer:
         scope = trio.CancelScope()
         self._subscriptions.add(scope)
         self._change()
-        self._active -= 1  # a subscription never holds up shutdown
+        self._release()  # a subscription never holds up shutdown
+        # Set while a message is being written: one cut short by the end of the subscription
+        # leaves the stream unreadable, so it is reset rather than ended.
+        writing = False
+
+        async def send(data: bytes) -> None:
+            nonlocal writing
+            writing = True
+            await stream.send_all(data)
+            writing = False
+
         try:
             with scope:
                 if self._draining:
@@ -479,16 +558,16 @@ class MxpServer:
                     reply = _seal(dispatcher, response_frame(
                         ack, TransportProtocol.MXP, request_id=str(mid), version=version),
                         request_frame, sealed)
-                    await stream.send_all(wire.message(
+                    await send(wire.message(
                         MessageType.RESPONSE, dispatcher.codec.encode(reply, limit=False),
                         mid, request.trace_id))
 
-                    async def push() -> None:
+                    async def push(_: _Call) -> None:
                         async for event in sub:
                             data = self._event_bytes(event, sub.dropped, request_frame)
                             if data is None:
                                 continue
-                            await stream.send_all(wire.message(
+                            await send(wire.message(
                                 MessageType.EVENT, data, mid, wire.wire_trace(event.trace_id)))
                             self.stats.events_out += 1
 
@@ -497,7 +576,10 @@ class MxpServer:
             self._active += 1
             self._subscriptions.discard(scope)
             self._change()
-        await stream.aclose()
+        if writing:
+            await wire.abort(stream, wire.SHUTTING_DOWN if self._draining else wire.CANCELLED)
+        else:
+            await stream.aclose()
 
     def _event_bytes(
         self, event: Event, dropped: int, request: TransportEnvelope | None
