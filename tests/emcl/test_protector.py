@@ -308,19 +308,25 @@ def test_stream_chunks_keep_the_request_pending(
     assert refused(client, chunk) == "unmatched_reply"
 
 
-def test_reply_goes_to_the_requests_sender_under_its_key(group_keyring: Keyring) -> None:
+def pair_keyed(*names: str) -> tuple[EmclProtector, list[EmclProtector]]:
+    """A server "srv" and clients sharing pair keys only (no group key)."""
     server_static = X25519KeyPair.generate()
     server_ring = Keyring()
     server_ring.set_static_key(server_static)
     server = EmclProtector(server_ring, "srv", role=Role.SERVER)
     clients = []
-    for name in ("c1", "c2"):
+    for name in names:
         static = X25519KeyPair.generate()
         ring = Keyring()
         ring.set_static_key(static)
         ring.add_peer("srv", server_static.public)
         server_ring.add_peer(name, static.public)
         clients.append(EmclProtector(ring, name, peer_id="srv", role=Role.CLIENT))
+    return server, clients
+
+
+def test_reply_goes_to_the_requests_sender_under_its_key(group_keyring: Keyring) -> None:
+    server, clients = pair_keyed("c1", "c2")
     requests = [c.seal(request_frame(new_intent("echo"), HTTP)) for c in clients]
     for r in requests:
         server.open(r)
@@ -409,18 +415,7 @@ def test_requests_nothing_answers_are_not_kept_pending(
 
 def test_an_event_sealed_in_reply_to_a_subscribe_request_is_for_that_subscriber_only() -> None:
     """Pair keys only: the server seals each pushed event under the subscriber's key."""
-    server_static = X25519KeyPair.generate()
-    server_ring = Keyring()
-    server_ring.set_static_key(server_static)
-    server = EmclProtector(server_ring, "srv", role=Role.SERVER)
-    clients = []
-    for name in ("c1", "c2"):
-        static = X25519KeyPair.generate()
-        ring = Keyring()
-        ring.set_static_key(static)
-        ring.add_peer("srv", server_static.public)
-        server_ring.add_peer(name, static.public)
-        clients.append(EmclProtector(ring, name, peer_id="srv", role=Role.CLIENT))
+    server, clients = pair_keyed("c1", "c2")
     c1, c2 = clients
     subscribe = c1.seal(request_frame(new_intent("subscribe"), HTTP))
     server.open(subscribe)

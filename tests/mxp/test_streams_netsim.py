@@ -4,7 +4,8 @@ impairments): delivery under loss, flow control, priorities, congestion, idle an
 from __future__ import annotations
 
 import random
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import attrs
@@ -14,7 +15,7 @@ import trio.testing
 
 from intentus_trio.mxp.driver import ConnectionClosedError, MxpConnection
 from intentus_trio.mxp.events import ErrorCode
-from intentus_trio.mxp.stream import StreamResetError, StreamStoppedError
+from intentus_trio.mxp.stream import MxpStream, StreamResetError, StreamStoppedError
 from intentus_trio.testing.netsim import LinkConditions, MemoryNetwork, open_memory_network
 
 from .driver_helpers import all_tasks
@@ -371,19 +372,28 @@ async def test_closing_the_connection_wakes_every_stream_task(
             await s.send_all(b"x")
 
 
+@asynccontextmanager
+async def echo_on_a_1ms_path(
+    options: dict[str, Any] | None = None,
+) -> AsyncIterator[tuple[MemoryNetwork, MxpConnection, MxpConnection, MxpStream]]:
+    """A connected pair 0.5 ms apart each way, the server echoing, and one client stream."""
+    async with (
+        open_memory_network(seed=1, conditions=LinkConditions(delay=0.0005)) as net,
+        pair_on(net, options=options) as (client, server),
+        trio.open_nursery() as nursery,
+    ):
+        nursery.start_soon(serve_echo, server)
+        yield net, client, server, await client.open_stream()
+        nursery.cancel_scope.cancel()
+
+
 @pytest.mark.parametrize("lost", ["request", "response"])
 async def test_a_lone_lost_request_or_response_is_recovered_within_a_few_round_trips(
     autojump_clock: trio.testing.MockClock, lost: str
 ) -> None:
     """Only the probe timeout finds a lost last packet; it allows for the peer's
     max_ack_delay, so that default (1 ms) bounds the loss tail of request/response."""
-    async with (
-        open_memory_network(seed=1, conditions=LinkConditions(delay=0.0005)) as net,
-        pair_on(net) as (client, server),
-        trio.open_nursery() as nursery,
-    ):
-        nursery.start_soon(serve_echo, server)
-        stream = await client.open_stream()
+    async with echo_on_a_1ms_path() as (net, _, _, stream):
         for _ in range(20):  # RTT estimates settle at 1 ms
             await stream.send_all(b"ping")
             assert await stream.receive_some() == b"ping"
@@ -401,7 +411,6 @@ async def test_a_lone_lost_request_or_response_is_recovered_within_a_few_round_t
         # probe timeout (srtt 1 ms + 1 ms granularity + the peer's 1 ms) and one round
         # trip; QUIC's 25 ms default made this about 28 ms.
         assert elapsed < 0.006, elapsed
-        nursery.cancel_scope.cancel()
 
 
 async def test_request_response_wakes_no_timer_for_nothing(
@@ -409,19 +418,12 @@ async def test_request_response_wakes_no_timer_for_nothing(
 ) -> None:
     """ACKs ride on the replies and acknowledgements push probe timeouts back: the driver's
     timer follows, so it never wakes with nothing due."""
-    async with (
-        open_memory_network(seed=1, conditions=LinkConditions(delay=0.0005)) as net,
-        pair_on(net) as (client, server),
-        trio.open_nursery() as nursery,
-    ):
-        nursery.start_soon(serve_echo, server)
-        stream = await client.open_stream()
+    async with echo_on_a_1ms_path() as (_, client, server, stream):
         for _ in range(100):
             await stream.send_all(b"ping")
             assert await stream.receive_some() == b"ping"
         for side in (client, server):
             assert side.driver_stats.timer_wakeups_early == 0, side.driver_stats
-        nursery.cancel_scope.cancel()
 
 
 async def test_with_max_ack_delay_zero_replies_carry_the_acks(
@@ -429,13 +431,7 @@ async def test_with_max_ack_delay_zero_replies_carry_the_acks(
 ) -> None:
     """The receive loops let the application answer before they send an ACK that is due at
     once: a reply written meanwhile carries it, so there is no ACK-only packet per request."""
-    async with (
-        open_memory_network(seed=1, conditions=LinkConditions(delay=0.0005)) as net,
-        pair_on(net, options={"max_ack_delay": 0.0}) as (client, server),
-        trio.open_nursery() as nursery,
-    ):
-        nursery.start_soon(serve_echo, server)
-        stream = await client.open_stream()
+    async with echo_on_a_1ms_path({"max_ack_delay": 0.0}) as (_, _, server, stream):
         await stream.send_all(b"ping")
         assert await stream.receive_some() == b"ping"
         sent = server.path_stats().packets_sent
@@ -443,4 +439,3 @@ async def test_with_max_ack_delay_zero_replies_carry_the_acks(
             await stream.send_all(b"ping")
             assert await stream.receive_some() == b"ping"
         assert server.path_stats().packets_sent - sent <= 102  # one reply each
-        nursery.cancel_scope.cancel()
