@@ -505,6 +505,10 @@ def _check_value(where: str, value: Any, type_: Any) -> None:
                           "node file cannot give; set it from Python, or leave it out")
     if not _admits(type_, value):
         raise ConfigError(f"{where}: expected {expected}, not {_kind(value)}")
+    if (where.endswith("timeout") and isinstance(value, int | float)
+            and not isinstance(value, bool) and _too_long(float(value))):
+        raise ConfigError(f"{where}: must be at most {MAX_TIMEOUT:.0f} seconds (a year), "
+                          f"not {value}")
 
 
 _UNIONS = (Union, types.UnionType)

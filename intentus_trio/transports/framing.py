@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
-from typing import Protocol
+from typing import Final, Protocol
 
 import trio
 
@@ -68,11 +68,15 @@ def is_sealed(frame: TransportEnvelope) -> bool:
     return isinstance(frame.body, EMCLEnvelope)
 
 
+#: The most milliseconds ``call_timeout`` reads (12 digits, about 31 years).
+_MAX_TIMEOUT_MS: Final = 10**12 - 1
+
+
 def timeout_headers(deadline: float) -> dict[str, str]:
     """``{timeoutMs: ...}`` for a call due at trio time ``deadline``; none when it is
-    infinite or so far off that its milliseconds are (a server would not read them)."""
+    infinite or further off than a server reads (``call_timeout``), which is the same."""
     ms = (deadline - trio.current_time()) * 1000
-    if ms == math.inf:
+    if ms > _MAX_TIMEOUT_MS:
         return {}
     return {h.TIMEOUT_MS: str(max(1, math.ceil(max(0.0, ms))))}  # past: due at once
 

@@ -82,6 +82,9 @@ async def test_timeout_then_the_same_socket_keeps_working() -> None:
     router.register("stubborn", "stubborn", stubborn)
     async with running_node(router) as server, open_client(server.urls["rpc"]) as c:
         with trio.fail_after(TIMEOUT):
+            # Connected first: a call that no connection took within its 50 ms would end
+            # with CONNECTION_FAILURE (never sent), not the TIMEOUT this test is about.
+            assert (await c.send_intent(new_intent("echo", {"n": 1}))).ok
             slow = await c.send_intent(new_intent("stubborn"), timeout=0.05)
             assert slow.error is not None and slow.error.code is ErrorCode.TRANSPORT_ERROR
             assert slow.error.details["transportCode"] == TransportCode.TIMEOUT

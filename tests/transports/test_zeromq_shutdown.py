@@ -410,3 +410,50 @@ async def test_calls_cut_off_by_a_shutdown_are_answered_agent_unavailable() -> N
     assert final.error.code is ErrorCode.AGENT_UNAVAILABLE
     assert gate.cancelled == 1
     assert server.stats.error_replies == 2 and server.stats.dropped_replies == 0
+
+
+async def _client_whose_replacement_socket_fails(client: ZmqClient) -> None:
+    """Drop the client's connection with no way to open a new socket (EMFILE): its tasks
+    fail, which closes it."""
+    import errno
+
+    from intentus_trio.transports.zmq_trio import TrioSocket
+
+    def no_more_sockets() -> Any:
+        raise zmq.ZMQError(errno.EMFILE)
+
+    node = TrioSocket.open(zmq.ROUTER)
+    try:
+        node.socket.bind(client.url)
+        assert client._link is not None
+        with trio.fail_after(10):
+            await client._link.wait_up()
+        client._open = no_more_sockets  # type: ignore[method-assign]
+    finally:
+        node.close(0)
+    with trio.fail_after(10):
+        await client._stopped.wait()
+
+
+@pytest.mark.parametrize("ending", ["normal", "error", "cancelled"])
+async def test_a_failure_of_the_clients_tasks_never_replaces_the_blocks_own_ending(
+    ending: str,
+) -> None:
+    url = f"tcp://127.0.0.1:{free_port_block(1)}"
+    if ending == "normal":
+        with pytest.raises(zmq.ZMQError):  # the failure itself, not a group around it
+            async with open_client(url, timeout=None) as client:
+                await _client_whose_replacement_socket_fails(client)
+    elif ending == "error":
+        with pytest.raises(ValueError, match="the block's own") as info:
+            async with open_client(url, timeout=None) as client:
+                await _client_whose_replacement_socket_fails(client)
+                raise ValueError("the block's own error")
+        assert any("also failed" in note for note in info.value.__notes__)
+    else:
+        with trio.CancelScope() as scope:
+            async with open_client(url, timeout=None) as client:
+                await _client_whose_replacement_socket_fails(client)
+                scope.cancel()
+                await trio.sleep_forever()
+        assert scope.cancelled_caught  # the cancellation reached its scope

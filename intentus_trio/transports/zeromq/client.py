@@ -169,7 +169,14 @@ class ZmqClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.aclose()
+        try:
+            await self.aclose()
+        except Exception as error:
+            if exc is None:
+                raise
+            # The block's own exception (a cancellation included) goes on; the client's
+            # failure rides along as a note instead of replacing it.
+            exc.add_note(f"the ZeroMQ client's tasks also failed: {error!r}")
 
     async def aclose(self) -> None:
         """Close every socket and wait for the client's tasks to stop; calls still waiting
@@ -201,6 +208,13 @@ class ZmqClient:
                     nursery.start_soon(self._link.run)
                     nursery.start_soon(self._deadlines.run)
         except Exception as exc:
+            # One task's failure comes out of the nursery as a group of one: keep the
+            # exception itself, which is what callers of aclose can catch.
+            while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+                inner = exc.exceptions[0]
+                if not isinstance(inner, Exception):
+                    break
+                exc = inner
             self._error = exc
         finally:
             self._nursery = None
