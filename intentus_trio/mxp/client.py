@@ -53,7 +53,7 @@ async def _receive_loop(carrier: DatagramCarrier, conn: MxpConnection) -> None:
                 if item is None:
                     break
                 receive(item[0], item[1], now)
-            if conn.ack_pending:
+            if conn.ack_due(now):
                 conn.wake()
                 await application_turn()
                 now = trio.current_time()

@@ -833,11 +833,10 @@ class Connection:
             return self.configuration.handshake_initial_rto
         return recovery.rtt.pto_period(recovery.max_ack_delay)
 
-    @property
-    def ack_pending(self) -> bool:
-        """Whether an ACK is owed for ack-eliciting packets received."""
+    def ack_due(self, now: float) -> bool:
+        """Whether an ACK for ack-eliciting packets received must go by ``now``."""
         acks = self._acks
-        return acks is not None and acks.deadline is not None
+        return acks is not None and acks.deadline is not None and acks.deadline <= now
 
     def get_timer(self) -> float | None:
         state = self.state

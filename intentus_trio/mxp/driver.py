@@ -130,7 +130,7 @@ class DriverStats:
 async def application_turn() -> None:
     """Let the tasks woken by received data run before an ACK is sent for it.
 
-    A receive loop that owes an ACK wakes the readers (``wake``), waits here, then services
+    A receive loop that owes an ACK now wakes the readers (``wake``), waits here, then services
     the connection: a reply written meanwhile carried the ACK, otherwise an ACK-only packet
     goes now. trio runs the tasks woken in one round in the next, in either order, so it
     takes two rounds to be sure they ran first. This is what lets ``max_ack_delay`` be 0
@@ -491,10 +491,9 @@ class MxpConnection:
         """Act on everything received since the last call: events, sends, timer."""
         self._service(now)
 
-    @property
-    def ack_pending(self) -> bool:
-        """What was received owes the peer an ACK (see ``application_turn``)."""
-        return self._conn.ack_pending
+    def ack_due(self, now: float) -> bool:
+        """What was received owes the peer an ACK by ``now`` (see ``application_turn``)."""
+        return self._conn.ack_due(now)
 
     def wake(self) -> None:
         """Hand what was received to the tasks waiting for it, sending nothing yet."""

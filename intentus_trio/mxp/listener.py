@@ -154,7 +154,7 @@ class MxpListener:
                         self.endpoint.admit(data, item[1], now)
                         self._drain_endpoint()
                 for driver in touched:
-                    if driver.ack_pending:
+                    if driver.ack_due(now):
                         driver.wake()
                         owing.append(driver)
                     else:
