@@ -190,55 +190,50 @@ class _WrongType(TypeError):
     """A TOML value of the wrong kind; its message is the whole explanation."""
 
 
+#: TOML's kinds of value in the file's words, most specific first (a bool is an int, a
+#: datetime a date).
+_KINDS: tuple[tuple[type, str], ...] = (
+    (bool, "a boolean"), (int, "an integer"), (float, "a float"), (str, "a string"),
+    (list, "an array"), (dict, "a table"), (datetime.datetime, "a date-time"),
+    (datetime.date, "a date"), (datetime.time, "a time"),
+)
+
+
 def _kind(value: Any) -> str:
     """What a TOML value is, in the file's words."""
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a float"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, datetime.datetime):  # before date: a datetime is a date too
-        return "a date-time"
-    if isinstance(value, datetime.date):
-        return "a date"
-    if isinstance(value, datetime.time):
-        return "a time"
+    for kind, words in _KINDS:
+        if isinstance(value, kind):
+            return words
     return type(value).__name__
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+#: The scalar types a setting or option may have: how to recognise their TOML values, and
+#: what to call them in an error.
+_SCALARS: dict[Any, tuple[Callable[[Any], bool], str]] = {
+    bool: (lambda value: isinstance(value, bool), "true or false"),
+    int: (_is_int, "an integer"),
+    float: (_is_number, "a number"),
+    str: (lambda value: isinstance(value, str), "a string"),
+}
 
 
 # cattrs converts what it can: 1 would become the name "1", "echo" the intents
 # ["e", "c", "h", "o"], and true a frame limit of 1. A node file says what it means.
 
 
-def _strict_bool(value: Any, _: type) -> bool:
-    if not isinstance(value, bool):
-        raise _WrongType(f"expected true or false, not {_kind(value)}")
-    return value
-
-
-def _strict_str(value: Any, _: type) -> str:
-    if not isinstance(value, str):
-        raise _WrongType(f"expected a string, not {_kind(value)}")
-    return value
-
-
-def _strict_int(value: Any, _: type) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise _WrongType(f"expected an integer, not {_kind(value)}")
-    return value
-
-
-def _strict_float(value: Any, _: type) -> float:
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise _WrongType(f"expected a number, not {_kind(value)}")
-    return float(value)
+def _strict_scalar(value: Any, type_: Any) -> Any:
+    admits, words = _SCALARS[type_]
+    if not admits(value):
+        raise _WrongType(f"expected {words}, not {_kind(value)}")
+    return float(value) if type_ is float else value
 
 
 def _is_list(type_: Any) -> bool:
@@ -267,23 +262,9 @@ def _is_mapping(type_: Any) -> bool:
     return get_origin(type_) is dict
 
 
-def _mapping_hook(type_: Any) -> Callable[[Any, Any], Any]:
-    structure = make_mapping_structure_fn(type_, _converter)
-
-    def structure_mapping(value: Any, _: Any) -> Any:
-        if not isinstance(value, dict):
-            raise _WrongType(f"expected a table, not {_kind(value)}")
-        return structure(value, type_)
-
-    return structure_mapping
-
-
-def _is_table(type_: Any) -> bool:
-    return attrs.has(type_)
-
-
-def _table_hook(type_: Any) -> Callable[[Any, Any], Any]:
-    structure = make_dict_structure_fn(type_, _converter, _cattrs_forbid_extra_keys=True)
+def _tables_only(structure: Callable[[Any, Any], Any], type_: Any) -> Callable[[Any, Any], Any]:
+    """``structure``, refusing anything but a TOML table first (cattrs takes any mapping,
+    or fails with its own wording)."""
 
     def structure_table(value: Any, _: Any) -> Any:
         if not isinstance(value, dict):
@@ -293,13 +274,20 @@ def _table_hook(type_: Any) -> Callable[[Any, Any], Any]:
     return structure_table
 
 
-_converter.register_structure_hook(bool, _strict_bool)
-_converter.register_structure_hook(str, _strict_str)
-_converter.register_structure_hook(int, _strict_int)
-_converter.register_structure_hook(float, _strict_float)
+def _mapping_hook(type_: Any) -> Callable[[Any, Any], Any]:
+    return _tables_only(make_mapping_structure_fn(type_, _converter), type_)
+
+
+def _table_hook(type_: Any) -> Callable[[Any, Any], Any]:
+    return _tables_only(
+        make_dict_structure_fn(type_, _converter, _cattrs_forbid_extra_keys=True), type_)
+
+
+for _scalar in _SCALARS:
+    _converter.register_structure_hook(_scalar, _strict_scalar)
 _converter.register_structure_hook_func(_is_list, _strict_list)
 _converter.register_structure_hook_factory(_is_mapping, _mapping_hook)
-_converter.register_structure_hook_factory(_is_table, _table_hook)
+_converter.register_structure_hook_factory(attrs.has, _table_hook)
 
 
 def _describe(exc: BaseException, type_: Any) -> str:
@@ -336,6 +324,11 @@ def _too_long(seconds: float | None) -> bool:
     return seconds is not None and MAX_TIMEOUT < seconds < math.inf
 
 
+def _too_long_error(where: str, seconds: float) -> ConfigError:
+    return ConfigError(f"{where}: must be at most {MAX_TIMEOUT:.0f} seconds (a year), "
+                       f"not {seconds}")
+
+
 def _check_numbers(config: NodeConfig) -> None:
     """Refuse deadlines no call could meet (TOML also writes nan and -inf), and finite ones
     beyond ``MAX_TIMEOUT``: they would fail every call at run time instead of the node at
@@ -344,9 +337,8 @@ def _check_numbers(config: NodeConfig) -> None:
     if timeout is not None and not timeout >= 0:
         raise ConfigError(f"config.node.agent_timeout: must be 0 (none) or more seconds, "
                           f"not {timeout}")
-    if _too_long(timeout):
-        raise ConfigError(f"config.node.agent_timeout: must be at most {MAX_TIMEOUT:.0f} "
-                          f"seconds (a year), not {timeout}")
+    if timeout is not None and _too_long(timeout):
+        raise _too_long_error("config.node.agent_timeout", timeout)
     if config.node.max_frame_bytes < 1:
         raise ConfigError(f"config.node.max_frame_bytes: must be at least 1, "
                           f"not {config.node.max_frame_bytes}")
@@ -359,9 +351,8 @@ def _check_numbers(config: NodeConfig) -> None:
     for where, seconds in timeouts:
         if seconds is not None and not seconds > 0:
             raise ConfigError(f"{where}: must be more than 0 seconds, not {seconds}")
-        if _too_long(seconds):
-            raise ConfigError(f"{where}: must be at most {MAX_TIMEOUT:.0f} seconds (a year), "
-                              f"not {seconds}")
+        if seconds is not None and _too_long(seconds):
+            raise _too_long_error(where, seconds)
 
 
 def _check_emcl(config: NodeConfig) -> None:
@@ -413,6 +404,7 @@ _OPTION_TARGETS: dict[tuple[str, str], tuple[str, ...]] = {
         "intentus_trio.transports.mxp:MxpTransport", "intentus_trio.transports.mxp:MxpPool",
         "intentus_trio.mxp:Configuration", "intentus_trio.mxp:mxp_connect"),
 }
+
 
 def transport_options(url: str, role: Literal["listener", "remote", "worker"]
                       ) -> dict[str, Any] | None:
@@ -505,18 +497,14 @@ def _check_value(where: str, value: Any, type_: Any) -> None:
                           "node file cannot give; set it from Python, or leave it out")
     if not _admits(type_, value):
         raise ConfigError(f"{where}: expected {expected}, not {_kind(value)}")
-    if (where.endswith("timeout") and isinstance(value, int | float)
-            and not isinstance(value, bool) and _too_long(float(value))):
-        raise ConfigError(f"{where}: must be at most {MAX_TIMEOUT:.0f} seconds (a year), "
-                          f"not {value}")
+    if where.endswith("timeout") and _is_number(value) and _too_long(value):
+        raise _too_long_error(where, value)
 
 
 _UNIONS = (Union, types.UnionType)
 _MAPPINGS = (dict, collections.abc.Mapping, collections.abc.MutableMapping)
 _ARRAYS = (list, collections.abc.Iterable, collections.abc.Sequence,
            collections.abc.Collection, collections.abc.MutableSequence)
-_SCALARS: dict[Any, str] = {bool: "true or false", int: "an integer", float: "a number",
-                            str: "a string"}
 
 
 def _toml_kinds(type_: Any) -> str | None:
@@ -525,7 +513,7 @@ def _toml_kinds(type_: Any) -> str | None:
     if type_ is Any:
         return "any value"
     if type_ in _SCALARS:
-        return _SCALARS[type_]
+        return _SCALARS[type_][1]
     if origin is Literal:
         return "one of " + ", ".join(repr(v) for v in get_args(type_))
     if origin in _UNIONS:
@@ -555,14 +543,8 @@ def _admits(type_: Any, value: Any) -> bool:
     origin = get_origin(type_)
     if type_ is Any:
         return True
-    if type_ is bool:
-        return isinstance(value, bool)
-    if type_ is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if type_ is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if type_ is str:
-        return isinstance(value, str)
+    if type_ in _SCALARS:
+        return _SCALARS[type_][0](value)
     if origin is Literal:
         return any(value == v and type(value) is type(v) for v in get_args(type_))
     if origin in _UNIONS:
