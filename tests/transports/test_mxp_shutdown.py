@@ -98,23 +98,28 @@ async def shutting_down(net: MemoryNetwork, gate: Gate, *, router: Router | None
         scope.cancel()
 
 
+def start_a_call_and_a_stream(nursery: trio.Nursery, transport: Any, results: list[Any]) -> None:
+    """A call of the gated "wait" agent and a stream of "hang"; their results (the
+    stream's as a list) are appended to ``results`` as they end."""
+
+    async def call() -> None:
+        results.append(await transport.send_intent(new_intent("wait")))
+
+    async def stream() -> None:
+        results.append([item async for item in transport.send_stream(new_intent("hang"))])
+
+    nursery.start_soon(call)
+    nursery.start_soon(stream)
+
+
 async def test_calls_in_flight_are_answered_within_the_grace_period(
         autojump_clock: trio.testing.MockClock) -> None:
     gate = Gate()
     results: list[Any] = []
     async with open_memory_network() as net, \
             shutting_down(net, gate, shutdown_timeout=5) as (shutdown, transport):
-
-        async def call() -> None:
-            results.append(await transport.send_intent(new_intent("wait")))
-
-        async def stream() -> None:
-            results.append([item async for item in transport.send_stream(
-                new_intent("hang"))])
-
         async with trio.open_nursery() as calls:
-            calls.start_soon(call)
-            calls.start_soon(stream)
+            start_a_call_and_a_stream(calls, transport, results)
             await gate.wait_arrivals(2)
             await shutdown.begin()
             await trio.sleep(1)  # well within the grace period
@@ -134,17 +139,8 @@ async def test_calls_still_running_after_the_grace_period_get_an_error_reply(
     results: list[Any] = []
     async with open_memory_network() as net, \
             shutting_down(net, gate, shutdown_timeout=2) as (shutdown, transport):
-
-        async def call() -> None:
-            results.append(await transport.send_intent(new_intent("wait")))
-
-        async def stream() -> None:
-            results.append([item async for item in transport.send_stream(
-                new_intent("hang"))])
-
         async with trio.open_nursery() as calls:
-            calls.start_soon(call)
-            calls.start_soon(stream)
+            start_a_call_and_a_stream(calls, transport, results)
             await gate.wait_arrivals(2)
             await shutdown.begin()
         answered = trio.current_time() - shutdown.began
