@@ -11,7 +11,7 @@ import base64
 import hashlib
 import hmac
 
-import attrs
+from msgspec.structs import replace
 
 from intentus_trio import EMCLEnvelope, EMCLFailure, MessageType, TransportEnvelope
 from intentus_trio.protocol import headers as h
@@ -39,7 +39,7 @@ class StandInProtector:
         self.sealed += 1
         text = base64.b64encode(dumps(body_to_json(frame.body))).decode()
         body = EMCLEnvelope("1.0", text, "n", self._tag(text), message_type=frame.message_type)
-        return attrs.evolve(frame, body=body, headers={**frame.headers, h.EMCL: "1.0"})
+        return replace(frame, body=body, headers={**frame.headers, h.EMCL: "1.0"})
 
     def open(self, frame: TransportEnvelope) -> TransportEnvelope:
         body = frame.body
@@ -53,4 +53,4 @@ class StandInProtector:
             mtype = MessageType.INTENT
         inner = body_from_json(mtype, loads(base64.b64decode(body.ciphertext)))
         headers = {k: v for k, v in frame.headers.items() if k != h.EMCL}
-        return attrs.evolve(frame, body=inner, message_type=mtype, headers=headers)
+        return replace(frame, body=inner, message_type=mtype, headers=headers)

@@ -24,7 +24,6 @@ from typing import Any, Final, NamedTuple, Protocol
 
 import pybase64
 
-from ..protocol._fastnew import fast_constructor
 from ..protocol.codec import MAX_NAME_CHARS, emcl_from_json
 from ..protocol.enums import MessageType
 from ..protocol.errors import EMCLFailure, IntentusError
@@ -69,8 +68,7 @@ _decrypt = _sodium.decrypt_into
 _NULL = _sodium.NULL
 #: ``Opened(...)`` without the NamedTuple's Python-level ``__new__``.
 _tuple_new = tuple.__new__
-#: ``EMCLEnvelope(...)`` with every field given (no validators to run).
-_new_envelope = fast_constructor(EMCLEnvelope)
+_new_envelope = EMCLEnvelope
 
 
 class PendingReplies(Protocol):

@@ -31,10 +31,10 @@ from typing import Final
 
 from ..protocol import headers as h
 from ..protocol._fastnew import new_frame
-from ..protocol.codec import body_from_json, body_to_json, dumps, loads
+from ..protocol.codec import body_from_json, dumps, loads, unencodable_reply
 from ..protocol.enums import MessageType
 from ..protocol.errors import EMCLFailure, IntentusError
-from ..protocol.models import EMCLEnvelope, TransportEnvelope
+from ..protocol.models import AgentResponse, EMCLEnvelope, TransportEnvelope
 from .chain import ChainPolicy, ChainSigner
 from .clock import Clock
 from .engine import Emcl, Opened, PendingReplies
@@ -187,6 +187,14 @@ class EmclProtector:
         await replies, whose answers would then be refused as unmatched.
         """
         body = frame.body
+        plaintext = None
+        if type(body) is AgentResponse:
+            try:
+                plaintext = dumps(body)
+            except TypeError as exc:  # an agent's reply JSON cannot hold: seal the error
+                frame = unencodable_reply(frame, exc)
+                body = frame.body
+                plaintext = dumps(body)
         mtype = frame.message_type
         if isinstance(body, EMCLEnvelope):
             raise ValueError("this frame is already sealed")
@@ -221,7 +229,7 @@ class EmclProtector:
             env = self.engine.forward(received, key=key, recipient=recipient,
                                       headers=headers, negotiation=negotiation)
         else:
-            env = self.engine.seal(mtype, dumps(body_to_json(body)), key=key,
+            env = self.engine.seal(mtype, plaintext or dumps(body), key=key,
                                    recipient=recipient, headers=headers,
                                    negotiation=negotiation)
         if self._tracks and expect_reply and reply_to is None and mtype is not _RESPONSE:

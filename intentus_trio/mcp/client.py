@@ -35,7 +35,6 @@ from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import anyio
-import attrs
 import mcp_types as types
 import pydantic
 import trio
@@ -43,6 +42,7 @@ from mcp import Client
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from msgspec.structs import replace
 
 from .. import __version__
 from ..protocol.codec import loads
@@ -257,7 +257,7 @@ class McpAgents:
             raise outcome  # a bug of the bridge: the router reports it as an agent crash
         assert outcome is not None
         if chunks.dropped:
-            outcome = attrs.evolve(outcome,
+            outcome = replace(outcome,
                                    metadata={**outcome.metadata, "droppedProgress": chunks.dropped})
         yield outcome
 

@@ -37,6 +37,7 @@ from mcp.server.session import ServerSession
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from msgspec.structs import replace
 from starlette.applications import Starlette
 
 from .. import __version__
@@ -333,7 +334,7 @@ class McpServer:
             raise MCPError(types.INTERNAL_ERROR, "the stream ended without a response")
         if final.ok and final.payload == {"chunks": len(chunks)}:
             # The router's summary of a stream that ended without a response of its own.
-            final = attrs.evolve(final, payload={"chunks": chunks})
+            final = replace(final, payload={"chunks": chunks})
         return final
 
 

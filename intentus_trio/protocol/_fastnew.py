@@ -1,12 +1,12 @@
-"""Positional constructors for slotted frozen attrs classes, for the decoder's hot path.
+"""Positional constructors for slotted frozen attrs classes, and the decoders' shared parts.
 
 A frozen attrs ``__init__`` routes every field through ``object.__setattr__``; setting the
-slots through their descriptors builds the same object in about two thirds of the time,
-which matters when one decoded frame builds nine objects. Only for classes whose fields
-have no converters, validators or defaults that must run: the decoder has already checked
-every value. The two decoders (codec.py, typed_decoder.py) also share the constructors,
-the caches of immutable parts and the default routing rules below, so both build the same
-objects.
+slots through their descriptors builds the same object in about two thirds of the time
+(MXP's packet and frame records use it). Only for classes whose fields have no converters,
+validators or defaults that must run. The wire models are msgspec structs, whose
+constructors are already C; the Python decoder (codec.py) builds them through the names
+below and shares the caches of immutable parts and the default routing rules with the
+rest of the package.
 """
 
 from __future__ import annotations
@@ -49,15 +49,15 @@ def fast_constructor(cls: type[T]) -> Callable[..., T]:
     return make
 
 
-# The decoders' constructors, caches and shared defaults, used by codec.py and
-# typed_decoder.py alike so both paths build identical objects.
-new_ref = fast_constructor(IntentRef)
-new_routing = fast_constructor(RoutingOptions)
-new_context = fast_constructor(IntentContext)
-new_metadata = fast_constructor(IntentMetadata)
-new_intent = fast_constructor(IntentEnvelope)
-new_response = fast_constructor(AgentResponse)
-new_frame = fast_constructor(TransportEnvelope)
+# The Python decoder's constructors (typed loosely: it checks values its own way), caches
+# and shared defaults.
+new_ref: Callable[..., IntentRef] = IntentRef
+new_routing: Callable[..., RoutingOptions] = RoutingOptions
+new_context: Callable[..., IntentContext] = IntentContext
+new_metadata: Callable[..., IntentMetadata] = IntentMetadata
+new_intent: Callable[..., IntentEnvelope] = IntentEnvelope
+new_response: Callable[..., AgentResponse] = AgentResponse
+new_frame: Callable[..., TransportEnvelope] = TransportEnvelope
 
 #: Intent names repeat: decoded IntentRefs are immutable and shared (bounded).
 REFS: dict[tuple[str, str], IntentRef] = {}

@@ -1,17 +1,22 @@
-"""The IntentusNet wire model as frozen attrs classes.
+"""The IntentusNet wire model as frozen msgspec structs.
 
-Python attribute names are snake_case; the codec maps them to the camelCase JSON keys of
-the IntentusNet protocol. Sequences are tuples so an envelope can be shared between tasks
-without copies; ``payload``/``details``/``metadata`` mappings are JSON objects the caller
-must not mutate after handing them over.
+Python attribute names are snake_case; on the wire they are the camelCase JSON keys of the
+IntentusNet protocol (``rename="camel"``). Sequences are tuples so an envelope can be shared
+between tasks without copies; ``payload``/``details``/``metadata`` mappings are JSON objects
+the caller must not mutate after handing them over.
+
+Structs, not attrs classes, because every frame of every transport is built from and into
+these objects: msgspec decodes a frame's JSON straight into them and encodes them back in C,
+checking the limits in the annotations as it parses (see docs/architecture.md). Copy with a
+change through ``msgspec.structs.replace``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, TypeAlias
+from typing import Annotated, Any, TypeAlias
 
-from attrs import field, frozen
+import msgspec
 
 from .enums import (
     ErrorCode,
@@ -21,47 +26,63 @@ from .enums import (
     RoutingStrategy,
     TransportProtocol,
 )
+from .limits import (
+    MAX_CIPHERTEXT_CHARS,
+    MAX_HEADER_CHARS,
+    MAX_HEADERS,
+    MAX_LIST_ITEMS,
+    MAX_MESSAGE_CHARS,
+    MAX_NAME_CHARS,
+)
 
 #: A decoded JSON object.
 JsonObject: TypeAlias = dict[str, Any]
 
 PROTOCOL_VERSION = "1.0"
 
+#: Identifiers, names, versions and timestamps (checked when decoded, not when built).
+Name: TypeAlias = Annotated[str, msgspec.Meta(max_length=MAX_NAME_CHARS)]
+Names: TypeAlias = Annotated[tuple[Name, ...], msgspec.Meta(max_length=MAX_LIST_ITEMS)]
+Headers: TypeAlias = Annotated[
+    dict[Name, Annotated[str, msgspec.Meta(max_length=MAX_HEADER_CHARS)]],
+    msgspec.Meta(max_length=MAX_HEADERS),
+]
 
-@frozen
-class IntentRef:
-    name: str
-    version: str = "1.0"
+
+class _Model(msgspec.Struct, frozen=True, rename="camel", weakref=True):
+    """Base of the wire models: immutable, camelCase on the wire, unknown keys ignored,
+    weakly referable (EMCL remembers what it opened by the body object)."""
 
 
-@frozen
-class IntentContext:
-    source_agent: str
-    timestamp: str
+class IntentRef(_Model, frozen=True):
+    name: Name
+    version: Name = "1.0"
+
+
+class IntentContext(_Model, frozen=True):
+    source_agent: Name
+    timestamp: Name
     priority: Priority = Priority.NORMAL
-    tags: tuple[str, ...] = ()
+    tags: Names = ()
 
 
-@frozen
-class IntentMetadata:
-    request_id: str
-    source: str
-    created_at: str
-    trace_id: str
-    identity_chain: tuple[str, ...] = ()
+class IntentMetadata(_Model, frozen=True):
+    request_id: Name
+    source: Name
+    created_at: Name
+    trace_id: Name
+    identity_chain: Names = ()
 
 
-@frozen
-class RoutingOptions:
+class RoutingOptions(_Model, frozen=True):
     strategy: RoutingStrategy = RoutingStrategy.DIRECT
-    target_agent: str | None = None
-    fallback_agents: tuple[str, ...] = ()
+    target_agent: Name | None = None
+    fallback_agents: Names = ()
 
 
-@frozen
-class RoutingMetadata:
-    decision_path: tuple[str, ...] = ()
-    retries: int = 0
+class RoutingMetadata(_Model, frozen=True):
+    decision_path: Names = ()
+    retries: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 0
 
 
 #: Shared by every envelope that routes directly with no metadata (both are immutable).
@@ -69,11 +90,10 @@ DEFAULT_ROUTING = RoutingOptions()
 DEFAULT_ROUTING_METADATA = RoutingMetadata()
 
 
-@frozen
-class IntentEnvelope:
+class IntentEnvelope(_Model, frozen=True):
     """A request for an intent to be handled by some agent."""
 
-    version: str
+    version: Name
     intent: IntentRef
     payload: JsonObject
     context: IntentContext
@@ -86,22 +106,20 @@ class IntentEnvelope:
         return self.metadata.trace_id
 
 
-@frozen
-class ErrorInfo:
+class ErrorInfo(_Model, frozen=True):
     code: ErrorCode
-    message: str
+    message: Annotated[str, msgspec.Meta(max_length=MAX_MESSAGE_CHARS)]
     retryable: bool = False
-    details: JsonObject = field(factory=dict)
+    details: JsonObject = {}
 
 
-@frozen
-class AgentResponse:
+class AgentResponse(_Model, frozen=True):
     """An agent's reply; ``metadata`` is free-form (``agent``, ``traceId``, ``timestamp``)."""
 
-    version: str
+    version: Name
     status: ResponseStatus
     payload: JsonObject | None
-    metadata: JsonObject = field(factory=dict)
+    metadata: JsonObject = {}
     error: ErrorInfo | None = None
 
     @property
@@ -149,69 +167,62 @@ def _response_metadata(
     return meta
 
 
-@frozen
-class Event:
+class Event(_Model, frozen=True, omit_defaults=True):
     """A published event, delivered to every subscriber of its ``event_type``."""
 
-    event_type: str
+    event_type: Name
     payload: JsonObject
-    event_id: str
-    source: str
-    timestamp: str
-    trace_id: str | None = None
+    event_id: Name
+    source: Name
+    timestamp: Name
+    trace_id: Name | None = None
 
 
-@frozen
-class StreamChunk:
+class StreamChunk(_Model, frozen=True):
     """One intermediate result of a streamed reply; the stream ends with an AgentResponse."""
 
     seq: int
     payload: JsonObject
 
 
-@frozen
-class IdentityEntry:
+class IdentityEntry(_Model, frozen=True):
     """One hop of an EMCL identity chain (signed by that hop's Ed25519 key)."""
 
-    agent_id: str
-    public_key: str
-    timestamp: str
-    signature: str
+    agent_id: Name
+    public_key: Name
+    timestamp: Name
+    signature: Name
 
 
-@frozen
-class EMCLEnvelope:
+class EMCLEnvelope(_Model, frozen=True):
     """An EMCL-sealed body (RFC-0007 §6). Binary fields are standard base64 strings."""
 
-    emcl_version: str
-    ciphertext: str
-    nonce: str
-    hmac: str
-    identity_chain: tuple[IdentityEntry, ...] = ()
-    key_id: str | None = None
-    sender: str | None = None
-    recipient: str | None = None
-    timestamp: str | None = None
+    emcl_version: Name
+    ciphertext: Annotated[str, msgspec.Meta(max_length=MAX_CIPHERTEXT_CHARS)]
+    nonce: Name
+    hmac: Name
+    identity_chain: Annotated[
+        tuple[IdentityEntry, ...], msgspec.Meta(max_length=MAX_LIST_ITEMS)
+    ] = ()
+    key_id: Name | None = None
+    sender: Name | None = None
+    recipient: Name | None = None
+    timestamp: Name | None = None
     message_type: MessageType | None = None
 
 
-@frozen
-class ProtocolNegotiation:
-    min_version: str
-    max_version: str
+class ProtocolNegotiation(_Model, frozen=True):
+    min_version: Name
+    max_version: Name
 
 
 Body: TypeAlias = IntentEnvelope | AgentResponse | Event | EMCLEnvelope
 
-_EMPTY_HEADERS: Mapping[str, str] = {}
-
-
-@frozen
-class TransportEnvelope:
+class TransportEnvelope(_Model, frozen=True):
     """The frame every network transport carries (RFC-0007 §3)."""
 
     protocol: TransportProtocol
     message_type: MessageType
     body: Body
-    headers: Mapping[str, str] = _EMPTY_HEADERS
+    headers: Mapping[str, str] = {}
     protocol_negotiation: ProtocolNegotiation | None = None

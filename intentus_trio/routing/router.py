@@ -23,8 +23,8 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from contextlib import aclosing
 from typing import Any, TypeVar
 
-import attrs
 import trio
+from msgspec.structs import replace
 
 from .._deadline import Timeout, run_with_timeout
 from ..protocol.codec import response_to_json
@@ -232,7 +232,7 @@ class Router:
             if "traceId" in result.metadata and "agent" in result.metadata:
                 return result
             meta = {"agent": reg.agent, "traceId": trace_id, **result.metadata}
-            return attrs.evolve(result, metadata=meta)
+            return replace(result, metadata=meta)
         return self._crashed(
             reg, trace_id, TypeError(f"agent returned {type(result).__name__}, not a dict")
         )
@@ -258,7 +258,7 @@ class Router:
             if response.ok:
                 break
         meta = {**response.metadata, "decisionPath": path, "retries": len(path) - 1}
-        return attrs.evolve(response, metadata=meta)
+        return replace(response, metadata=meta)
 
     async def _broadcast(self, env: IntentEnvelope, chain: list[Registration]) -> AgentResponse:
         results: dict[str, AgentResponse] = {}
@@ -301,7 +301,7 @@ class Router:
                 nursery.start_soon(one, reg, nursery.cancel_scope)
         response = winner[0] if winner else failures[-1]
         meta = {**response.metadata, "decisionPath": [reg.agent for reg in chain]}
-        return attrs.evolve(response, metadata=meta)
+        return replace(response, metadata=meta)
 
     # ------------------------------------------------------------------ streaming
 

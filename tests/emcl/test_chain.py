@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import attrs
 import pytest
+from msgspec.structs import replace
 
 from intentus_trio.emcl import (
     ChainSigner,
@@ -133,7 +133,7 @@ def test_insider_cannot_reorder_drop_or_move_entries(
     other = gateway.emcl.open(origin.seal_to("gateway"))  # same body text, other salt
     assert refused(target, reseal((other.chain[0], chain[1]))) == "untrusted_chain"
     assert refused(target, reseal(chain, plaintext=other.plaintext)) == "untrusted_chain"
-    forged = attrs.evolve(chain[0], timestamp="2026-01-01T00:00:09.000Z")
+    forged = replace(chain[0], timestamp="2026-01-01T00:00:09.000Z")
     assert refused(target, reseal((forged, chain[1]))) == "untrusted_chain"
 
 
@@ -141,12 +141,12 @@ def test_chain_entries_cannot_change_without_the_key(hops: tuple[Agent, Agent, A
     origin, gateway, target = hops
     forwarded = gateway.forward(gateway.emcl.open(origin.seal_to("gateway")), "target")
     chain = forwarded.identity_chain
-    assert refused(target, attrs.evolve(forwarded, identity_chain=chain[::-1])) == "tampered"
-    assert refused(target, attrs.evolve(forwarded, identity_chain=chain[1:])) == "tampered"
-    bad = attrs.evolve(chain[0], signature=chain[1].signature)
-    assert refused(target, attrs.evolve(forwarded, identity_chain=(bad, chain[1]))) == "tampered"
-    broken = attrs.evolve(chain[0], public_key="short")
-    assert refused(target, attrs.evolve(forwarded,
+    assert refused(target, replace(forwarded, identity_chain=chain[::-1])) == "tampered"
+    assert refused(target, replace(forwarded, identity_chain=chain[1:])) == "tampered"
+    bad = replace(chain[0], signature=chain[1].signature)
+    assert refused(target, replace(forwarded, identity_chain=(bad, chain[1]))) == "tampered"
+    broken = replace(chain[0], public_key="short")
+    assert refused(target, replace(forwarded,
                                         identity_chain=(broken, chain[1]))) == "malformed"
     assert target.emcl.open(forwarded).body == BODY
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import attrs
 import pytest
+from msgspec.structs import replace
 
 from intentus_trio.emcl import Emcl, Keyring, ReplayGuard
 from intentus_trio.emcl import engine as engine_module
@@ -84,7 +84,7 @@ def test_tampered_fields(pair: tuple[Emcl, Emcl], field: str, monkeypatch: pytes
     real = engine_module._decrypt
     monkeypatch.setattr(engine_module, "_decrypt", lambda *a: decrypts.append(1) or real(*a))
     name = "ciphertext" if field == "tag" else field
-    assert refused(bob, attrs.evolve(env, **{name: changed})) == "tampered"
+    assert refused(bob, replace(env, **{name: changed})) == "tampered"
     assert decrypts == ([1] if field == "ciphertext" else [])
     assert opens(bob, env) == BODY  # the receiver keeps working
 
@@ -108,15 +108,15 @@ def test_truncated_and_swapped(pair: tuple[Emcl, Emcl], clock: FakeClock) -> Non
     clock.advance(0.5)
     two = seal(alice)
     raw = b64d(one.ciphertext) or b""
-    assert refused(bob, attrs.evolve(one, ciphertext=b64e(raw[:-3]))) == "tampered"
-    assert refused(bob, attrs.evolve(one, ciphertext=b64e(raw + b"\x00"))) == "tampered"
-    assert refused(bob, attrs.evolve(one, ciphertext=one.ciphertext[:-4])) in ("tampered",
+    assert refused(bob, replace(one, ciphertext=b64e(raw[:-3]))) == "tampered"
+    assert refused(bob, replace(one, ciphertext=b64e(raw + b"\x00"))) == "tampered"
+    assert refused(bob, replace(one, ciphertext=one.ciphertext[:-4])) in ("tampered",
                                                                                 "malformed")
-    assert refused(bob, attrs.evolve(one, ciphertext=one.ciphertext[:20])) == "malformed"
-    assert refused(bob, attrs.evolve(one, nonce=one.nonce[:-2])) == "malformed"
-    assert refused(bob, attrs.evolve(one, hmac=one.hmac[:-2])) == "malformed"
+    assert refused(bob, replace(one, ciphertext=one.ciphertext[:20])) == "malformed"
+    assert refused(bob, replace(one, nonce=one.nonce[:-2])) == "malformed"
+    assert refused(bob, replace(one, hmac=one.hmac[:-2])) == "malformed"
     for name in ("ciphertext", "nonce", "hmac", "timestamp"):
-        assert refused(bob, attrs.evolve(one, **{name: getattr(two, name)})) == "tampered"
+        assert refused(bob, replace(one, **{name: getattr(two, name)})) == "tampered"
     assert opens(bob, one) == BODY and opens(bob, two) == BODY
 
 
@@ -129,14 +129,14 @@ def test_truncated_and_swapped(pair: tuple[Emcl, Emcl], clock: FakeClock) -> Non
 def test_malformed(pair: tuple[Emcl, Emcl], change: dict[str, object]) -> None:
     alice, bob = pair
     env = seal(alice)
-    assert refused(bob, attrs.evolve(env, **change)) == "malformed"
+    assert refused(bob, replace(env, **change)) == "malformed"
     assert opens(bob, env) == BODY
 
 
 def test_unknown_retired_and_foreign_keys(pair: tuple[Emcl, Emcl], clock: FakeClock) -> None:
     alice, bob = pair
     env = seal(alice)
-    assert refused(bob, attrs.evolve(env, key_id="nope")) == "unknown_key"
+    assert refused(bob, replace(env, key_id="nope")) == "unknown_key"
     stranger_ring = Keyring(clock=clock)
     stranger_ring.add_group_key("g1", generate_master_key())  # same id, different key
     stranger = Emcl(stranger_ring, "mallory")
@@ -196,4 +196,4 @@ def test_open_never_raises_anything_else(pair: tuple[Emcl, Emcl]) -> None:
     env = seal(alice)
     for change in [{"sender": "\ud800"}, {"key_id": "\x00" * 300}, {"ciphertext": "é" * 40}]:
         with pytest.raises(EMCLFailure):
-            bob.open(attrs.evolve(env, **change), headers=HEADERS, negotiation=NEG)
+            bob.open(replace(env, **change), headers=HEADERS, negotiation=NEG)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import traceback
 
-import attrs
 import pytest
+from msgspec.structs import replace
 
 from intentus_trio.emcl import EmclProtector, Keyring, Role
 from intentus_trio.emcl.encoding import b64d, b64e
@@ -51,10 +51,10 @@ async def test_no_plaintext_in_logs_or_errors(
     ct = b64d(env.ciphertext)  # type: ignore[union-attr]
     assert ct is not None
     bad_frames = [
-        attrs.evolve(sealed, body=attrs.evolve(env, ciphertext=b64e(bytes([ct[0] ^ 1]) + ct[1:]))),
-        attrs.evolve(sealed, body=attrs.evolve(env, key_id="unknown")),
-        attrs.evolve(sealed, body=attrs.evolve(env, nonce="!!")),
-        attrs.evolve(sealed, message_type=MessageType.RESPONSE),
+        replace(sealed, body=replace(env, ciphertext=b64e(bytes([ct[0] ^ 1]) + ct[1:]))),
+        replace(sealed, body=replace(env, key_id="unknown")),
+        replace(sealed, body=replace(env, nonce="!!")),
+        replace(sealed, message_type=MessageType.RESPONSE),
         sealed,
         sealed,  # replayed
     ]
@@ -72,7 +72,7 @@ async def test_no_plaintext_in_logs_or_errors(
     broken = client.engine.seal(MessageType.INTENT, b'{"intent": "' + MARKER.encode() + b'"}',
                                 key=key, headers=headers, negotiation=("1.0", "1.0"))
     try:
-        server.open(attrs.evolve(sealed, body=broken, headers=headers))
+        server.open(replace(sealed, body=broken, headers=headers))
     except IntentusError as exc:
         collected.append(texts_of(exc))
     assert len(collected) == 6

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import attrs
 import orjson
 import pytest
 import trio
+from msgspec.structs import replace
 
 from intentus_trio.emcl import EmclProtector, Keyring, PendingRequests, Role
 from intentus_trio.emcl.envelope import REPLY_TO_HEADER
@@ -93,13 +93,13 @@ def test_headers_and_negotiation_are_bound(
 ) -> None:
     client, server = protectors
     sealed = client.seal(request_frame(new_intent("echo"), HTTP, request_id="1"))
-    assert refused(server, attrs.evolve(sealed, headers={**sealed.headers, h.REQUEST_ID: "2"})) \
+    assert refused(server, replace(sealed, headers={**sealed.headers, h.REQUEST_ID: "2"})) \
         == "tampered"
-    neg = attrs.evolve(sealed.protocol_negotiation, max_version="9.0")
-    assert refused(server, attrs.evolve(sealed, protocol_negotiation=neg)) == "tampered"
+    neg = replace(sealed.protocol_negotiation, max_version="9.0")
+    assert refused(server, replace(sealed, protocol_negotiation=neg)) == "tampered"
     no_emcl = {k: v for k, v in sealed.headers.items() if k != h.EMCL}
-    assert refused(server, attrs.evolve(sealed, headers=no_emcl)) == "malformed"
-    assert refused(server, attrs.evolve(sealed, headers={**sealed.headers, h.EMCL: "2.0"})) \
+    assert refused(server, replace(sealed, headers=no_emcl)) == "malformed"
+    assert refused(server, replace(sealed, headers={**sealed.headers, h.EMCL: "2.0"})) \
         == "malformed"
     plain = request_frame(new_intent("echo"), HTTP)
     assert refused(server, plain) == "malformed"
@@ -111,14 +111,14 @@ def test_roles_refuse_reflection(protectors: tuple[EmclProtector, EmclProtector]
     request = client.seal(request_frame(new_intent("echo"), HTTP))
     # The request sent back to the client, as is and relabelled as a response.
     assert refused(client, request) == "reflected"
-    assert refused(client, attrs.evolve(request, message_type=MessageType.RESPONSE)) \
+    assert refused(client, replace(request, message_type=MessageType.RESPONSE)) \
         == "reflected"
     # A server's reply replayed at the server as a request.
     asked = client.seal(request_frame(new_intent("echo"), HTTP))
     server.open(asked)
     reply = server.seal(response_frame(AgentResponse.success({}), HTTP), reply_to=asked)
     assert refused(server, reply) == "reflected"
-    assert refused(server, attrs.evolve(reply, message_type=MessageType.INTENT)) == "reflected"
+    assert refused(server, replace(reply, message_type=MessageType.INTENT)) == "reflected"
     # Roles also limit what may be sealed.
     with pytest.raises(ValueError):
         client.seal(response_frame(AgentResponse.success({}), HTTP))
@@ -258,10 +258,10 @@ def test_a_reply_answers_only_its_own_request(
         client.open(reply1, request=second)
     assert reason_of(info.value) == "unmatched_reply"
     # ...and the binding cannot be moved to another request: it is in the AAD.
-    moved = attrs.evolve(reply2, headers={**reply2.headers,
+    moved = replace(reply2, headers={**reply2.headers,
                                           REPLY_TO_HEADER: first.body.hmac})  # type: ignore[union-attr]
     assert refused(client, moved) == "tampered"
-    stripped = attrs.evolve(reply2, headers={k: v for k, v in reply2.headers.items()
+    stripped = replace(reply2, headers={k: v for k, v in reply2.headers.items()
                                              if k != REPLY_TO_HEADER})
     assert refused(client, stripped) == "tampered"
     # Refusals changed nothing: both replies still open, each as its own request's answer.
@@ -342,7 +342,7 @@ def test_reply_goes_to_the_requests_sender_under_its_key(group_keyring: Keyring)
     with pytest.raises(ValueError):
         server.seal(response_frame(AgentResponse.success({}), HTTP),
                     reply_to=request_frame(new_intent("echo"), HTTP))
-    forged = attrs.evolve(requests[0], body=attrs.evolve(requests[0].body, sender="c2"))
+    forged = replace(requests[0], body=replace(requests[0].body, sender="c2"))
     with pytest.raises(ValueError):
         server.seal(response_frame(AgentResponse.success({}), HTTP), reply_to=forged)
 

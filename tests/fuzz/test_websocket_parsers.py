@@ -16,6 +16,7 @@ import pytest
 import trio
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from msgspec.structs import replace
 from trio_websocket import (
     ConnectionClosed,
     WebSocketRequest,
@@ -75,7 +76,7 @@ def control_frames(draw: st.DrawFn) -> TransportEnvelope:
     }))
     env = wire.control_intent(op, payload)
     if draw(st.booleans()):
-        env = attrs.evolve(env, intent=attrs.evolve(
+        env = replace(env, intent=replace(
             env.intent, name=draw(st.sampled_from([wire.CONTROL_INTENT_PREFIX + c.value
                                                    for c in wire.Control]) | st.text())))
     header = op.value if draw(st.booleans()) else draw(controls)

@@ -11,11 +11,11 @@ import pytest
 
 pytest.importorskip("mcp")
 
-import attrs
 import trio
 import trio.testing
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from msgspec.structs import replace
 
 from intentus_trio import (
     AgentResponse,
@@ -95,7 +95,7 @@ def final_of(items: list[StreamChunk | AgentResponse]) -> AgentResponse:
 
 def sans_trace(response: AgentResponse) -> AgentResponse:
     """``response`` without its per-call trace id, to compare two calls' responses."""
-    return attrs.evolve(response, metadata={k: v for k, v in response.metadata.items()
+    return replace(response, metadata={k: v for k, v in response.metadata.items()
                                             if k != "traceId"})
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import attrs
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from msgspec.structs import replace
 
 from intentus_trio import (
     AgentResponse,
@@ -101,7 +101,7 @@ async def test_oversize_frame() -> None:
 
 async def test_unsupported_version_keeps_trace_and_request_id() -> None:
     env = new_intent("echo")
-    frame = attrs.evolve(
+    frame = replace(
         request_frame(env, TransportProtocol.HTTP, request_id="q"),
         protocol_negotiation=ProtocolNegotiation("2.0", "2.5"),
     )
@@ -182,7 +182,7 @@ async def test_sealed_frame_without_protector_and_tampering() -> None:
     frame = FrameCodec().decode(data)
     assert isinstance(frame.body, EMCLEnvelope)
     tampered = FrameCodec().encode(
-        attrs.evolve(frame, body=attrs.evolve(frame.body, hmac="0" * 64)))
+        replace(frame, body=replace(frame.body, hmac="0" * 64)))
     out = await reply(tampered, dispatcher(protector=StandInProtector()))
     assert out["body"]["error"] == {"code": "EMCL_FAILURE", "message": "cannot open this frame",
                                     "retryable": False, "details": {"reason": "bad_tag"}}

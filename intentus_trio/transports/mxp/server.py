@@ -21,6 +21,7 @@ from typing import Any
 
 import attrs
 import trio
+from msgspec.structs import replace
 
 from ..._groups import unwrap_single
 from ...mxp.config import allow_any, allow_keys
@@ -434,7 +435,8 @@ class MxpServer:
                 async for reply in replies:
                     chunk = reply.headers.get(h.STREAM) == h.STREAM_CHUNK
                     try:
-                        data = codec.encode(reply)
+                        data, replaced = codec.encode_reply(reply)
+                        chunk = chunk and not replaced  # an unencodable chunk ends it
                     except PayloadTooLarge as exc:
                         data, chunk = codec.encode(self.dispatcher.error_frame(
                             exc, request=frame), limit=False), False
@@ -588,7 +590,7 @@ class MxpServer:
         when that was sealed (pair keys work: its key is the subscriber's)."""
         frame = event_frame(event, TransportProtocol.MXP)
         if dropped:
-            frame = attrs.evolve(frame, headers={**frame.headers, wire.DROPPED: str(dropped)})
+            frame = replace(frame, headers={**frame.headers, wire.DROPPED: str(dropped)})
         protector = self.dispatcher.protector
         try:
             if request is not None and protector is not None:

@@ -21,8 +21,8 @@ from functools import partial
 from typing import Any, cast
 
 import attrs
-import orjson
 import trio
+from msgspec.structs import replace
 from trio_websocket import (
     CloseReason,
     ConnectionClosed,
@@ -33,7 +33,7 @@ from trio_websocket import (
 
 from ..._groups import unwrap_single
 from ...protocol import headers as h
-from ...protocol.codec import DEFAULT_MAX_FRAME_BYTES, FrameCodec
+from ...protocol.codec import DEFAULT_MAX_FRAME_BYTES, FrameCodec, loads
 from ...protocol.enums import ErrorCode, MessageType, TransportProtocol
 from ...protocol.errors import (
     ConnectionFailure,
@@ -95,8 +95,8 @@ def _leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
 def _request_id_of(message: str | bytes) -> str | None:
     """The ``requestId`` header of a frame that failed to decode, if it has one."""
     try:
-        obj = orjson.loads(message)
-    except orjson.JSONDecodeError:
+        obj = loads(message)
+    except IntentusError:
         return None
     headers = obj.get("headers") if type(obj) is dict else None
     rid = headers.get(h.REQUEST_ID) if type(headers) is dict else None
@@ -525,7 +525,7 @@ class WebSocketClient(RunsOnce):
 
     def _encode_event(self, event: Event, rid: str, limit: int) -> str:
         frame = event_frame(event, TransportProtocol.WEBSOCKET)
-        frame = attrs.evolve(frame, headers={**frame.headers, h.REQUEST_ID: rid})
+        frame = replace(frame, headers={**frame.headers, h.REQUEST_ID: rid})
         if self.framing.protector is not None:
             frame = self.framing.protector.seal(frame)
         return self._text(self.framing.codec.encode(frame), limit)

@@ -19,8 +19,8 @@ import math
 from contextlib import aclosing, suppress
 from typing import TYPE_CHECKING, Any
 
-import attrs
 import trio
+from msgspec.structs import replace
 from trio_websocket import CloseReason, WebSocketConnection
 
 from ...protocol import headers as h
@@ -107,7 +107,7 @@ def event_push_frame(event: Event, sid: str, dropped: int) -> TransportEnvelope:
     extra = {wire.SUBSCRIPTION: sid}
     if dropped:
         extra[wire.DROPPED] = str(dropped)
-    return attrs.evolve(frame, headers={**frame.headers, **extra})
+    return replace(frame, headers={**frame.headers, **extra})
 
 
 def _call_finished(call: _Call) -> bool:

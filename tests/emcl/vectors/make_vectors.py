@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import attrs
 import orjson
+from msgspec.structs import replace
 
 from intentus_trio.emcl import ChainSigner, Emcl, Keyring, derive_pair_key
 from intentus_trio.emcl.encoding import b64d, b64e
@@ -104,20 +104,20 @@ def details(env: EMCLEnvelope, enc_key: bytes, mac_key: bytes, headers: dict[str
 
 def invalid_cases(env: EMCLEnvelope) -> Iterator[tuple[str, EMCLEnvelope, str]]:
     ct = b64d(env.ciphertext) or b""
-    yield ("ciphertext bit flipped", attrs.evolve(
+    yield ("ciphertext bit flipped", replace(
         env, ciphertext=b64e(bytes([ct[0] ^ 1]) + ct[1:])), "tampered")
-    yield ("recipient changed", attrs.evolve(env, recipient="carol"), "tampered")
-    yield ("timestamp changed", attrs.evolve(env, timestamp="2026-01-01T00:00:00.251Z"),
+    yield ("recipient changed", replace(env, recipient="carol"), "tampered")
+    yield ("timestamp changed", replace(env, timestamp="2026-01-01T00:00:00.251Z"),
            "tampered")
-    yield ("messageType changed", attrs.evolve(env, message_type=MessageType.EVENT), "tampered")
-    yield ("unknown key id", attrs.evolve(env, key_id="g9"), "unknown_key")
-    yield ("base64url alphabet", attrs.evolve(
+    yield ("messageType changed", replace(env, message_type=MessageType.EVENT), "tampered")
+    yield ("unknown key id", replace(env, key_id="g9"), "unknown_key")
+    yield ("base64url alphabet", replace(
         env, nonce=env.nonce.replace("+", "-").replace("/", "_") if "+" in env.nonce
         or "/" in env.nonce else "-" + env.nonce[1:]), "malformed")
-    yield ("padding removed", attrs.evolve(env, hmac=env.hmac.rstrip("=")), "malformed")
-    yield ("tag bit flipped", attrs.evolve(
+    yield ("padding removed", replace(env, hmac=env.hmac.rstrip("=")), "malformed")
+    yield ("tag bit flipped", replace(
         env, ciphertext=b64e(ct[:-1] + bytes([ct[-1] ^ 1]))), "tampered")
-    yield ("wrong version", attrs.evolve(env, emcl_version="2.0"), "malformed")
+    yield ("wrong version", replace(env, emcl_version="2.0"), "malformed")
 
 
 def build() -> dict[str, Any]:
