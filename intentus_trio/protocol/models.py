@@ -39,6 +39,8 @@ from .limits import (
 JsonObject: TypeAlias = dict[str, Any]
 
 PROTOCOL_VERSION = "1.0"
+#: An enum member looked up through its class costs ~0.1 µs on Python 3.11.
+_SUCCESS = ResponseStatus.SUCCESS
 
 #: Identifiers, names, versions and timestamps (checked when decoded, not when built).
 Name: TypeAlias = Annotated[str, msgspec.Meta(max_length=MAX_NAME_CHARS)]
@@ -54,7 +56,9 @@ class _Model(msgspec.Struct, frozen=True, rename="camel", weakref=True):
     weakly referable (EMCL remembers what it opened by the body object)."""
 
 
-class IntentRef(_Model, frozen=True):
+class IntentRef(_Model, frozen=True, cache_hash=True):
+    """The intent asked for; its hash is kept, for the router's cache of who handles it."""
+
     name: Name
     version: Name = "1.0"
 
@@ -124,7 +128,7 @@ class AgentResponse(_Model, frozen=True):
 
     @property
     def ok(self) -> bool:
-        return self.status is ResponseStatus.SUCCESS
+        return self.status is _SUCCESS
 
     @property
     def trace_id(self) -> str | None:
@@ -140,7 +144,7 @@ class AgentResponse(_Model, frozen=True):
         trace_id: str | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> AgentResponse:
-        return cls(PROTOCOL_VERSION, ResponseStatus.SUCCESS, payload,
+        return cls(PROTOCOL_VERSION, _SUCCESS, payload,
                    _response_metadata(agent, trace_id, metadata))
 
     @classmethod

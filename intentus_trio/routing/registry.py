@@ -14,7 +14,7 @@ from typing import Any, TypeAlias
 
 from attrs import frozen
 
-from ..protocol.models import AgentResponse, IntentEnvelope, JsonObject
+from ..protocol.models import AgentResponse, IntentEnvelope, IntentRef, JsonObject
 
 #: What an ordinary agent returns: a payload, a full response, or nothing.
 AgentResult: TypeAlias = JsonObject | AgentResponse | None
@@ -82,7 +82,7 @@ class Registry:
 
     def __init__(self) -> None:
         self._agents: dict[str, Registration] = {}
-        self._cache: dict[tuple[str, str], tuple[Registration, ...]] = {}
+        self._cache: dict[IntentRef, tuple[Registration, ...]] = {}
         self._listeners: list[Callable[[], None]] = []
 
     def add(self, registration: Registration) -> None:
@@ -118,15 +118,19 @@ class Registry:
 
     def resolve(self, name: str, version: str) -> tuple[Registration, ...]:
         """Agents that handle ``name``/``version``, best match first."""
-        key = (name, version)
-        found = self._cache.get(key)
+        return self.resolve_ref(IntentRef(name, version))
+
+    def resolve_ref(self, ref: IntentRef) -> tuple[Registration, ...]:
+        """``resolve`` for an envelope's IntentRef (which keeps its hash: one lookup)."""
+        found = self._cache.get(ref)
         if found is None:
+            name, version = ref.name, ref.version
             matches = [r for r in self._agents.values() if r.handles(name, version)]
             matches.sort(key=lambda r: -r.specificity(name, version))  # stable: keeps order
             found = tuple(matches)
             if len(self._cache) > 4096:
                 self._cache.clear()
-            self._cache[key] = found
+            self._cache[ref] = found
         return found
 
     def _changed(self) -> None:

@@ -21,7 +21,7 @@ import inspect
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from contextlib import aclosing
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import trio
 from msgspec.structs import replace
@@ -37,6 +37,7 @@ from ..protocol.errors import (
 )
 from ..protocol.factory import trace_id_var
 from ..protocol.models import (
+    DEFAULT_ROUTING,
     AgentResponse,
     ErrorInfo,
     IntentEnvelope,
@@ -58,6 +59,12 @@ def _patterns(intents: str | Iterable[str], version: str) -> tuple[IntentPattern
     if not names:
         raise ValueError("an agent must handle at least one intent")
     return tuple(IntentPattern(name, version) for name in names)
+
+
+# Module constants: an enum member looked up through its class costs ~0.1 µs on Python 3.11,
+# a noticeable part of an in-process call.
+_DIRECT: Final = RoutingStrategy.DIRECT
+_SUCCESS: Final = ResponseStatus.SUCCESS
 
 
 class Router:
@@ -177,12 +184,23 @@ class Router:
         token = trace_id_var.set(env.metadata.trace_id)
         try:
             routing = env.routing
-            if (routing.target_agent is None and not routing.fallback_agents
-                    and routing.strategy is RoutingStrategy.DIRECT):
+            if routing is DEFAULT_ROUTING or (
+                routing.target_agent is None and not routing.fallback_agents
+                and routing.strategy is _DIRECT
+            ):
                 # The common case: best match, no target, no fallbacks.
-                matches = self.registry.resolve(env.intent.name, env.intent.version)
+                matches = self.registry.resolve_ref(env.intent)
                 if matches:
-                    return await self.call_agent(matches[0], env)
+                    reg = matches[0]
+                    if reg.streaming or reg.timeout is not None:
+                        return await self.call_agent(reg, env)
+                    # call_agent inline for a plain agent without a deadline: one
+                    # coroutine less on the path of every call.
+                    try:
+                        result = await reg.handler(env)
+                    except Exception as exc:
+                        return self._failed(reg, env.metadata.trace_id, exc)
+                    return self._as_response(result, reg, env.metadata.trace_id)
             try:
                 chain = self.candidates(env)
             except IntentusError as exc:
@@ -212,21 +230,25 @@ class Router:
                 result = await handler(env)
             else:
                 result = await run_with_timeout(handler(env), reg.timeout)
-        except Timeout:
+        except Exception as exc:
+            return self._failed(reg, trace_id, exc)
+        return self._as_response(result, reg, trace_id)
+
+    def _failed(self, reg: Registration, trace_id: str, exc: Exception) -> AgentResponse:
+        """The response for an agent call that raised ``exc``."""
+        if isinstance(exc, Timeout):
             return AgentTimeout(
                 f"agent {reg.agent!r} did not answer within {reg.timeout} s",
                 details={"agent": reg.agent, "timeout": reg.timeout},
             ).to_response(trace_id=trace_id, agent=reg.agent)
-        except IntentusError as exc:
+        if isinstance(exc, IntentusError):
             return exc.to_response(trace_id=trace_id, agent=reg.agent)
-        except Exception as exc:
-            return self._crashed(reg, trace_id, exc)
-        return self._as_response(result, reg, trace_id)
+        return self._crashed(reg, trace_id, exc)
 
     def _as_response(self, result: Any, reg: Registration, trace_id: str) -> AgentResponse:
         if type(result) is dict or result is None:
             return AgentResponse(
-                "1.0", ResponseStatus.SUCCESS, result, {"agent": reg.agent, "traceId": trace_id}
+                "1.0", _SUCCESS, result, {"agent": reg.agent, "traceId": trace_id}
             )
         if isinstance(result, AgentResponse):
             if "traceId" in result.metadata and "agent" in result.metadata:

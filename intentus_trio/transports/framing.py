@@ -43,6 +43,11 @@ from .base import StreamItem
 
 _NEGOTIATION = SUPPORTED_VERSIONS
 _REFERENCE = TransportProtocol.INTENTUSNET_1_0.value
+# Enum members as module constants: a lookup through the class costs ~0.1 µs on Python 3.11.
+_INTENT: Final = MessageType.INTENT
+_RESPONSE: Final = MessageType.RESPONSE
+_EVENT: Final = MessageType.EVENT
+_SUCCESS: Final = ResponseStatus.SUCCESS
 
 
 class FrameProtector(Protocol):
@@ -104,14 +109,14 @@ def request_frame(
         out[h.REQUEST_ID] = request_id
     if headers:
         out.update(headers)
-    return _new_frame(protocol, MessageType.INTENT, env, out, _NEGOTIATION)
+    return _new_frame(protocol, _INTENT, env, out, _NEGOTIATION)
 
 
 def event_frame(event: Event, protocol: TransportProtocol) -> TransportEnvelope:
     out = {h.CONTENT_TYPE: h.JSON_CONTENT_TYPE}
     if event.trace_id is not None:
         out[h.TRACE_ID] = event.trace_id
-    return _new_frame(protocol, MessageType.EVENT, event, out, _NEGOTIATION)
+    return _new_frame(protocol, _EVENT, event, out, _NEGOTIATION)
 
 
 def response_frame(
@@ -128,17 +133,17 @@ def response_frame(
     if isinstance(item, StreamChunk):
         out[h.STREAM] = h.STREAM_CHUNK
         out[h.SEQUENCE] = str(item.seq)
-        body = AgentResponse(PROTOCOL_VERSION, ResponseStatus.SUCCESS, item.payload, {})
+        body = AgentResponse(PROTOCOL_VERSION, _SUCCESS, item.payload, {})
     else:
         body = item
         if item.trace_id is not None:
             out[h.TRACE_ID] = item.trace_id
-    return _new_frame(protocol, MessageType.RESPONSE, body, out, _NEGOTIATION)
+    return _new_frame(protocol, _RESPONSE, body, out, _NEGOTIATION)
 
 
 def reply_item(frame: TransportEnvelope) -> StreamItem:
     """Interpret a received reply frame as a chunk or a final response."""
-    if frame.message_type is not MessageType.RESPONSE or not isinstance(
+    if frame.message_type is not _RESPONSE or not isinstance(
         frame.body, AgentResponse
     ):
         raise ProtocolError(
@@ -336,9 +341,9 @@ class FrameDispatcher:
         except IntentusError as exc:
             return self.error_frame(exc, request=frame)
         body = frame.body
-        if frame.message_type is MessageType.INTENT and isinstance(body, IntentEnvelope):
+        if frame.message_type is _INTENT and isinstance(body, IntentEnvelope):
             response = await self.router.route_intent(body)
-        elif frame.message_type is MessageType.EVENT and isinstance(body, Event):
+        elif frame.message_type is _EVENT and isinstance(body, Event):
             delivered = self.router.events.publish(body)
             response = AgentResponse.success(
                 {"delivered": delivered}, agent=self.router.name, trace_id=body.trace_id

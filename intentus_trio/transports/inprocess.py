@@ -12,7 +12,7 @@ one, none of that code runs.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Coroutine
 from contextlib import aclosing, asynccontextmanager
 from types import TracebackType
 from typing import Any
@@ -85,18 +85,24 @@ class InProcessTransport:
         if self._closed:
             raise trio.ClosedResourceError("the transport is closed")
 
-    async def send_intent(
+    def send_intent(
         self, env: IntentEnvelope, *, timeout: float | None = _UNSET
-    ) -> AgentResponse:
+    ) -> Coroutine[Any, Any, AgentResponse]:
+        """Await it like an ``async def``. Without a deadline or protector the router's own
+        coroutine is handed back, which spares a coroutine per call; a closed transport
+        raises at the call."""
         self._check_open()
         limit = self.timeout if timeout is _UNSET else timeout
+        if limit is None and self.protector is None:
+            return self.router.route_intent(env)
+        return self._send_intent(env, limit)
+
+    async def _send_intent(self, env: IntentEnvelope, limit: float | None) -> AgentResponse:
         if self.protector is not None:
             try:
                 return await run_with_timeout(self._protected_call(env), limit)
             except Timeout:
                 return _timed_out(env, limit)
-        if limit is None:
-            return await self.router.route_intent(env)
         try:
             return await run_with_timeout(self.router.route_intent(env), limit)
         except Timeout:
