@@ -10,8 +10,8 @@ round by round so they see the same machine load):
 * ``emcl``         end to end with JSON: a 1 KB JSON object -> JSON bytes -> sealed
                    envelope object (``Emcl.seal_object``) -> wire JSON -> parsed ->
                    authenticated, decrypted, replay-checked (``Emcl.open_object``) -> parsed
-                   JSON object. JSON through the protocol codec's ``dumps``/``loads`` (orjson
-                   writes, msgspec parses), the functions every transport uses.
+                   JSON object. JSON through the protocol codec's ``dumps``/``loads`` (msgspec
+                   both ways), the functions every transport uses.
 * ``emcl_model``   the same through the ``EMCLEnvelope`` model and the protocol codec
                    (``Emcl.seal``/``open``, ``emcl_to_json``/``emcl_from_json``).
 * ``emcl_frame``   the transport path: an IntentEnvelope (~1 KB JSON) in a frame ->

@@ -27,7 +27,7 @@ from typing import Any, Final
 
 from attrs import frozen
 
-from ..protocol.codec import MAX_NAME_CHARS, dumps, error_to_json
+from ..protocol.codec import MAX_NAME_CHARS, dumps, encodable_response, error_to_json
 from ..protocol.enums import ErrorCode, Priority
 from ..protocol.errors import IntentusError, ValidationError
 from ..protocol.factory import new_intent
@@ -217,6 +217,7 @@ def _text(value: Any) -> str:
 
 def tool_result(response: AgentResponse, *, tool: str | None = None) -> JsonObject:
     """The ``CallToolResult`` for ``response``; raises McpProtocolError for "no such tool"."""
+    response = encodable_response(response)
     meta = _response_meta(response)
     error = response.error
     if error is None and response.ok:

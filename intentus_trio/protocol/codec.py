@@ -539,7 +539,19 @@ def frame_from_json(obj: Any) -> TransportEnvelope:
 # --------------------------------------------------------------------------- bytes
 
 
-_encode = msgspec.json.Encoder().encode
+def _subclass_value(obj: Any) -> Any:
+    """msgspec writes exact str/int/float only; a subclass (an HTML-safe string, a parser's
+    string type) is written as its plain value, as the standard library would."""
+    if isinstance(obj, str):
+        return str(obj)
+    if isinstance(obj, int):
+        return int(obj)
+    if isinstance(obj, float):
+        return float(obj)
+    raise TypeError(f"Encoding objects of type {type(obj).__name__} is unsupported")
+
+
+_encode = msgspec.json.Encoder(enc_hook=_subclass_value).encode
 _msgspec_decode = msgspec.json.Decoder().decode
 _BYTE_POSITION = re.compile(r"\(byte (\d+)\)")
 
@@ -550,11 +562,12 @@ def dumps(obj: Any) -> bytes:
     msgspec writes it, wire models included. JSON values map as usual and integers of any
     size stay exact; beyond JSON, msgspec's mapping applies (a tuple or set becomes an array,
     bytes a base64 string, a datetime an RFC 3339 string, an enum its value, an int or float
-    key a string). Anything else, and strings that are not valid Unicode, raise TypeError.
+    key a string, a str/int/float subclass its plain value). Anything else, strings that
+    are not valid Unicode and values nested too deep (or in a cycle) raise TypeError.
     """
     try:
         return _encode(obj)
-    except (ValueError, OverflowError) as exc:  # UnicodeEncodeError: lone surrogates
+    except (ValueError, OverflowError, RecursionError) as exc:  # ValueError: lone surrogates
         raise TypeError(f"not encodable as JSON: {type(exc).__name__}") from None
 
 
@@ -578,23 +591,50 @@ _fast_decode = typed_decoder.decode_frame
 log = logging.getLogger("intentus_trio.protocol")
 
 
-def unencodable_reply(frame: TransportEnvelope, exc: TypeError) -> TransportEnvelope:
-    """The error reply that stands in for a response JSON cannot hold (``exc`` says why).
+def _error_for(response: AgentResponse, exc: TypeError, trace_id: str | None) -> AgentResponse:
+    log.warning("a response could not be encoded as JSON: %s", exc)
+    meta = response.metadata
+    keep = {k: meta[k] for k in ("agent", "traceId") if type(meta.get(k)) is str}
+    if trace_id is not None:
+        keep.setdefault("traceId", trace_id)
+    error = ErrorInfo(ErrorCode.INTERNAL_AGENT_ERROR,
+                      "the agent's response could not be encoded as JSON", False,
+                      {"exception": "TypeError"})
+    return AgentResponse(response.version, ResponseStatus.ERROR, None, keep, error)
 
-    It keeps the frame's headers except those of a stream chunk: it ends a stream."""
+
+def unencodable_reply(
+    frame: TransportEnvelope, exc: TypeError, trace_id: str | None = None
+) -> TransportEnvelope:
+    """The error reply that stands in for a response JSON cannot hold (``exc`` says why;
+    it is logged, not sent). It keeps the frame's headers except those of a stream chunk:
+    it ends a stream. ``trace_id`` is for a chunk, whose response carries none."""
     body = frame.body
     assert isinstance(body, AgentResponse)
-    log.warning("a response could not be encoded as JSON: %s", exc)
-    meta = body.metadata
-    keep = {k: meta[k] for k in ("agent", "traceId") if type(meta.get(k)) is str}
-    error = ErrorInfo(ErrorCode.INTERNAL_AGENT_ERROR,
-                      f"the agent's response could not be encoded as JSON ({exc})", False,
-                      {"exception": "TypeError"})
     headers = {k: v for k, v in frame.headers.items()
                if k != STREAM_HEADER and k != SEQUENCE_HEADER}
-    return new_frame(frame.protocol, frame.message_type,
-                     AgentResponse(body.version, ResponseStatus.ERROR, None, keep, error),
+    return new_frame(frame.protocol, frame.message_type, _error_for(body, exc, trace_id),
                      headers, frame.protocol_negotiation)
+
+
+def encodable_response(response: AgentResponse) -> AgentResponse:
+    """``response``, or the INTERNAL_AGENT_ERROR response standing in for it when JSON
+    cannot hold it (for paths that write responses outside ``FrameCodec``)."""
+    try:
+        dumps(response)
+    except TypeError as exc:
+        return _error_for(response, exc, None)
+    return response
+
+
+def encodable_reply(frame: TransportEnvelope) -> TransportEnvelope:
+    """``encodable_response`` for a reply frame (see ``unencodable_reply``)."""
+    if type(frame.body) is AgentResponse:
+        try:
+            dumps(frame.body)
+        except TypeError as exc:
+            return unencodable_reply(frame, exc)
+    return frame
 
 
 class FrameCodec:

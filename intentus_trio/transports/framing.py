@@ -18,7 +18,7 @@ import trio
 
 from ..protocol import headers as h
 from ..protocol._fastnew import new_frame as _new_frame
-from ..protocol.codec import FrameCodec, loads
+from ..protocol.codec import FrameCodec, dumps, loads, unencodable_reply
 from ..protocol.enums import MessageType, ResponseStatus, TransportProtocol
 from ..protocol.errors import (
     EMCLFailure,
@@ -381,4 +381,13 @@ class FrameDispatcher:
         async with aclosing(self.router.route_stream(body)) as items:
             async for item in items:
                 reply = response_frame(item, frame.protocol, request_id=request_id, version=version)
+                if isinstance(item, StreamChunk):
+                    try:
+                        dumps(item.payload)
+                    except TypeError as exc:
+                        # A chunk JSON cannot hold ends the stream with the error, here,
+                        # so no transport sends more chunks after it.
+                        yield self._seal_reply(
+                            unencodable_reply(reply, exc, body.metadata.trace_id), request)
+                        return
                 yield self._seal_reply(reply, request)

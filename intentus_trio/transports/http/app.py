@@ -22,6 +22,8 @@ from ...protocol import headers as h
 from ...protocol.codec import (
     FrameCodec,
     dumps,
+    encodable_reply,
+    encodable_response,
     event_from_json,
     frame_from_json,
     frame_to_json,
@@ -493,7 +495,7 @@ class HttpApp:
             return jsonrpc.result(call.id, {"pong": True})
         if method == "frame":
             frame = frame_from_json(params)
-            reply = await self.dispatcher.handle_frame(frame)
+            reply = encodable_reply(await self.dispatcher.handle_frame(frame))
             body = reply.body
             if isinstance(body, AgentResponse) and body.error is not None:
                 return jsonrpc.error(call.id, jsonrpc.INTENT_FAILED, body)
@@ -502,7 +504,8 @@ class HttpApp:
             raise EMCLFailure("this endpoint accepts EMCL-sealed frames only (method 'frame')",
                               details={"reason": "plaintext"})
         if method == "intent":
-            response = await self.router.route_intent(intent_from_json(params, "params"))
+            response = encodable_response(
+                await self.router.route_intent(intent_from_json(params, "params")))
             if response.error is not None:
                 return jsonrpc.error(call.id, jsonrpc.INTENT_FAILED, response)
             return jsonrpc.result(call.id, response_to_json(response))
@@ -601,8 +604,9 @@ class HttpApp:
                                 frame = protector.seal(frame)
                             data = (b"id: " + event.event_id.encode() + b"\ndata: "
                                     + self.codec.encode(frame) + b"\n\n")
-                        except (IntentusError, ValueError) as exc:
-                            # Too large, or no key to seal it: skip it, keep the stream.
+                        except (IntentusError, ValueError, TypeError) as exc:
+                            # Too large, no key to seal it, or a payload JSON cannot hold:
+                            # skip it, keep the stream.
                             self.stats.events_skipped += 1
                             log.debug("event %r not sent: %s", event.event_type, exc)
                             continue

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 import attrs
 import trio
 
+from ...protocol.codec import encodable_reply
 from ...protocol.factory import new_id, utc_now
 from ...protocol.models import TransportEnvelope
 
@@ -131,7 +132,7 @@ class TaskStore:
 
     def _finish(self, record: TaskRecord, state: TaskState, reply: TransportEnvelope) -> None:
         record.state = state
-        record.reply = reply
+        record.reply = encodable_reply(reply)  # polled as JSON, maybe many times
         record.finished_at = utc_now()
         record.expires = trio.current_time() + self.result_ttl
         if record.task_id in self._records:

@@ -596,7 +596,8 @@ class MxpServer:
             if request is not None and protector is not None:
                 frame = protector.seal(frame, reply_to=request)
             return self.dispatcher.codec.encode(frame)
-        except (IntentusError, ValueError) as exc:  # too large, or no key to seal it
+        except (IntentusError, ValueError, TypeError) as exc:
+            # Too large, no key to seal it, or a payload JSON cannot hold.
             self.stats.events_skipped += 1
             log.debug("event %r not forwarded: %s", event.event_type, exc)
             return None

@@ -21,6 +21,7 @@ import trio
 
 from ...mxp.carrier import Address, DatagramCarrier, open_udp_carrier
 from ...mxp.message import MessageFlags, MessageType, MxpDecodeError, MxpMessage, decode, encode
+from ...protocol.codec import encodable_response
 from ...protocol.errors import (
     AgentTimeout,
     IntentusError,
@@ -253,7 +254,7 @@ class _LegacyServer:
         trace_id = env.metadata.trace_id
         self.trace_ids.to_wire(trace_id)
         with trio.move_on_after(self.call_timeout):
-            response = await self.router.route_intent(env)
+            response = encodable_response(await self.router.route_intent(env))
             try:
                 return check_size(response_payload(response, echo))
             except PayloadTooLarge as exc:

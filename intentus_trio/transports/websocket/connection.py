@@ -526,18 +526,23 @@ class ServerConnection:
                 task_status.started((scope, sub))
                 async for event in sub:
                     dropped = sub.dropped
-                    if request is not None and protector is not None:
-                        try:
+                    try:
+                        if request is not None and protector is not None:
                             size, text = self._sealed_event(event, sid, dropped, protector,
                                                             request)
-                        except (IntentusError, ValueError) as exc:
-                            # No key to seal it for this subscriber (retired meanwhile):
-                            # skip the event, keep the connection and its calls.
-                            stats.events_unsealable += 1
-                            log.debug("event %r not pushed: %s", event.event_type, exc)
-                            continue
-                    else:
-                        size, text = self.server.event_text(event, sid, dropped)
+                        else:
+                            size, text = self.server.event_text(event, sid, dropped)
+                    except TypeError as exc:
+                        # A payload JSON cannot hold: skip the event, keep the connection.
+                        stats.events_unencodable += 1
+                        log.warning("event %r not pushed: %s", event.event_type, exc)
+                        continue
+                    except (IntentusError, ValueError) as exc:
+                        # No key to seal it for this subscriber (retired meanwhile):
+                        # skip the event, keep the connection and its calls.
+                        stats.events_unsealable += 1
+                        log.debug("event %r not pushed: %s", event.event_type, exc)
+                        continue
                     if size > self.reply_limit:
                         stats.events_oversize += 1
                         continue

@@ -54,6 +54,8 @@ class ServerStats:
     events_oversize: int = 0
     #: Events not pushed to a sealed subscription because they could not be sealed.
     events_unsealable: int = 0
+    #: Events skipped because their payload cannot be encoded as JSON.
+    events_unencodable: int = 0
 
 
 class WebSocketServer:

@@ -414,9 +414,9 @@ class ZmqServer:
         async for event in bus:
             try:
                 data = encode(event)
-            except (IntentusError, ValueError):
-                # Too large, or a protector that will not seal it: this event is skipped,
-                # the node keeps publishing.
+            except (IntentusError, ValueError, TypeError):
+                # Too large, a protector that will not seal it, or a payload JSON cannot
+                # hold: this event is skipped, the node keeps publishing.
                 log.warning("event %r not published: it cannot be encoded", event.event_type)
                 continue
             # XPUB never blocks: a subscriber whose queue is full misses the event.
