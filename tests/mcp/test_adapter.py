@@ -119,6 +119,13 @@ def test_agent_failures_are_tool_execution_errors_that_round_trip() -> None:
     assert back.error == error and back.metadata == {"agent": "b", "traceId": "t"}
 
 
+def test_a_payload_json_cannot_hold_is_a_tool_execution_error() -> None:
+    result = tool_result(AgentResponse.success({"thing": object()}, agent="a", trace_id="t"))
+    assert result["isError"] is True
+    assert result["content"][0]["text"].startswith("INTERNAL_AGENT_ERROR: ")
+    assert result["_meta"] == {"intentus/traceId": "t", "intentus/agent": "a"}
+
+
 @pytest.mark.parametrize("exc", [
     CapabilityNotFound("no agent handles intent 'zz' v1.0"),
 ])
