@@ -41,7 +41,7 @@ from msgspec.structs import replace
 from starlette.applications import Starlette
 
 from .. import __version__
-from ..protocol.codec import error_to_json
+from ..protocol.codec import encodable_response, error_to_json
 from ..protocol.errors import CapabilityNotFound, IntentusError, ValidationError
 from ..protocol.models import AgentResponse, IntentEnvelope, StreamChunk
 from ..routing.registry import Registration
@@ -324,8 +324,14 @@ class McpServer:
         async with aclosing(stream) as items:
             async for item in items:
                 if isinstance(item, StreamChunk):
+                    try:
+                        progress, message = progress_of(item)
+                    except TypeError:
+                        # A chunk JSON cannot hold ends the stream with INTERNAL_AGENT_ERROR
+                        # (the response standing in for one that carried the chunk).
+                        return encodable_response(AgentResponse.success(
+                            item.payload, trace_id=env.metadata.trace_id))
                     chunks.append(item.payload)
-                    progress, message = progress_of(item)
                     await ctx.session.report_progress(progress, None, message)
                 else:
                     final = item

@@ -541,13 +541,14 @@ def frame_from_json(obj: Any) -> TransportEnvelope:
 
 def _subclass_value(obj: Any) -> Any:
     """msgspec writes exact str/int/float only; a subclass (an HTML-safe string, a parser's
-    string type) is written as its plain value, as the standard library would."""
+    string type) is written as its plain value, as the standard library would: the base
+    type's own conversion, never an override of ``__str__`` and the like."""
     if isinstance(obj, str):
-        return str(obj)
+        return str.__str__(obj)
     if isinstance(obj, int):
-        return int(obj)
+        return int.__int__(obj)
     if isinstance(obj, float):
-        return float(obj)
+        return float.__float__(obj)
     raise TypeError(f"Encoding objects of type {type(obj).__name__} is unsupported")
 
 

@@ -241,6 +241,10 @@ class SealedEvents:
                 self.refused += 1
                 log.warning("an event of %r did not open: %s", self.event_type, exc.message)
                 continue
+            except TypeError as exc:  # a payload JSON cannot hold: skipped, as on a network
+                self.refused += 1
+                log.warning("an event of %r was not sealed: %s", self.event_type, exc)
+                continue
             if isinstance(opened.body, Event):
                 return opened.body
             self.refused += 1

@@ -193,6 +193,19 @@ async def test_an_event_that_does_not_open_is_dropped_and_counted(
     assert "did not open" in caplog.text and "s3cr3t" not in caplog.text
 
 
+async def test_an_event_json_cannot_hold_is_skipped_and_the_next_arrives() -> None:
+    client, server = group_pair()
+    router = make_router()
+    t = InProcessTransport(router, protector=client, server_protector=server)
+    async with t.subscribe("thing.*") as events:
+        router.events.publish(new_event("thing.odd", {"thing": object()}))
+        router.events.publish(new_event("thing.done", {"x": 1}))
+        with trio.fail_after(1):
+            event = await events.__anext__()
+        assert event.payload == {"x": 1}
+        assert isinstance(events, SealedEvents) and events.refused == 1
+
+
 def test_one_protector_for_both_ends_must_be_a_peer() -> None:
     ring = Keyring()
     ring.add_group_key("g1", generate_master_key())

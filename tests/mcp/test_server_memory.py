@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import cast
 
 import pytest
@@ -198,3 +199,20 @@ async def test_calls_through_a_protected_transport() -> None:
         assert error_of(await client.call_tool("fail", {}))["code"] == "AGENT_ERROR"
     # Each request sealed by the client and opened by the server, each reply back again.
     assert transport.protector.sealed >= 8 and transport.protector.opened >= 8
+
+
+async def test_a_streamed_chunk_json_cannot_hold_is_a_tool_error() -> None:
+    router = build_router(Probe())
+    produced: list[int] = []
+
+    async def odd(env: IntentEnvelope) -> AsyncIterator[dict[str, object]]:
+        for item in ({"i": 0}, {"i": object()}, {"i": 2}):
+            produced.append(0)
+            yield item
+
+    router.register("odd", "odd", odd)
+    async with McpServer(router) as bridge, Client(bridge.server) as client:
+        error = error_of(await client.call_tool("odd", {}))
+        assert error["code"] == "INTERNAL_AGENT_ERROR"
+        assert len(produced) == 2
+        assert (await client.call_tool("echo", {})).is_error is not True

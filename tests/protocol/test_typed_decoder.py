@@ -172,7 +172,22 @@ def test_dumps_writes_json_and_msgspecs_documented_mapping_and_refuses_the_rest(
         "big": 2**80, "s": "é", "f": 1.5}
     assert codec.loads(codec.dumps({"set": {1}, "bytes": b"\x00\xff", 3: "key"})) == {
         "set": [1], "bytes": "AP8=", "3": "key"}
+
+    class Loud(str):
+        def __str__(self) -> str:
+            raise RuntimeError("never called")
+
+    class Shifted(int):
+        def __int__(self) -> int:
+            return 99
+
+    # A subclass is written as its plain value, without calling its overrides.
+    assert codec.dumps([Loud("plain"), Shifted(3)]) == b'["plain",3]'
     with pytest.raises(TypeError):
         codec.dumps({"thing": object()})
+    with pytest.raises(TypeError):  # a cycle
+        loop: list[object] = []
+        loop.append(loop)
+        codec.dumps(loop)
     with pytest.raises(TypeError):  # a lone surrogate has no UTF-8 form
         codec.dumps({"s": "\ud800"})

@@ -68,6 +68,8 @@ class ServerStats:
     #: Cancel requests for a stream that is not running (finished, or never existed).
     unknown_cancels: int = 0
     events_published: int = 0
+    #: Events not published: too large, not sealable, or a payload JSON cannot hold.
+    events_skipped: int = 0
 
 
 class ZmqServer:
@@ -417,6 +419,7 @@ class ZmqServer:
             except (IntentusError, ValueError, TypeError):
                 # Too large, a protector that will not seal it, or a payload JSON cannot
                 # hold: this event is skipped, the node keeps publishing.
+                self.stats.events_skipped += 1
                 log.warning("event %r not published: it cannot be encoded", event.event_type)
                 continue
             # XPUB never blocks: a subscriber whose queue is full misses the event.
