@@ -660,21 +660,15 @@ class FrameCodec:
         so one bad reply fails its call only; any other frame that cannot be encoded raises
         TypeError.
         """
-        return self.encode_reply(frame, limit=limit)[0]
-
-    def encode_reply(self, frame: TransportEnvelope, *, limit: bool = True
-                     ) -> tuple[bytes, bool]:
-        """``encode``, and whether the frame was replaced by ``unencodable_reply``."""
-        replaced = False
         try:
             data = dumps(_frame_wire(frame))
         except TypeError as exc:
             if type(frame.body) is not AgentResponse:
                 raise
-            data, replaced = dumps(_frame_wire(unencodable_reply(frame, exc))), True
+            data = dumps(_frame_wire(unencodable_reply(frame, exc)))
         if limit:
             self.check_size(len(data))
-        return data, replaced
+        return data
 
     def decode(self, data: bytes | bytearray | memoryview | str) -> TransportEnvelope:
         size = len(data)

@@ -435,8 +435,7 @@ class MxpServer:
                 async for reply in replies:
                     chunk = reply.headers.get(h.STREAM) == h.STREAM_CHUNK
                     try:
-                        data, replaced = codec.encode_reply(reply)
-                        chunk = chunk and not replaced  # an unencodable chunk ends it
+                        data = codec.encode(reply)
                     except PayloadTooLarge as exc:
                         data, chunk = codec.encode(self.dispatcher.error_frame(
                             exc, request=frame), limit=False), False
