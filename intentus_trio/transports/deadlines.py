@@ -51,8 +51,13 @@ class Deadlines(Generic[T]):
 
     def add(self, deadline: float, item: T) -> None:
         heap = self._heap
+        done = self._done
+        # Calls mostly finish in the order their deadlines fall (one timeout for all): the
+        # earliest entry is then a finished one, and dropping it here keeps the heap short.
+        while heap and done(heap[0][2]):
+            heapq.heappop(heap)
         if len(heap) >= self._compact_at:
-            heap[:] = [entry for entry in heap if not self._done(entry[2])]
+            heap[:] = [entry for entry in heap if not done(entry[2])]
             heapq.heapify(heap)
             self._compact_at = max(self.MIN_COMPACT, 2 * len(heap))
         heapq.heappush(heap, (deadline, next(self._seq), item))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import pytest
 import trio
 import trio.testing
@@ -61,3 +63,24 @@ async def test_slack_serves_steady_traffic_in_batches(
 def test_negative_slack_is_refused() -> None:
     with pytest.raises(ValueError):
         Deadlines(lambda op: None, lambda op: False, slack=-1)
+
+
+def test_finished_calls_are_released_when_the_next_one_is_added() -> None:
+    """Sequential calls under one timeout: each finished call leaves the heap as the next
+    is added, so finished calls (and the frames they hold) are not kept alive in bulk."""
+    deadlines: Deadlines[Op] = Deadlines(lambda op: None, lambda op: op.done)
+    released: list[str] = []
+    for i in range(500):
+        op = Op(str(i))
+        weakref.finalize(op, released.append, op.name)
+        deadlines.add(float(i), op)
+        op.done = True
+        del op
+        assert len(deadlines) == 1
+    assert len(released) == 499
+    # An unfinished entry at the top keeps its place; finished ones behind it wait for
+    # the periodic drop.
+    stuck = Op("stuck")
+    deadlines.add(1000.0, stuck)  # drops "499"
+    deadlines.add(0.5, Op("first"))
+    assert len(deadlines) == 2
