@@ -670,10 +670,14 @@ class FrameCodec:
             self.check_size(len(data))
         return data
 
-    def decode(self, data: bytes | bytearray | memoryview | str) -> TransportEnvelope:
+    def decode(
+        self, data: bytes | bytearray | memoryview | str, expect: MessageType | None = None
+    ) -> TransportEnvelope:
+        """Decode a frame (raises IntentusError). ``expect``: the message type this end
+        mostly receives, parsed fastest (``typed_decoder.decode_frame``)."""
         size = len(data)
         if isinstance(data, str) and size * 4 > self.max_frame_bytes:
             size = len(data.encode("utf-8", "surrogatepass"))
         self.check_size(size)
-        frame = _fast_decode(data)
+        frame = _fast_decode(data, expect)
         return frame if frame is not None else frame_from_json(loads(data))

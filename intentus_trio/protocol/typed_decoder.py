@@ -3,9 +3,10 @@
 The wire models are msgspec structs whose annotations carry the codec's rules (types,
 required fields, defaults, enum values, string and list limits), so a frame's body is parsed
 and checked straight into the public objects. The outer frame goes through a private struct
-that keeps the body raw until its message type is known. Anything msgspec refuses,
-including every liberal spelling the Python decoder accepts (a ``null`` routing block, a
-response without ``payload``), returns ``None`` and the caller falls back to
+that keeps the body raw until its message type is known, except for the type the caller
+expects (intents on a server, responses on a client), which is parsed whole. Anything
+msgspec refuses, including every liberal spelling the Python decoder accepts (a ``null``
+routing block, a response without ``payload``), returns ``None`` and the caller falls back to
 ``codec.frame_from_json``, which decides and names the exact error. The fast path therefore
 never accepts a frame the Python decoder would refuse, and builds equal objects (a
 differential test checks both).
@@ -13,6 +14,7 @@ differential test checks both).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 import msgspec
@@ -46,7 +48,25 @@ class _Frame(msgspec.Struct, rename="camel", gc=False):
     protocol_negotiation: _Negotiation | None = None
 
 
+class _IntentFrame(msgspec.Struct, rename="camel", gc=False):
+    protocol: _Protocol
+    message_type: MessageType
+    body: IntentEnvelope
+    headers: Headers | None = None
+    protocol_negotiation: _Negotiation | None = None
+
+
+class _ResponseFrame(msgspec.Struct, rename="camel", gc=False):
+    protocol: _Protocol
+    message_type: MessageType
+    body: AgentResponse
+    headers: Headers | None = None
+    protocol_negotiation: _Negotiation | None = None
+
+
 _frame = msgspec.json.Decoder(_Frame).decode
+_intent_frame = msgspec.json.Decoder(_IntentFrame).decode
+_response_frame = msgspec.json.Decoder(_ResponseFrame).decode
 _intent = msgspec.json.Decoder(IntentEnvelope).decode
 _response = msgspec.json.Decoder(AgentResponse).decode
 _event = msgspec.json.Decoder(Event).decode
@@ -57,35 +77,80 @@ _RESPONSE: Final = MessageType.RESPONSE
 _EVENT: Final = MessageType.EVENT
 #: Every exception msgspec raises for bad input (invalid UTF-8 surfaces as ValueError).
 _INPUT_ERRORS: Final = (msgspec.MsgspecError, ValueError, RecursionError)
+#: The message types ``expect`` serves, as this package writes them: a frame without its
+#: mark (an event among responses) goes straight to the general path, not through a
+#: failed attempt. A mark elsewhere (inside a payload) only costs the attempt.
+_INTENT_MARK: Final = '"messageType":"intent"'
+_RESPONSE_MARK: Final = '"messageType":"response"'
+_INTENT_MARK_BYTES: Final = _INTENT_MARK.encode()
+_RESPONSE_MARK_BYTES: Final = _RESPONSE_MARK.encode()
 
 
-def decode_frame(data: bytes | bytearray | memoryview | str) -> TransportEnvelope | None:
-    """The frame in ``data``, or None when the Python decoder must decide."""
+def _try(
+    decode: Callable[[bytes | bytearray | str], _IntentFrame | _ResponseFrame],
+    data: bytes | bytearray | str,
+    expect: MessageType,
+) -> _IntentFrame | _ResponseFrame | None:
+    """The plaintext frame of type ``expect`` parsed whole, or None (the general path
+    decides)."""
+    try:
+        f = decode(data)
+    except _INPUT_ERRORS:
+        return None
+    if f.message_type is not expect or (f.headers is not None and EMCL_HEADER in f.headers):
+        return None
+    return f
+
+
+def decode_frame(
+    data: bytes | bytearray | memoryview | str, expect: MessageType | None = None
+) -> TransportEnvelope | None:
+    """The frame in ``data``, or None when the Python decoder must decide.
+
+    ``expect`` names the message type the caller mostly receives (intents on a server,
+    responses on a client): a plaintext frame of that type is parsed in one pass. The
+    general path skips the body to learn its type and then parses it, a second pass over
+    the payload; it serves every other frame.
+    """
     try:
         # msgspec skips unknown fields without checking their UTF-8: check it here first.
         if isinstance(data, memoryview):
             data = data.tobytes()
         if not isinstance(data, str) and not data.isascii():
             data.decode()
-        f = _frame(data)
-        headers = f.headers
-        if headers is None:
-            headers = {}
-        mtype = f.message_type
         body: Body
-        if EMCL_HEADER in headers or mtype is MessageType.EMCL:
-            body = _emcl(f.body)
-        elif mtype is _INTENT:
-            body = _intent(f.body)
-        elif mtype is _RESPONSE:
-            body = _response(f.body)
-        elif mtype is _EVENT:
-            body = _event(f.body)
-        else:  # pragma: no cover - every MessageType is handled above
-            return None
+        whole: _IntentFrame | _ResponseFrame | None = None
+        if expect is _INTENT or expect is _RESPONSE:
+            intent = expect is _INTENT
+            if isinstance(data, str):
+                marked = (_INTENT_MARK if intent else _RESPONSE_MARK) in data
+            else:
+                marked = data.find(_INTENT_MARK_BYTES if intent else _RESPONSE_MARK_BYTES) >= 0
+            if marked:
+                whole = _try(_intent_frame if intent else _response_frame, data, expect)
+        if whole is not None:
+            f: _Frame | _IntentFrame | _ResponseFrame = whole
+            headers = whole.headers
+            body = whole.body
+            mtype = whole.message_type
+        else:
+            f = _frame(data)
+            headers = f.headers
+            mtype = f.message_type
+            if (headers is not None and EMCL_HEADER in headers) or mtype is MessageType.EMCL:
+                body = _emcl(f.body)
+            elif mtype is _INTENT:
+                body = _intent(f.body)
+            elif mtype is _RESPONSE:
+                body = _response(f.body)
+            elif mtype is _EVENT:
+                body = _event(f.body)
+            else:  # pragma: no cover - every MessageType is handled above
+                return None
         neg = f.protocol_negotiation
     except _INPUT_ERRORS:
         return None
     negotiated = None if neg is None else negotiation(neg.min_version, neg.max_version)
-    frame: TransportEnvelope = new_frame(f.protocol, mtype, body, headers, negotiated)
+    frame: TransportEnvelope = new_frame(f.protocol, mtype, body,
+                                         {} if headers is None else headers, negotiated)
     return frame

@@ -193,7 +193,7 @@ class ClientFraming:
 
     def decode_frame(self, data: bytes | bytearray | memoryview | str) -> TransportEnvelope:
         """Decode and, if sealed, open a received frame (raises IntentusError)."""
-        frame = self.codec.decode(data)
+        frame = self.codec.decode(data, _RESPONSE)
         if is_sealed(frame):
             if self.protector is None:
                 raise EMCLFailure("received an EMCL frame but EMCL is not configured",
@@ -263,7 +263,7 @@ class FrameDispatcher:
 
     def decode(self, data: bytes | bytearray | memoryview | str) -> TransportEnvelope:
         """Decode request bytes; raises IntentusError (use ``error_frame`` to answer it)."""
-        return self.codec.decode(data)
+        return self.codec.decode(data, _INTENT)
 
     def error_frame(
         self,
@@ -293,7 +293,7 @@ class FrameDispatcher:
     async def handle_bytes(self, data: bytes | bytearray | memoryview | str) -> bytes:
         """One request in, one encoded reply out; never raises for bad input."""
         try:
-            frame = self.codec.decode(data)
+            frame = self.codec.decode(data, _INTENT)
         except IntentusError as exc:
             return self.codec.encode(self.error_frame(exc, data=data), limit=False)
         return self.encode_reply(await self.handle_frame(frame), frame)

@@ -14,9 +14,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from intentus_trio import FrameCodec, IntentusError, TransportEnvelope, new_intent
+from intentus_trio import (
+    AgentResponse,
+    FrameCodec,
+    IntentusError,
+    TransportEnvelope,
+    new_event,
+    new_intent,
+)
+from intentus_trio.emcl import EmclProtector, Keyring
+from intentus_trio.keys import generate_master_key
 from intentus_trio.protocol import codec, typed_decoder
+from intentus_trio.protocol.enums import MessageType, TransportProtocol
 from intentus_trio.protocol.limits import MAX_HEADERS, MAX_LIST_ITEMS, MAX_NAME_CHARS
+from intentus_trio.transports.framing import event_frame, request_frame, response_frame
 
 from ..strategies import frames
 
@@ -30,15 +41,24 @@ def python_decode(data: bytes | str) -> TransportEnvelope | IntentusError:
         return exc
 
 
+#: The ``expect`` values callers pass: none, a server's, a client's.
+EXPECTS = (None, MessageType.INTENT, MessageType.RESPONSE)
+
+
 def assert_agrees(data: bytes | str) -> TransportEnvelope | None:
-    """The fast path declines, or builds exactly what the Python decoder builds."""
-    fast = typed_decoder.decode_frame(data)
+    """The fast path declines, or builds exactly what the Python decoder builds, whatever
+    message type the caller expects."""
     slow = python_decode(data)
-    if fast is not None:
-        assert not isinstance(slow, IntentusError), f"fast path accepted what {slow!r} refuses"
-        assert fast == slow
-        assert type(fast.body) is type(slow.body)
-    return fast
+    results = [typed_decoder.decode_frame(data, expect) for expect in EXPECTS]
+    for fast in results:
+        if fast is not None:
+            assert not isinstance(slow, IntentusError), (
+                f"fast path accepted what {slow!r} refuses")
+            assert fast == slow
+            assert type(fast.body) is type(slow.body)
+    # Expecting a type changes how fast a frame is parsed, never whether it is.
+    assert len({fast is None for fast in results}) == 1
+    return results[0]
 
 
 @settings(max_examples=400)
@@ -148,6 +168,28 @@ def test_duplicate_keys_take_the_last_value_on_both_paths() -> None:
         b'"messageType":"intent"', b'"messageType":"event","messageType":"intent"'
     )
     assert assert_agrees(data) is not None
+
+
+@pytest.mark.parametrize("kind", ["event", "emcl", "response"])
+def test_a_frame_other_than_the_expected_type_is_decoded_by_the_general_path(
+    kind: str,
+) -> None:
+    """A server expects intents: a frame of another type, even one whose payload carries
+    the intent type's spelling, is decoded as what it is."""
+    if kind == "event":
+        frame = event_frame(new_event("e", {"x": '"messageType":"intent"'}),
+                            TransportProtocol.WEBSOCKET)
+    elif kind == "response":
+        frame = response_frame(AgentResponse.success({"x": '"messageType":"intent"'}),
+                               TransportProtocol.WEBSOCKET)
+    else:
+        ring = Keyring()
+        ring.add_group_key("g", generate_master_key())
+        frame = EmclProtector(ring, "a").seal(request_frame(
+            new_intent("i", {"x": '"messageType":"intent"'}), TransportProtocol.WEBSOCKET))
+    for data in (CODEC.encode(frame), CODEC.encode(frame).decode()):
+        assert typed_decoder.decode_frame(data, MessageType.INTENT) == frame
+        assert CODEC.decode(data, MessageType.INTENT) == frame
 
 
 def test_large_integers_in_payloads_stay_exact() -> None:
