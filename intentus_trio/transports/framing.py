@@ -77,18 +77,23 @@ def is_sealed(frame: TransportEnvelope) -> bool:
 _MAX_TIMEOUT_MS: Final = 10**12 - 1
 
 
+_TIMEOUT_MS: Final = h.TIMEOUT_MS
+_now = trio.current_time
+_ceil = math.ceil
+
+
 def timeout_headers(deadline: float) -> dict[str, str]:
     """``{timeoutMs: ...}`` for a call due at trio time ``deadline``; none when it is
     infinite or further off than a server reads (``call_timeout``), which is the same."""
-    ms = (deadline - trio.current_time()) * 1000
+    ms = (deadline - _now()) * 1000
     if ms > _MAX_TIMEOUT_MS:
         return {}
-    return {h.TIMEOUT_MS: str(max(1, math.ceil(max(0.0, ms))))}  # past: due at once
+    return {_TIMEOUT_MS: str(_ceil(ms)) if ms > 1 else "1"}  # past: due at once
 
 
 def call_timeout(headers: Mapping[str, str], cap: float | None) -> float | None:
     """Seconds a server gives a call: the client's ``timeoutMs``, capped by ``cap``."""
-    text = headers.get(h.TIMEOUT_MS)
+    text = headers.get(_TIMEOUT_MS)
     # isascii: isdigit() also accepts digits int() refuses (superscripts, circled digits)
     if text is None or not (text.isascii() and text.isdigit()) or len(text) > 12:
         return cap
@@ -328,6 +333,8 @@ class FrameDispatcher:
 
     async def handle_frame(self, frame: TransportEnvelope) -> TransportEnvelope:
         """Route a decoded frame and return the reply frame (sealed if the request was)."""
+        if type(frame.body) is not EMCLEnvelope and not self.require_emcl:
+            return await self._handle_plain(frame)  # open_request and _seal_reply: no-ops
         try:
             opened, sealed = self.open_request(frame)
         except IntentusError as exc:
