@@ -18,12 +18,16 @@ from ..remote_subscription import RemoteSubscription
 
 
 class ReplySlot:
-    """Where the single reply of a unary call (or a control request) lands."""
+    """Where the single reply of a unary call (or a control request) lands.
 
-    __slots__ = ("_done", "error", "limit", "result", "trace_id")
+    Its one waiter parks with trio's low-level primitives and is woken directly: a
+    ``trio.Event`` per call (with its parking lot) costs more than the rest of the slot.
+    """
+
+    __slots__ = ("_waiter", "error", "limit", "result", "trace_id")
 
     def __init__(self, trace_id: str | None, limit: float | None = None) -> None:
-        self._done = trio.Event()
+        self._waiter: trio.lowlevel.Task | None = None
         self.result: AgentResponse | None = None
         #: The local failure that settled the call, if one did (``result`` is its response).
         self.error: IntentusError | None = None
@@ -35,28 +39,44 @@ class ReplySlot:
     def done(self) -> bool:
         return self.result is not None
 
+    def _settle(self, result: AgentResponse) -> None:
+        self.result = result
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            trio.lowlevel.reschedule(waiter)
+
     def deliver(self, item: StreamItem) -> bool:
         """Settle the call with a received item; True (a unary call is then over)."""
         if isinstance(item, StreamChunk):
             self.fail(ProtocolError("received a stream chunk for a unary call"))
         elif self.result is None:
-            self.result = item
-            self._done.set()
+            self._settle(item)
         return True
 
     def fail(self, exc: IntentusError) -> None:
         if self.result is None:
             self.error = exc
-            self.result = exc.to_response(trace_id=self.trace_id)
-            self._done.set()
+            self._settle(exc.to_response(trace_id=self.trace_id))
 
     def expire(self) -> None:
         """The call's deadline passed without a reply."""
         self.fail(TransportTimeout(f"no response within {self.limit} s",
                                    details={"timeout": self.limit}))
 
+    def _abort(self, _: object) -> trio.lowlevel.Abort:
+        self._waiter = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
     async def wait(self) -> AgentResponse:
-        await self._done.wait()
+        """The reply, once it lands (one waiter at a time)."""
+        if self.result is None:
+            if self._waiter is not None:
+                raise RuntimeError("a reply slot has one waiter")
+            self._waiter = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(self._abort)
+        else:
+            await trio.lowlevel.checkpoint()
         assert self.result is not None
         return self.result
 
