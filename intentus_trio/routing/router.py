@@ -27,7 +27,7 @@ import trio
 from msgspec.structs import replace
 
 from .._deadline import Timeout, run_with_timeout
-from ..protocol.codec import encodable_response, response_to_json
+from ..protocol.codec import response_to_json
 from ..protocol.enums import ErrorCode, ResponseStatus, RoutingStrategy
 from ..protocol.errors import (
     AgentTimeout,
@@ -286,8 +286,7 @@ class Router:
         results: dict[str, AgentResponse] = {}
 
         async def one(reg: Registration) -> None:
-            # One agent whose reply JSON cannot hold fails alone, not the whole broadcast.
-            results[reg.agent] = encodable_response(await self.call_agent(reg, env))
+            results[reg.agent] = await self.call_agent(reg, env)
 
         async with trio.open_nursery() as nursery:
             for reg in chain:

@@ -14,7 +14,6 @@ from intentus_trio import (
     AgentError,
     AgentResponse,
     ErrorCode,
-    FrameCodec,
     IntentEnvelope,
     Router,
     RoutingStrategy,
@@ -22,8 +21,6 @@ from intentus_trio import (
     current_trace_id,
     new_intent,
 )
-from intentus_trio.protocol.enums import TransportProtocol
-from intentus_trio.transports.framing import response_frame
 
 
 def make_router() -> Router:
@@ -161,25 +158,6 @@ async def test_broadcast_and_parallel(autojump_clock: trio.testing.MockClock) ->
     assert set(replies) == {"fast", "slow", "failing"}
     assert replies["failing"]["error"]["code"] == "AGENT_ERROR"
     assert replies["slow"]["payload"] == {"who": "slow"}
-
-
-async def test_a_broadcast_member_whose_reply_json_cannot_hold_fails_alone() -> None:
-    router = Router()
-
-    async def fine(env: IntentEnvelope) -> dict[str, Any]:
-        return {"who": "fine"}
-
-    async def odd(env: IntentEnvelope) -> dict[str, Any]:
-        return {"when": object()}
-
-    router.register("fine", "job", fine)
-    router.register("odd", "job", odd)
-    response = await router.route_intent(new_intent("job", strategy=RoutingStrategy.BROADCAST))
-    assert response.ok and response.payload is not None
-    replies = response.payload["responses"]
-    assert replies["fine"]["payload"] == {"who": "fine"}
-    assert replies["odd"]["error"]["code"] == "INTERNAL_AGENT_ERROR"
-    assert FrameCodec().encode(response_frame(response, TransportProtocol.HTTP))
 
 
 async def test_agent_deadline_maps_to_agent_timeout(autojump_clock: trio.testing.MockClock) -> None:
