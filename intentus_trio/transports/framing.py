@@ -333,7 +333,7 @@ class FrameDispatcher:
 
     async def handle_frame(self, frame: TransportEnvelope) -> TransportEnvelope:
         """Route a decoded frame and return the reply frame (sealed if the request was)."""
-        if type(frame.body) is not EMCLEnvelope and not self.require_emcl:
+        if not self.require_emcl and not isinstance(frame.body, EMCLEnvelope):
             return await self._handle_plain(frame)  # open_request and _seal_reply: no-ops
         try:
             opened, sealed = self.open_request(frame)

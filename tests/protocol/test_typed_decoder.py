@@ -174,22 +174,52 @@ def test_duplicate_keys_take_the_last_value_on_both_paths() -> None:
 def test_a_frame_other_than_the_expected_type_is_decoded_by_the_general_path(
     kind: str,
 ) -> None:
-    """A server expects intents: a frame of another type, even one whose payload carries
-    the intent type's spelling, is decoded as what it is."""
+    """A server expects intents: a frame of another type, even one whose payload holds the
+    intent type's marker as a key (so the one-pass attempt is made), is decoded as what it
+    is."""
+    lookalike = {"messageType": "intent"}
     if kind == "event":
-        frame = event_frame(new_event("e", {"x": '"messageType":"intent"'}),
-                            TransportProtocol.WEBSOCKET)
+        frame = event_frame(new_event("e", lookalike), TransportProtocol.WEBSOCKET)
     elif kind == "response":
-        frame = response_frame(AgentResponse.success({"x": '"messageType":"intent"'}),
-                               TransportProtocol.WEBSOCKET)
+        frame = response_frame(AgentResponse.success(lookalike), TransportProtocol.WEBSOCKET)
     else:
         ring = Keyring()
         ring.add_group_key("g", generate_master_key())
-        frame = EmclProtector(ring, "a").seal(request_frame(
-            new_intent("i", {"x": '"messageType":"intent"'}), TransportProtocol.WEBSOCKET))
-    for data in (CODEC.encode(frame), CODEC.encode(frame).decode()):
-        assert typed_decoder.decode_frame(data, MessageType.INTENT) == frame
-        assert CODEC.decode(data, MessageType.INTENT) == frame
+        frame = EmclProtector(ring, "a").seal(
+            request_frame(new_intent("i", lookalike), TransportProtocol.WEBSOCKET))
+    data = CODEC.encode(frame)
+    assert b'"messageType":"intent"' in data
+    for item in (data, data.decode()):
+        assert typed_decoder.decode_frame(item, MessageType.INTENT) == frame
+        assert CODEC.decode(item, MessageType.INTENT) == frame
+
+
+def _response_frame() -> dict[str, Any]:
+    frame = codec.frame_to_json(response_frame(AgentResponse.success({"a": 1}),
+                                               TransportProtocol.HTTP))
+    return orjson.loads(orjson.dumps(frame))
+
+
+@pytest.mark.parametrize("expect", [MessageType.INTENT, MessageType.RESPONSE])
+def test_the_one_pass_path_checks_the_type_and_the_emcl_header_after_parsing(
+    expect: MessageType,
+) -> None:
+    """The expected body parses, but the frame is not what it looks like: an ``emcl`` header
+    (the body should be sealed), or a later ``messageType`` key that wins. Both paths
+    refuse it."""
+    obj = _intent_frame() if expect is MessageType.INTENT else _response_frame()
+    obj["headers"]["emcl"] = "1.0"
+    sealed_header = codec.dumps(obj)
+    name = expect.value.encode()
+    retyped = codec.dumps(
+        _intent_frame() if expect is MessageType.INTENT else _response_frame()
+    ).replace(b'"messageType":"' + name + b'"',
+              b'"messageType":"' + name + b'","messageType":"event"')
+    for data in (sealed_header, retyped):
+        assert f'"messageType":"{expect.value}"'.encode() in data
+        assert typed_decoder.decode_frame(data, expect) is None
+        assert assert_agrees(data) is None
+        assert isinstance(python_decode(data), IntentusError)
 
 
 def test_large_integers_in_payloads_stay_exact() -> None:

@@ -78,9 +78,11 @@ def test_finished_calls_are_released_when_the_next_one_is_added() -> None:
         del op
         assert len(deadlines) == 1
     assert len(released) == 499
-    # An unfinished entry at the top keeps its place; finished ones behind it wait for
+    # An unfinished entry at the top keeps its place, and finished ones behind it wait for
     # the periodic drop.
-    stuck = Op("stuck")
-    deadlines.add(1000.0, stuck)  # drops "499"
-    deadlines.add(0.5, Op("first"))
-    assert len(deadlines) == 2
+    deadlines.add(1000.0, Op("stuck"))  # drops "499"
+    late = Op("late")
+    deadlines.add(2000.0, late)
+    late.done = True
+    deadlines.add(3000.0, Op("next"))
+    assert len(deadlines) == 3
