@@ -371,7 +371,7 @@ class HttpApp:
         """The request's frame; one that does not decode is answered here (raises _Exit)."""
         data = await self._read_json_body(scope, receive, send)
         try:
-            return self.codec.decode(data)
+            return self.codec.decode(data, MessageType.INTENT)
         except IntentusError as exc:
             reply, status = self._decode_failure(exc, data)
             await self._send_frame(send, status, reply)
