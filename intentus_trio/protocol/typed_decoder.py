@@ -15,7 +15,7 @@ differential test checks both).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final
+from typing import Final, Generic, TypeVar
 
 import msgspec
 
@@ -34,39 +34,29 @@ from .models import (
     TransportEnvelope,
 )
 
+B = TypeVar("B")
+#: The bodies parsed together with their frame (the types ``expect`` serves).
+W = TypeVar("W", IntentEnvelope, AgentResponse)
+
 
 class _Negotiation(msgspec.Struct, rename="camel", gc=False):
     min_version: Name
     max_version: Name
 
 
-class _Frame(msgspec.Struct, rename="camel", gc=False):
+class _Frame(msgspec.Struct, Generic[B], rename="camel", gc=False):
+    """The outer frame; ``body`` raw (type not known yet) or one expected body type."""
+
     protocol: _Protocol
     message_type: MessageType
-    body: msgspec.Raw
+    body: B
     headers: Headers | None = None
     protocol_negotiation: _Negotiation | None = None
 
 
-class _IntentFrame(msgspec.Struct, rename="camel", gc=False):
-    protocol: _Protocol
-    message_type: MessageType
-    body: IntentEnvelope
-    headers: Headers | None = None
-    protocol_negotiation: _Negotiation | None = None
-
-
-class _ResponseFrame(msgspec.Struct, rename="camel", gc=False):
-    protocol: _Protocol
-    message_type: MessageType
-    body: AgentResponse
-    headers: Headers | None = None
-    protocol_negotiation: _Negotiation | None = None
-
-
-_frame = msgspec.json.Decoder(_Frame).decode
-_intent_frame = msgspec.json.Decoder(_IntentFrame).decode
-_response_frame = msgspec.json.Decoder(_ResponseFrame).decode
+_frame = msgspec.json.Decoder(_Frame[msgspec.Raw]).decode
+_intent_frame = msgspec.json.Decoder(_Frame[IntentEnvelope]).decode
+_response_frame = msgspec.json.Decoder(_Frame[AgentResponse]).decode
 _intent = msgspec.json.Decoder(IntentEnvelope).decode
 _response = msgspec.json.Decoder(AgentResponse).decode
 _event = msgspec.json.Decoder(Event).decode
@@ -87,10 +77,10 @@ _RESPONSE_MARK_BYTES: Final = _RESPONSE_MARK.encode()
 
 
 def _try(
-    decode: Callable[[bytes | bytearray | str], _IntentFrame | _ResponseFrame],
+    decode: Callable[[bytes | bytearray | str], _Frame[W]],
     data: bytes | bytearray | str,
     expect: MessageType,
-) -> _IntentFrame | _ResponseFrame | None:
+) -> _Frame[W] | None:
     """The plaintext frame of type ``expect`` parsed whole, or None (the general path
     decides)."""
     try:
@@ -119,7 +109,7 @@ def decode_frame(
         if not isinstance(data, str) and not data.isascii():
             data.decode()
         body: Body
-        whole: _IntentFrame | _ResponseFrame | None = None
+        whole: _Frame[IntentEnvelope] | _Frame[AgentResponse] | None = None
         if expect is _INTENT or expect is _RESPONSE:
             intent = expect is _INTENT
             if isinstance(data, str):
@@ -127,9 +117,10 @@ def decode_frame(
             else:
                 marked = data.find(_INTENT_MARK_BYTES if intent else _RESPONSE_MARK_BYTES) >= 0
             if marked:
-                whole = _try(_intent_frame if intent else _response_frame, data, expect)
+                whole = (_try(_intent_frame, data, expect) if intent
+                         else _try(_response_frame, data, expect))
         if whole is not None:
-            f: _Frame | _IntentFrame | _ResponseFrame = whole
+            f: _Frame[IntentEnvelope] | _Frame[AgentResponse] | _Frame[msgspec.Raw] = whole
             headers = whole.headers
             body = whole.body
             mtype = whole.message_type
